@@ -1,0 +1,115 @@
+"""A model version loaded for serving: checked files, CatBoost model, validator.
+
+Loading is the only way a version can take traffic, and it refuses anything
+that does not check out: manifest schema, CatBoost magic (never pickle), sha256,
+the model's own feature names and categorical columns against the manifest,
+and a probe prediction with the expected output shape.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from catboost import CatBoostRegressor, CatBoostError
+
+from models.artifact import MODEL_FILE, ArtifactError, FeatureType, Manifest
+from models.registry import check_files, version_path
+from models.validation import RowValidator, ValidatedRows
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """Predictions for a batch of rows, in transit days, in row order."""
+
+    median: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+class LoadedVersion:
+    """One servable version. Immutable after load; safe to share across threads."""
+
+    def __init__(self, manifest: Manifest, model: CatBoostRegressor, path: Path) -> None:
+        self.manifest = manifest
+        self.name = manifest.name
+        self.version = manifest.version
+        self.path = path
+        self.coverage = manifest.output.interval_coverage
+        self._model = model
+        self._validator = RowValidator(manifest)
+
+    @classmethod
+    def load(cls, root: Path, name: str, version: str) -> LoadedVersion:
+        path = version_path(root, name, version)
+        manifest = check_files(path, root)
+        model = CatBoostRegressor()
+        try:
+            model.load_model(str(path / MODEL_FILE), format="cbm")
+        except CatBoostError as err:
+            raise ArtifactError(f"{path / MODEL_FILE}: CatBoost cannot load it ({err})") from None
+        _check_model_matches(manifest, model, path)
+        loaded = cls(manifest, model, path)
+        loaded._probe()
+        return loaded
+
+    def validate(self, rows: Sequence[Mapping[str, Any]]) -> ValidatedRows:
+        return self._validator.validate(rows)
+
+    def score(self, matrix: np.ndarray) -> Scored:
+        """One CatBoost call for the whole batch. CPU-bound: call it off the event loop."""
+        raw = np.asarray(self._model.predict(matrix, thread_count=1), dtype=np.float64)
+        if raw.ndim != 2 or raw.shape[1] != 3:
+            raise ArtifactError(f"{self.name} {self.version}: model returned shape {raw.shape}")
+        # Quantile models can cross; transit time cannot be negative.
+        ordered = np.clip(np.sort(raw, axis=1), 0.0, None)
+        return Scored(median=ordered[:, 1], lower=ordered[:, 0], upper=ordered[:, 2])
+
+    def _probe(self) -> None:
+        """Score one typical row so a model that loads but cannot predict never serves."""
+        row: list[object] = []
+        for spec in self.manifest.model_features:
+            ref = self.manifest.reference.features[spec.name]
+            if spec.type is FeatureType.CATEGORICAL:
+                freqs = getattr(ref, "frequencies", {}) or {"": 1.0}
+                row.append(max(freqs, key=freqs.__getitem__))
+            else:
+                edges = getattr(ref, "bin_edges", ()) or (0.0,)
+                row.append(float(edges[len(edges) // 2]))
+        try:
+            scored = self.score(np.array([row], dtype=object))
+        except (CatBoostError, ValueError, TypeError) as err:
+            raise ArtifactError(f"{self.path}: probe prediction failed ({err})") from None
+        if not math.isfinite(float(scored.median[0])):
+            raise ArtifactError(f"{self.path}: probe prediction is not finite")
+
+
+def _check_model_matches(manifest: Manifest, model: CatBoostRegressor, path: Path) -> None:
+    expected = [f.name for f in manifest.model_features]
+    actual = list(model.feature_names_ or [])
+    if actual != expected:
+        raise ArtifactError(
+            f"{path}: model.cbm features {actual} do not match the manifest's {expected}"
+        )
+    expected_cat = [i for i, f in enumerate(manifest.model_features)
+                    if f.type is FeatureType.CATEGORICAL]
+    actual_cat = sorted(model.get_cat_feature_indices())
+    if actual_cat != expected_cat:
+        raise ArtifactError(
+            f"{path}: model.cbm categorical columns {actual_cat} do not match the "
+            f"manifest's {expected_cat}"
+        )
+
+
+def delivery_dates(order_date: date | None, median: float, upper: float) -> tuple[str, str]:
+    """The documented rule: order date + round-half-up(median) and + ceil(upper) days."""
+    if order_date is None:
+        return "", ""
+    expected = order_date + timedelta(days=math.floor(median + 0.5))
+    latest = order_date + timedelta(days=math.ceil(upper))
+    return expected.isoformat(), latest.isoformat()

@@ -1,0 +1,1 @@
+"""The Waybill process: CLI, settings, gRPC services, health, reflection, logs, shutdown."""

@@ -1,0 +1,127 @@
+"""The `waybill` command: serve, train, generate demo data, inspect the registry."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from models.registry import DEFAULT_ROOT
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from server import logs
+    from server.app import StartupError, serve
+    from server.settings import SettingsError, load_settings
+
+    overrides = {
+        "host": args.host, "port": args.port, "port_file": args.port_file,
+        "registry": args.registry, "models": tuple(args.model) if args.model else None,
+        "max_rows": args.max_rows, "default_deadline_s": args.default_deadline,
+        "grace_s": args.grace, "log_level": args.log_level,
+    }
+    try:
+        settings = load_settings(overrides)
+    except SettingsError as err:
+        print(f"waybill: {err}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    try:
+        return asyncio.run(serve(settings))
+    except StartupError as err:
+        print(f"waybill: cannot start: {err}", file=sys.stderr)
+        return 1
+
+
+def _registry_list(args: argparse.Namespace) -> int:
+    from models.artifact import ArtifactError, read_manifest
+    from models.registry import discover
+
+    rows = []
+    for name, refs in discover(args.registry).items():
+        for ref in refs:
+            try:
+                m = read_manifest(ref.path)
+                rows.append((name, ref.version, m.created_at, f"{m.metrics.mae:.3f}",
+                             f"{m.metrics.baseline_mae:.3f}", str(m.size_bytes)))
+            except ArtifactError as err:
+                rows.append((name, ref.version, "-", "-", "-", f"unreadable: {err}"))
+    if args.json:
+        keys = ("model", "version", "created_at", "mae", "baseline_mae", "size_bytes")
+        print(json.dumps([dict(zip(keys, r, strict=True)) for r in rows], indent=1))
+        return 0
+    header = ("MODEL", "VERSION", "CREATED", "MAE", "BASELINE", "BYTES")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _registry_verify(args: argparse.Namespace) -> int:
+    from models.artifact import ArtifactError
+    from models.loaded import LoadedVersion
+    from models.registry import discover
+
+    failures = 0
+    for name, refs in discover(args.registry).items():
+        if args.model and name not in args.model:
+            continue
+        for ref in refs:
+            try:
+                loaded = LoadedVersion.load(args.registry, name, ref.version)
+                print(f"ok      {name} {ref.version} sha256={loaded.manifest.sha256[:12]}")
+            except ArtifactError as err:
+                failures += 1
+                print(f"FAILED  {name} {ref.version}: {err}")
+    return 1 if failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="waybill", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the registry's models over gRPC")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
+    serve.add_argument("--port-file", type=Path, help="write the bound port here when ready")
+    serve.add_argument("--registry", type=Path, help=f"registry root (default {DEFAULT_ROOT})")
+    serve.add_argument("--model", action="append", help="serve only this model (repeatable)")
+    serve.add_argument("--max-rows", type=int, help="rows per request (default 1000)")
+    serve.add_argument("--default-deadline", type=float,
+                       help="seconds allowed when the caller sets no deadline (default 5)")
+    serve.add_argument("--grace", type=float, help="drain time on SIGTERM, seconds (default 10)")
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    serve.set_defaults(func=_serve)
+
+    registry = sub.add_parser("registry", help="inspect the model registry")
+    reg_sub = registry.add_subparsers(dest="registry_command", required=True)
+    listing = reg_sub.add_parser("list", help="list models and versions")
+    listing.add_argument("--registry", type=Path, default=DEFAULT_ROOT)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=_registry_list)
+    verify = reg_sub.add_parser("verify", help="check digests, schemas and a probe prediction")
+    verify.add_argument("--registry", type=Path, default=DEFAULT_ROOT)
+    verify.add_argument("--model", action="append")
+    verify.set_defaults(func=_registry_verify)
+
+    from models import datagen, training
+
+    train = sub.add_parser("train", help="train a version and publish it to the registry")
+    training.add_arguments(train)
+    train.set_defaults(func=training.run)
+    gen = sub.add_parser("datagen", help="write synthetic delivery orders to CSV")
+    datagen.add_arguments(gen)
+    gen.set_defaults(func=datagen.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

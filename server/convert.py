@@ -1,0 +1,161 @@
+"""Protobuf <-> domain conversion, as pure functions. Bad input raises BadRequest."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+from waybill.v1 import prediction_pb2 as pb
+
+from models.artifact import FeatureType
+from models.loaded import LoadedVersion
+from router.table import ModelRoutes, RouteReason
+from server.errors import BadRequest
+from server.predictor import PredictOutcome, PredictQuery
+
+VERSION_HEADER = "x-model-version"
+ROUTING_KEY_HEADER = "x-routing-key"
+ROUTE_REASON_HEADER = "x-route-reason"
+MAX_HEADER_VALUE = 128
+
+_REASONS = {
+    RouteReason.PINNED: pb.ROUTE_REASON_PINNED,
+    RouteReason.LABEL: pb.ROUTE_REASON_LABEL,
+    RouteReason.DEFAULT: pb.ROUTE_REASON_DEFAULT,
+    RouteReason.STICKY: pb.ROUTE_REASON_STICKY,
+    RouteReason.WEIGHTED: pb.ROUTE_REASON_WEIGHTED,
+    RouteReason.OVERRIDE: pb.ROUTE_REASON_OVERRIDE,
+}
+_FEATURE_TYPES = {
+    FeatureType.NUMERIC: pb.FEATURE_TYPE_NUMERIC,
+    FeatureType.INTEGER: pb.FEATURE_TYPE_INTEGER,
+    FeatureType.BOOLEAN: pb.FEATURE_TYPE_BOOLEAN,
+    FeatureType.CATEGORICAL: pb.FEATURE_TYPE_CATEGORICAL,
+    FeatureType.DATE: pb.FEATURE_TYPE_DATE,
+}
+
+
+def _value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return value.number_value
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind is None or kind == "null_value":
+        return None
+    # Lists and objects are never valid feature values; keep them so the
+    # validator can name the field and say what arrived.
+    return json_format.MessageToDict(value)
+
+
+def row_dict(row: struct_pb2.Struct) -> dict[str, Any]:
+    return {name: _value(value) for name, value in row.fields.items()}
+
+
+def _choice(field: str, header: str, body: str, metadata: dict[str, str]) -> str | None:
+    from_header = metadata.get(header, "")
+    if len(from_header) > MAX_HEADER_VALUE or len(body) > MAX_HEADER_VALUE:
+        raise BadRequest(field, "too_long", f"longer than {MAX_HEADER_VALUE} characters")
+    if from_header and body and from_header != body:
+        raise BadRequest(
+            field, "conflict",
+            f"request field {body!r} disagrees with the {header} header {from_header!r}",
+        )
+    return body or from_header or None
+
+
+def predict_query(
+    request: pb.PredictRequest, metadata: Iterable[tuple[str, str | bytes]] | None
+) -> PredictQuery:
+    headers = {
+        key: value for key, value in (metadata or ())
+        if key in (VERSION_HEADER, ROUTING_KEY_HEADER) and isinstance(value, str)
+    }
+    return PredictQuery(
+        model=request.model,
+        rows=[row_dict(row) for row in request.rows],
+        pin=_choice("version", VERSION_HEADER, request.version, headers),
+        routing_key=_choice("routing_key", ROUTING_KEY_HEADER, request.routing_key, headers),
+    )
+
+
+def predict_response(outcome: PredictOutcome) -> pb.PredictResponse:
+    return pb.PredictResponse(
+        model=outcome.model,
+        version=outcome.version,
+        route_reason=_REASONS[outcome.reason],
+        predictions=[
+            pb.Prediction(
+                prediction_id=p.prediction_id,
+                transit_days=p.transit_days,
+                interval=pb.Interval(lower=p.lower, upper=p.upper, coverage=outcome.coverage),
+                delivery_date=p.delivery_date,
+                latest_delivery_date=p.latest_delivery_date,
+            )
+            for p in outcome.predictions
+        ],
+    )
+
+
+def response_headers(outcome: PredictOutcome) -> tuple[tuple[str, str], ...]:
+    return ((VERSION_HEADER, outcome.version), (ROUTE_REASON_HEADER, outcome.reason.value))
+
+
+def model_summary(routes: ModelRoutes, loaded: dict[str, LoadedVersion]) -> pb.ModelSummary:
+    return pb.ModelSummary(
+        name=routes.name,
+        default_version=routes.default,
+        versions=[
+            pb.VersionSummary(
+                version=v, labels=routes.labels_of(v), created_at=loaded[v].manifest.created_at
+            )
+            for v in routes.versions
+        ],
+    )
+
+
+def model_version(loaded: LoadedVersion, labels: Iterable[str]) -> pb.ModelVersion:
+    manifest = loaded.manifest
+    metrics = manifest.metrics
+    return pb.ModelVersion(
+        name=manifest.name,
+        version=manifest.version,
+        labels=list(labels),
+        features=[
+            pb.Feature(
+                name=f.name,
+                type=_FEATURE_TYPES[f.type],
+                required=f.required,
+                min=f.min,
+                max=f.max,
+                categories=f.categories,
+                allow_unknown=f.allow_unknown,
+                description=f.description,
+            )
+            for f in manifest.features
+        ],
+        output=pb.Output(
+            target=manifest.output.target,
+            unit=manifest.output.unit,
+            description=manifest.output.description,
+            interval_coverage=manifest.output.interval_coverage,
+            date_field=manifest.output.date_field or "",
+            delivery_date_rule=manifest.output.delivery_date_rule,
+        ),
+        metrics={
+            "validation.mae": metrics.mae,
+            "validation.rmse": metrics.rmse,
+            "validation.interval_coverage": metrics.interval_coverage,
+            "validation.within_one_day": metrics.within_one_day,
+            "baseline.mae": metrics.baseline_mae,
+            "train_rows": float(metrics.train_rows),
+            "validation_rows": float(metrics.validation_rows),
+        },
+        sha256=manifest.sha256,
+        created_at=manifest.created_at,
+        code_revision=manifest.code_revision,
+        model_size_bytes=manifest.size_bytes,
+    )

@@ -1,0 +1,55 @@
+"""waybill.v1.PredictionService: decode, one call, encode. Nothing else lives here."""
+
+from __future__ import annotations
+
+import grpc
+from waybill.v1 import prediction_pb2 as pb
+from waybill.v1 import prediction_pb2_grpc as pb_grpc
+
+from router.table import choose
+from server import convert
+from server.predictor import Predictor
+from server.rpc import annotate, handler
+from server.state import ServingState
+
+
+class PredictionService(pb_grpc.PredictionServiceServicer):
+    def __init__(
+        self, predictor: Predictor, state: ServingState, default_deadline_s: float
+    ) -> None:
+        self._predictor = predictor
+        self._state = state
+        self.default_deadline_s = default_deadline_s  # read by server.rpc.handler
+
+    @handler("Predict")
+    async def Predict(  # noqa: N802 - gRPC method name
+        self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PredictResponse:
+        query = convert.predict_query(request, context.invocation_metadata())
+        annotate(model=query.model, rows=len(query.rows))
+        outcome = await self._predictor.predict(query)
+        annotate(version=outcome.version, route=outcome.reason.value)
+        await context.send_initial_metadata(convert.response_headers(outcome))
+        return convert.predict_response(outcome)
+
+    @handler("ListModels")
+    async def ListModels(  # noqa: N802
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        snapshot = self._state.current
+        return pb.ListModelsResponse(
+            models=[
+                convert.model_summary(routes, dict(snapshot.versions[name]))
+                for name, routes in sorted(snapshot.table.models.items())
+            ]
+        )
+
+    @handler("GetModel")
+    async def GetModel(  # noqa: N802
+        self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetModelResponse:
+        snapshot = self._state.current
+        decision = choose(snapshot.table, request.model, request.version or None)
+        loaded = snapshot.version(request.model, decision.version)
+        labels = snapshot.table.routes(request.model).labels_of(decision.version)
+        return pb.GetModelResponse(model_version=convert.model_version(loaded, labels))
