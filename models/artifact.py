@@ -201,12 +201,12 @@ class Metrics(_Frozen):
 
 
 class Manifest(_Frozen):
-    format: Literal[1] = FORMAT_VERSION
+    format: Literal[1] = 1
     name: Annotated[str, Field(pattern=MODEL_NAME_RE.pattern)]
     version: str
     created_at: str
     code_revision: str
-    model_file: Literal["model.cbm"] = MODEL_FILE
+    model_file: Literal["model.cbm"] = "model.cbm"
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     size_bytes: int
     features: tuple[FeatureSpec, ...]

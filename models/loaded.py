@@ -58,8 +58,10 @@ class LoadedVersion:
         loaded._probe()
         return loaded
 
-    def validate(self, rows: Sequence[Mapping[str, Any]]) -> ValidatedRows:
-        return self._validator.validate(rows)
+    def validate(
+        self, rows: Sequence[Mapping[str, Any]], also_known: frozenset[str] = frozenset()
+    ) -> ValidatedRows:
+        return self._validator.validate(rows, also_known)
 
     def score(self, matrix: np.ndarray) -> Scored:
         """One CatBoost call for the whole batch. CPU-bound: call it off the event loop."""

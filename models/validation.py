@@ -135,6 +135,7 @@ class RowValidator:
             if spec.type is FeatureType.DATE:
                 self._checks.append((spec, _date, None, spec.name == date_field))
                 continue
+            check: Callable[[FeatureSpec, Any], Any]
             if spec.type is FeatureType.CATEGORICAL:
                 check = _category_checker(spec)
             elif spec.type is FeatureType.BOOLEAN:
@@ -144,7 +145,15 @@ class RowValidator:
             self._checks.append((spec, check, column, False))
             column += 1
 
-    def validate(self, rows: Sequence[Mapping[str, Any]]) -> ValidatedRows:
+    def validate(
+        self, rows: Sequence[Mapping[str, Any]], also_known: frozenset[str] = frozenset()
+    ) -> ValidatedRows:
+        """Check rows; ``also_known`` names fields of sibling versions, which are ignored.
+
+        Callers of a model send one row shape whichever version the router picks,
+        so a field is unknown only when no served version of the model has it.
+        """
+        known = self._known | also_known if also_known else self._known
         matrix = np.empty((len(rows), self._n_cols), dtype=object)
         dates: list[date | None] = [None] * len(rows)
         violations: list[Violation] = []
@@ -154,11 +163,11 @@ class RowValidator:
                 violations.append(Violation(f"rows[{index}].{name}", rule, description))
 
         for index, row in enumerate(rows):
-            if not self._known.issuperset(row):
+            if not known.issuperset(row):
                 for name in row:
-                    if name not in self._known:
+                    if name not in known:
                         bad(index, name, "unknown_field",
-                            "not a feature of this model version (see GetModel)")
+                            "not a feature of any served version of this model (see GetModel)")
             out = matrix[index]
             for spec, check, column, is_output_date in self._checks:
                 value = row.get(spec.name)

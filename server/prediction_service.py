@@ -13,7 +13,7 @@ from server.rpc import annotate, handler
 from server.state import ServingState
 
 
-class PredictionService(pb_grpc.PredictionServiceServicer):
+class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc]
     def __init__(
         self, predictor: Predictor, state: ServingState, default_deadline_s: float
     ) -> None:

@@ -65,7 +65,7 @@ class Predictor:
         snapshot = self._state.current  # read once: a reload mid-request cannot mix versions
         decision: Decision = choose(snapshot.table, query.model, query.pin)
         version: LoadedVersion = snapshot.version(query.model, decision.version)
-        validated = version.validate(query.rows)
+        validated = version.validate(query.rows, snapshot.field_names[query.model])
         loop = asyncio.get_running_loop()
         scored = await loop.run_in_executor(self._executor, version.score, validated.matrix)
         rows = []

@@ -45,6 +45,8 @@ def handler(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
         async def run(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
             fields: dict[str, Any] = {"method": method}
             _call_fields.set(fields)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("rpc started", extra={"fields": {"method": method}})
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             # A caller without a deadline gets the server's default, so nothing hangs.
@@ -63,7 +65,7 @@ def handler(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
                     errors_log.error("unhandled error", exc_info=error,
                                      extra={"fields": {"error_id": status.error_id,
                                                        "method": method}})
-                trailing = ()
+                trailing: tuple[tuple[str, bytes], ...] = ()
                 if status.details is not None:
                     trailing = (("grpc-status-details-bin", status.details.SerializeToString()),)
                 await context.abort(status.code, status.message, trailing_metadata=trailing)

@@ -21,6 +21,8 @@ from router.table import RoutingTable, UnknownVersion
 class Snapshot:
     table: RoutingTable
     versions: Mapping[str, Mapping[str, LoadedVersion]]  # model -> version -> loaded
+    # model -> every feature name of its served versions (rows may carry any of them)
+    field_names: Mapping[str, frozenset[str]]
 
     @classmethod
     def of(cls, loaded: Mapping[str, Mapping[str, LoadedVersion]]) -> Snapshot:
@@ -30,7 +32,11 @@ class Snapshot:
         frozen = MappingProxyType(
             {name: MappingProxyType(dict(vs)) for name, vs in loaded.items() if vs}
         )
-        return cls(RoutingTable.from_versions(ordered), frozen)
+        fields = MappingProxyType({
+            name: frozenset(f.name for v in vs.values() for f in v.manifest.features)
+            for name, vs in frozen.items()
+        })
+        return cls(RoutingTable.from_versions(ordered), frozen, fields)
 
     def version(self, model: str, version: str) -> LoadedVersion:
         try:

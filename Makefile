@@ -1,0 +1,44 @@
+# Every target installs what it needs into .venv first; nothing else is required
+# on a fresh Debian machine with Python 3.11.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUNTIME := $(VENV)/.runtime-installed
+DEV := $(VENV)/.dev-installed
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+
+.PHONY: serve test lint protos models check-protos clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(RUNTIME): $(BIN)/python pyproject.toml clients/python/pyproject.toml
+	$(PIP) -e ./clients/python -e .
+	touch $@
+
+$(DEV): $(RUNTIME)
+	$(PIP) -e './clients/python' -e '.[dev]'
+	touch $@
+
+## serve: start the server on 127.0.0.1:50051 with the committed models
+serve: $(RUNTIME)
+	$(BIN)/waybill serve
+
+## test: run the whole test suite
+test: $(DEV)
+	$(BIN)/python -m pytest
+
+lint: $(DEV)
+	$(BIN)/python -m ruff check server router models clients/python/waybill_client tests protos bench
+	$(BIN)/buf lint
+
+## protos: regenerate the committed Python stubs from protos/
+protos: $(DEV)
+	$(BIN)/python protos/generate.py
+
+## models: rebuild the two committed demo versions from the seeded generator
+models: $(DEV)
+	$(BIN)/python -m models.build_demo --force
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .ruff_cache

@@ -1,0 +1,301 @@
+"""Pure conversions shared by the sync and asyncio clients: rows, metadata, responses.
+
+Nothing here does I/O; both ``client.py`` and ``aio.py`` build requests and read responses
+through these functions, so the two clients cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from google.protobuf import struct_pb2
+from waybill.v1 import prediction_pb2
+
+__all__ = [
+    "METADATA_MODEL_VERSION",
+    "METADATA_ROUTING_KEY",
+    "Metadata",
+    "PredictResult",
+    "PredictionResult",
+    "build_predict_request",
+    "call_metadata",
+    "normalize_metadata",
+    "pin",
+    "predict_result",
+    "route_reason_name",
+    "routing_key",
+    "row_to_struct",
+    "rows_to_structs",
+    "trace_metadata",
+]
+
+METADATA_MODEL_VERSION = "x-model-version"
+METADATA_ROUTING_KEY = "x-routing-key"
+
+#: gRPC metadata as the stubs take it: ``(key, value)`` pairs, ``bytes`` values for ``-bin`` keys.
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+# Struct numbers are IEEE doubles: integers beyond 2**53 would silently change value.
+_MAX_EXACT_INT = 2**53
+_ROUTE_REASON_PREFIX = "ROUTE_REASON_"
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def row_to_struct(row: Mapping[str, object], index: int = 0) -> struct_pb2.Struct:
+    """Convert one feature row (a flat ``dict``) to a ``google.protobuf.Struct``.
+
+    Values may be ``str``, ``bool``, ``int``, ``float`` or ``None`` (numbers from numpy and
+    friends are accepted through the ``numbers`` ABCs), and ``datetime.date`` is sent as
+    ``YYYY-MM-DD``. Nested objects and lists, ``datetime.datetime``, ``bytes`` and other types
+    raise ``TypeError``; NaN, infinities and integers too large for a double raise
+    ``ValueError``. Both messages name the offending field as ``rows[<index>].<key>``.
+    """
+    if not isinstance(row, Mapping):
+        raise TypeError(
+            f"rows[{index}] is {type(row).__name__}, expected a mapping of feature name to value"
+        )
+    struct = struct_pb2.Struct()
+    for key, value in row.items():
+        if not isinstance(key, str):
+            raise TypeError(
+                f"rows[{index}] has a {type(key).__name__} key {key!r}; feature names are str"
+            )
+        _set_value(struct.fields[key], value, f"rows[{index}].{key}")
+    return struct
+
+
+def rows_to_structs(rows: Sequence[Mapping[str, object]]) -> list[struct_pb2.Struct]:
+    """Convert a sequence of rows; see ``row_to_struct`` for the accepted values."""
+    if isinstance(rows, Mapping):
+        raise TypeError("rows must be a sequence of mappings; wrap a single row in a list")
+    if isinstance(rows, str | bytes) or not isinstance(rows, Iterable):
+        raise TypeError(f"rows must be a sequence of mappings, not {type(rows).__name__}")
+    return [row_to_struct(row, index) for index, row in enumerate(rows)]
+
+
+def _set_value(target: struct_pb2.Value, value: object, where: str) -> None:
+    # Order matters: bool is an int, and datetime is a date.
+    if value is None:
+        target.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, str):
+        target.string_value = value
+    elif isinstance(value, numbers.Integral):
+        as_int = int(value)
+        if abs(as_int) > _MAX_EXACT_INT:
+            raise ValueError(
+                f"{where}: integer {as_int} is too large to send exactly (|n| > 2**53)"
+            )
+        target.number_value = float(as_int)
+    elif isinstance(value, numbers.Real):
+        as_float = float(value)
+        if not math.isfinite(as_float):
+            raise ValueError(f"{where}: {as_float} is not a finite number and is not valid JSON")
+        target.number_value = as_float
+    elif isinstance(value, _dt.datetime):
+        raise TypeError(
+            f"{where}: datetime is not accepted; pass a datetime.date or a 'YYYY-MM-DD' string"
+        )
+    elif isinstance(value, _dt.date):
+        target.string_value = value.isoformat()
+    elif isinstance(value, Mapping | list | tuple | set | frozenset):
+        raise TypeError(
+            f"{where}: nested {type(value).__name__} is not accepted; "
+            "feature values are flat JSON scalars (str, int, float, bool, None)"
+        )
+    else:
+        raise TypeError(
+            f"{where}: {type(value).__name__} is not JSON-serializable; "
+            "feature values are str, int, float, bool or None"
+        )
+
+
+def build_predict_request(
+    model: str, rows: Sequence[Mapping[str, object]]
+) -> prediction_pb2.PredictRequest:
+    """The ``PredictRequest`` for ``model`` and ``rows``. Pins travel as metadata, not here."""
+    if not isinstance(model, str) or not model:
+        raise ValueError("model must be a non-empty string")
+    return prediction_pb2.PredictRequest(model=model, rows=rows_to_structs(rows))
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def pin(version: str) -> Metadata:
+    """Metadata pinning a call to an exact version (``"1.1.0"``) or a label (``"stable"``).
+
+    Usable with the raw stubs too: ``stub.Predict(request, metadata=pin("canary"))``.
+    """
+    return _pin(version)
+
+
+def routing_key(key: str) -> Metadata:
+    """Metadata making the weighted version choice sticky for ``key`` (same key, same version).
+
+    The value must be printable ASCII, as gRPC metadata requires; hash other identifiers first.
+    """
+    return _routing_key(key)
+
+
+def _pin(version: str) -> Metadata:
+    return ((METADATA_MODEL_VERSION, _header_value(version, "version")),)
+
+
+def _routing_key(key: str) -> Metadata:
+    return ((METADATA_ROUTING_KEY, _header_value(key, "routing_key")),)
+
+
+def _header_value(value: str, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} must not be empty; pass None to leave it unset")
+    if not value.isascii() or not value.isprintable() or value != value.strip():
+        raise ValueError(
+            f"{name} {value!r} is not a valid gRPC metadata value "
+            "(printable ASCII without leading or trailing spaces)"
+        )
+    return value
+
+
+def _load_inject() -> Callable[[dict[str, str]], None] | None:
+    """``opentelemetry.propagate.inject`` if opentelemetry-api is installed, else ``None``."""
+    try:
+        module = importlib.import_module("opentelemetry.propagate")
+    except ImportError:
+        return None
+    inject = getattr(module, "inject", None)
+    return inject if callable(inject) else None
+
+
+_INJECT = _load_inject()
+
+
+def trace_metadata() -> Metadata:
+    """W3C trace context (``traceparent``, ``tracestate``, ``baggage``) of the current span.
+
+    Empty when opentelemetry-api is not installed or no span is active.
+    """
+    if _INJECT is None:
+        return ()
+    carrier: dict[str, str] = {}
+    _INJECT(carrier)
+    return tuple((str(k).lower(), str(v)) for k, v in carrier.items())
+
+
+def call_metadata(
+    base: Metadata,
+    *,
+    version: str | None = None,
+    routing_key: str | None = None,
+) -> Metadata:
+    """Metadata for one call: ``base`` (the client's), the pin and routing key, trace context.
+
+    A per-call ``version`` or ``routing_key`` replaces the same header in ``base``, and the
+    current trace context replaces any stale trace headers.
+    """
+    extra: list[tuple[str, str | bytes]] = []
+    if version is not None:
+        extra.extend(_pin(version))
+    if routing_key is not None:
+        extra.extend(_routing_key(routing_key))
+    extra.extend(trace_metadata())
+    replaced = {key for key, _ in extra}
+    return tuple(item for item in base if item[0] not in replaced) + tuple(extra)
+
+
+def normalize_metadata(metadata: Iterable[tuple[str, str | bytes]]) -> Metadata:
+    """Check and freeze user metadata; gRPC requires lowercase keys."""
+    items: list[tuple[str, str | bytes]] = []
+    for item in metadata:
+        key, value = item
+        if not isinstance(key, str) or key != key.lower():
+            raise ValueError(f"metadata key {key!r} must be a lowercase str")
+        if key.endswith("-bin") != isinstance(value, bytes):
+            raise ValueError(f"metadata {key!r}: use bytes values exactly for keys ending in -bin")
+        items.append((key, value))
+    return tuple(items)
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def route_reason_name(value: int) -> str:
+    """``ROUTE_REASON_STICKY`` -> ``"sticky"``; an unknown number -> ``"unknown(<n>)"``."""
+    try:
+        name = prediction_pb2.RouteReason.Name(value)
+    except ValueError:
+        return f"unknown({int(value)})"
+    return str(name).removeprefix(_ROUTE_REASON_PREFIX).lower()
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionResult:
+    """One row's prediction: transit days, its interval, and the derived delivery dates."""
+
+    prediction_id: str
+    transit_days: float
+    lower: float
+    upper: float
+    coverage: float
+    delivery_date: _dt.date | None
+    latest_delivery_date: _dt.date | None
+
+
+@dataclass(frozen=True, slots=True)
+class PredictResult:
+    """A ``Predict`` response: which version answered, why, and one prediction per row.
+
+    ``response`` is the raw ``waybill.v1.PredictResponse``.
+    """
+
+    model: str
+    version: str
+    route_reason: str
+    predictions: tuple[PredictionResult, ...]
+    response: prediction_pb2.PredictResponse = field(repr=False, compare=False)
+
+
+def _parse_date(text: str, where: str) -> _dt.date | None:
+    if not text:
+        return None
+    try:
+        if len(text) != 10:
+            raise ValueError(text)
+        return _dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{where}: {text!r} is not a YYYY-MM-DD date") from None
+
+
+def predict_result(response: prediction_pb2.PredictResponse) -> PredictResult:
+    """Wrap a ``PredictResponse`` in a ``PredictResult``."""
+    predictions = tuple(
+        PredictionResult(
+            prediction_id=p.prediction_id,
+            transit_days=p.transit_days,
+            lower=p.interval.lower,
+            upper=p.interval.upper,
+            coverage=p.interval.coverage,
+            delivery_date=_parse_date(p.delivery_date, f"predictions[{i}].delivery_date"),
+            latest_delivery_date=_parse_date(
+                p.latest_delivery_date, f"predictions[{i}].latest_delivery_date"
+            ),
+        )
+        for i, p in enumerate(response.predictions)
+    )
+    return PredictResult(
+        model=response.model,
+        version=response.version,
+        route_reason=route_reason_name(response.route_reason),
+        predictions=predictions,
+        response=response,
+    )

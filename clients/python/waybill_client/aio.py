@@ -1,0 +1,156 @@
+"""The asyncio Waybill client (``grpc.aio``); same behaviour as ``WaybillClient``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from waybill.v1 import prediction_pb2, prediction_pb2_grpc
+
+from ._convert import (
+    Metadata,
+    PredictResult,
+    build_predict_request,
+    call_metadata,
+    normalize_metadata,
+    predict_result,
+)
+from ._retry import CallAttempts, RetryPolicy, check_timeout
+
+__all__ = ["AsyncWaybillClient"]
+
+_R = TypeVar("_R")
+
+
+class AsyncWaybillClient:
+    """Asyncio client for ``waybill.v1.PredictionService``.
+
+    Same deadlines, retries, metadata and errors as ``waybill_client.WaybillClient``. Create
+    it inside the running event loop; ``channel`` must be a ``grpc.aio.Channel``. Use it as
+    ``async with`` or ``await client.close()``.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = 2.0,
+        retries: int = 3,
+        backoff: float = 0.05,
+        max_backoff: float = 1.0,
+        channel: grpc.aio.Channel | None = None,
+        metadata: Iterable[tuple[str, str | bytes]] = (),
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self._target = target
+        self._timeout = check_timeout(timeout)
+        self._policy = RetryPolicy(retries=retries, backoff=backoff, max_backoff=max_backoff)
+        self._metadata: Metadata = normalize_metadata(metadata)
+        if channel is not None:
+            if credentials is not None or options:
+                raise ValueError(
+                    "credentials and options apply only when the client makes the channel"
+                )
+            self._channel = channel
+            self._owns_channel = False
+        elif credentials is not None:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=list(options))
+            self._owns_channel = True
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=list(options))
+            self._owns_channel = True
+        self._stub = prediction_pb2_grpc.PredictionServiceStub(  # type: ignore[no-untyped-call]
+            self._channel
+        )
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"AsyncWaybillClient({self._target!r}, timeout={self._timeout}, {state})"
+
+    # ------------------------------------------------------------------ calls
+
+    async def predict(
+        self,
+        model: str,
+        rows: Sequence[Mapping[str, object]],
+        *,
+        version: str | None = None,
+        routing_key: str | None = None,
+        timeout: float | None = None,
+    ) -> PredictResult:
+        """Score ``rows`` with ``model``; see ``WaybillClient.predict``."""
+        request = build_predict_request(model, rows)
+        metadata = call_metadata(self._metadata, version=version, routing_key=routing_key)
+        response: prediction_pb2.PredictResponse = await self._invoke(
+            self._stub.Predict, request, metadata, timeout
+        )
+        return predict_result(response)
+
+    async def list_models(
+        self, *, timeout: float | None = None
+    ) -> tuple[prediction_pb2.ModelSummary, ...]:
+        """Every served model with its versions and labels."""
+        response: prediction_pb2.ListModelsResponse = await self._invoke(
+            self._stub.ListModels,
+            prediction_pb2.ListModelsRequest(),
+            call_metadata(self._metadata),
+            timeout,
+        )
+        return tuple(response.models)
+
+    async def get_model(
+        self, model: str, version: str | None = None, *, timeout: float | None = None
+    ) -> prediction_pb2.ModelVersion:
+        """Describe one version (exact or label; ``None`` is the default version)."""
+        response: prediction_pb2.GetModelResponse = await self._invoke(
+            self._stub.GetModel,
+            prediction_pb2.GetModelRequest(model=model, version=version or ""),
+            call_metadata(self._metadata),
+            timeout,
+        )
+        return response.model_version
+
+    async def _invoke(
+        self,
+        method: Callable[..., Awaitable[_R]],
+        request: Any,
+        metadata: Metadata,
+        timeout: float | None,
+    ) -> _R:
+        if self._closed:
+            raise RuntimeError("AsyncWaybillClient is closed")
+        budget = self._timeout if timeout is None else check_timeout(timeout)
+        attempts = CallAttempts(self._policy, budget)
+        while True:
+            try:
+                return await method(request, timeout=attempts.timeout(), metadata=metadata)
+            except grpc.RpcError as exc:
+                pause = attempts.failed(exc)
+            await asyncio.sleep(pause)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def close(self) -> None:
+        """Close the channel if the client created it. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_channel:
+            await self._channel.close()
+
+    async def __aenter__(self) -> AsyncWaybillClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,166 @@
+"""The blocking Waybill client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+from waybill.v1 import prediction_pb2, prediction_pb2_grpc
+
+from ._convert import (
+    Metadata,
+    PredictResult,
+    build_predict_request,
+    call_metadata,
+    normalize_metadata,
+    predict_result,
+)
+from ._retry import CallAttempts, RetryPolicy, check_timeout
+
+__all__ = ["WaybillClient"]
+
+_R = TypeVar("_R")
+
+
+class WaybillClient:
+    """Blocking client for ``waybill.v1.PredictionService``.
+
+    Every call gets a deadline (``timeout`` seconds unless the call passes its own) that bounds
+    all of its attempts together; UNAVAILABLE is retried up to ``retries`` times with
+    exponential backoff and full jitter, every other status raises at once (see
+    ``waybill_client.errors``). ``metadata`` is sent with every call, e.g. authorization.
+
+    The client creates and owns a channel to ``target`` (TLS when ``credentials`` is given),
+    or uses ``channel`` as given, in which case ``close()`` leaves it open. Thread-safe; use it
+    as a context manager or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = 2.0,
+        retries: int = 3,
+        backoff: float = 0.05,
+        max_backoff: float = 1.0,
+        channel: grpc.Channel | None = None,
+        metadata: Iterable[tuple[str, str | bytes]] = (),
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self._target = target
+        self._timeout = check_timeout(timeout)
+        self._policy = RetryPolicy(retries=retries, backoff=backoff, max_backoff=max_backoff)
+        self._metadata: Metadata = normalize_metadata(metadata)
+        if channel is not None:
+            if credentials is not None or options:
+                raise ValueError(
+                    "credentials and options apply only when the client makes the channel"
+                )
+            self._channel = channel
+            self._owns_channel = False
+        elif credentials is not None:
+            self._channel = grpc.secure_channel(target, credentials, options=list(options))
+            self._owns_channel = True
+        else:
+            self._channel = grpc.insecure_channel(target, options=list(options))
+            self._owns_channel = True
+        self._stub = prediction_pb2_grpc.PredictionServiceStub(  # type: ignore[no-untyped-call]
+            self._channel
+        )
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"WaybillClient({self._target!r}, timeout={self._timeout}, {state})"
+
+    # ------------------------------------------------------------------ calls
+
+    def predict(
+        self,
+        model: str,
+        rows: Sequence[Mapping[str, object]],
+        *,
+        version: str | None = None,
+        routing_key: str | None = None,
+        timeout: float | None = None,
+    ) -> PredictResult:
+        """Score ``rows`` (one ``dict`` of feature values per order) with ``model``.
+
+        ``version`` pins an exact version or a label (sent as ``x-model-version``);
+        ``routing_key`` makes the weighted choice sticky (sent as ``x-routing-key``).
+        Raises ``TypeError``/``ValueError`` for rows that cannot be sent, and a
+        ``WaybillError`` subclass for a non-OK status.
+        """
+        request = build_predict_request(model, rows)
+        metadata = call_metadata(self._metadata, version=version, routing_key=routing_key)
+        response: prediction_pb2.PredictResponse = self._invoke(
+            self._stub.Predict, request, metadata, timeout
+        )
+        return predict_result(response)
+
+    def list_models(
+        self, *, timeout: float | None = None
+    ) -> tuple[prediction_pb2.ModelSummary, ...]:
+        """Every served model with its versions and labels."""
+        response: prediction_pb2.ListModelsResponse = self._invoke(
+            self._stub.ListModels,
+            prediction_pb2.ListModelsRequest(),
+            call_metadata(self._metadata),
+            timeout,
+        )
+        return tuple(response.models)
+
+    def get_model(
+        self, model: str, version: str | None = None, *, timeout: float | None = None
+    ) -> prediction_pb2.ModelVersion:
+        """Describe one version (exact or label; ``None`` is the default version)."""
+        response: prediction_pb2.GetModelResponse = self._invoke(
+            self._stub.GetModel,
+            prediction_pb2.GetModelRequest(model=model, version=version or ""),
+            call_metadata(self._metadata),
+            timeout,
+        )
+        return response.model_version
+
+    def _invoke(
+        self,
+        method: Callable[..., _R],
+        request: Any,
+        metadata: Metadata,
+        timeout: float | None,
+    ) -> _R:
+        if self._closed:
+            raise RuntimeError("WaybillClient is closed")
+        budget = self._timeout if timeout is None else check_timeout(timeout)
+        attempts = CallAttempts(self._policy, budget)
+        while True:
+            try:
+                return method(request, timeout=attempts.timeout(), metadata=metadata)
+            except grpc.RpcError as exc:
+                pause = attempts.failed(exc)
+            time.sleep(pause)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Close the channel if the client created it. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_channel:
+            self._channel.close()
+
+    def __enter__(self) -> WaybillClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

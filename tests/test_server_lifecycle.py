@@ -1,0 +1,185 @@
+"""Start-up refusals, health, reflection through grpcurl, default deadline, SIGTERM drain."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from waybill.v1 import prediction_pb2 as pb
+from waybill.v1 import prediction_pb2_grpc as pb_grpc
+
+from models.artifact import sha256_file
+from tests.harness import ServerProcess
+from tests.test_server_predict import struct_rows
+
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")
+
+
+def grpcurl(target: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GRPCURL, "-plaintext", *args[:-1], target, args[-1]] if args else [],
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_grpcurl_lists_describes_and_calls_without_proto_files(
+    server: ServerProcess, rows: list[dict[str, object]]
+) -> None:
+    listed = grpcurl(server.target, "list")
+    assert listed.returncode == 0, listed.stderr
+    services = set(listed.stdout.split())
+    assert {"waybill.v1.PredictionService", "grpc.health.v1.Health"} <= services
+    described = grpcurl(server.target, "describe")
+    assert "rpc Predict ( .waybill.v1.PredictRequest )" in described.stdout
+    body = json.dumps({"model": "delivery_eta", "rows": rows[:1]})
+    called = grpcurl(server.target, "-d", body, "waybill.v1.PredictionService/Predict")
+    assert called.returncode == 0, called.stderr
+    answer = json.loads(called.stdout)
+    assert answer["version"] == "1.1.0"
+    assert answer["routeReason"] == "ROUTE_REASON_DEFAULT"
+    assert answer["predictions"][0]["deliveryDate"]
+    health = grpcurl(server.target, "grpc.health.v1.Health/Check")
+    assert json.loads(health.stdout)["status"] == "SERVING"
+
+
+def test_health_overall_and_per_service(server: ServerProcess) -> None:
+    stub = health_pb2_grpc.HealthStub(server.channel())
+    for service in ("", "waybill.v1.PredictionService"):
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Check(health_pb2.HealthCheckRequest(service="nope.Service"), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+class _RunsCode:
+    """Unpickling this creates a marker file: proof that a pickle was executed."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (Path.write_text, (str(self.marker), "pickle ran"))  # type: ignore[return-value]
+
+
+def _rewrite_digest(version_dir: Path) -> None:
+    manifest = json.loads((version_dir / "model.json").read_text())
+    manifest["sha256"] = sha256_file(version_dir / "model.cbm")
+    manifest["size_bytes"] = (version_dir / "model.cbm").stat().st_size
+    (version_dir / "model.json").write_text(json.dumps(manifest))
+
+
+def test_broken_versions_are_refused_and_the_good_one_serves(
+    registry: Path, rows: list[dict[str, object]], tmp_path: Path
+) -> None:
+    root = tmp_path / "registry"
+    shutil.copytree(registry, root)
+    model = root / "delivery_eta"
+    # 1.0.0: one flipped byte, manifest untouched -> digest mismatch.
+    cbm = model / "1.0.0" / "model.cbm"
+    data = bytearray(cbm.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    cbm.write_bytes(bytes(data))
+    # 1.2.0: a pickle renamed to model.cbm, with a matching digest -> refused unread.
+    marker = tmp_path / "pickle-ran"
+    shutil.copytree(model / "1.1.0", model / "1.2.0")
+    (model / "1.2.0" / "model.cbm").write_bytes(pickle.dumps(_RunsCode(marker)))
+    manifest = json.loads((model / "1.2.0" / "model.json").read_text())
+    manifest["version"] = "1.2.0"
+    (model / "1.2.0" / "model.json").write_text(json.dumps(manifest))
+    _rewrite_digest(model / "1.2.0")
+    # 2.0.0: a symlink escaping the registry root.
+    outside = tmp_path / "outside" / "2.0.0"
+    shutil.copytree(model / "1.1.0", outside)
+    manifest["version"] = "2.0.0"
+    (outside / "model.json").write_text(json.dumps(manifest))
+    _rewrite_digest(outside)
+    os.symlink(outside, model / "2.0.0")
+
+    with ServerProcess(tmp_path, "--registry", str(root)) as server:
+        refused = {e["version"]: e["reason"] for e in server.log_events()
+                   if e.get("event") == "version refused"}
+        stub = pb_grpc.PredictionServiceStub(server.channel())
+        listing = stub.ListModels(pb.ListModelsRequest(), timeout=5)
+        served = [v.version for v in listing.models[0].versions]
+        response = stub.Predict(pb.PredictRequest(model="delivery_eta", rows=struct_rows(rows[:1])),
+                                timeout=5)
+    assert "sha256" in refused["1.0.0"]
+    assert "not a CatBoost native model" in refused["1.2.0"]
+    assert "outside the registry root" in refused["2.0.0"]
+    assert served == ["1.1.0"]
+    assert response.version == "1.1.0"
+    assert not marker.exists()
+
+
+def test_server_refuses_to_start_without_a_servable_version(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--registry", str(empty)],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "no servable model version" in proc.stderr
+
+
+def test_default_deadline_applies_only_without_a_caller_deadline(
+    registry: Path, rows: list[dict[str, object]], tmp_path: Path
+) -> None:
+    big = struct_rows((rows * 40)[:4000])
+    with ServerProcess(tmp_path, "--registry", str(registry), "--max-rows", "5000",
+                       "--default-deadline", "0.001") as server:
+        stub = pb_grpc.PredictionServiceStub(server.channel())
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Predict(pb.PredictRequest(model="delivery_eta", rows=big))
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        answer = stub.Predict(pb.PredictRequest(model="delivery_eta", rows=big), timeout=30)
+        assert len(answer.predictions) == 4000
+
+
+def test_sigterm_drains_in_flight_calls_refuses_new_ones_and_exits_zero(
+    registry: Path, rows: list[dict[str, object]], tmp_path: Path
+) -> None:
+    # Big requests keep calls in flight for a while (each takes well over 100 ms).
+    big = pb.PredictRequest(model="delivery_eta", rows=struct_rows((rows * 400)[:40_000]))
+    server = ServerProcess(tmp_path, "--registry", str(registry), "--max-rows", "50000",
+                           "--grace", "30", "--log-level", "debug",
+                           env={"WAYBILL_MAX_MESSAGE_BYTES": str(64 << 20)})
+    with server, ThreadPoolExecutor(4) as pool:
+        options = [("grpc.max_send_message_length", 64 << 20)]
+        stub = pb_grpc.PredictionServiceStub(grpc.insecure_channel(server.target, options))
+        in_flight = [pool.submit(stub.Predict, big, timeout=60) for _ in range(3)]
+        _wait_for(lambda: _count(server, "rpc started") >= 3, "calls to reach the server")
+        server.signal(signal.SIGTERM)
+        _wait_for(lambda: _count(server, "draining") >= 1, "the server to start draining")
+        late = pb_grpc.PredictionServiceStub(grpc.insecure_channel(server.target))
+        with pytest.raises(grpc.RpcError) as caught:
+            late.Predict(pb.PredictRequest(model="delivery_eta", rows=struct_rows(rows[:1])),
+                         timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        results = [f.result(timeout=60) for f in in_flight]
+        assert [len(r.predictions) for r in results] == [40_000] * 3
+        assert server.wait(30) == 0
+    assert _count(server, "stopped") == 1
+
+
+def _count(server: ServerProcess, event: str) -> int:
+    return sum(1 for e in server.log_events() if e.get("event") == event)
+
+
+def _wait_for(condition: object, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.01)

@@ -1,0 +1,211 @@
+"""The real server over gRPC: two versions side by side, pins, validation, NOT_FOUND, limits."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from waybill.v1 import prediction_pb2 as pb
+from waybill.v1 import prediction_pb2_grpc as pb_grpc
+
+from tests.harness import ServerProcess
+
+
+def struct_rows(rows: list[dict[str, object]]) -> list[struct_pb2.Struct]:
+    out = []
+    for row in rows:
+        s = struct_pb2.Struct()
+        s.update(row)
+        out.append(s)
+    return out
+
+
+@pytest.fixture(scope="module")
+def stub(server: ServerProcess) -> pb_grpc.PredictionServiceStub:
+    return pb_grpc.PredictionServiceStub(server.channel())
+
+
+def predict(stub: pb_grpc.PredictionServiceStub, rows: list[dict[str, object]],
+            version: str = "", metadata: tuple[tuple[str, str], ...] = (),
+            model: str = "delivery_eta", timeout: float = 10.0) -> tuple[pb.PredictResponse, dict[str, str]]:
+    response, call = stub.Predict.with_call(
+        pb.PredictRequest(model=model, rows=struct_rows(rows), version=version),
+        metadata=metadata, timeout=timeout,
+    )
+    return response, dict(call.initial_metadata())
+
+
+def violations(err: grpc.RpcError) -> list[tuple[str, str]]:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None, "INVALID_ARGUMENT must carry a google.rpc.Status"
+    out = []
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        assert detail.Unpack(bad)
+        out.extend((v.field, v.description) for v in bad.field_violations)
+    return out
+
+
+def test_default_version_answers_every_row(stub: pb_grpc.PredictionServiceStub,
+                                           rows: list[dict[str, object]]) -> None:
+    response, headers = predict(stub, rows[:5])
+    assert response.version == "1.1.0"
+    assert response.route_reason == pb.ROUTE_REASON_DEFAULT
+    assert headers["x-model-version"] == "1.1.0"
+    assert headers["x-route-reason"] == "default"
+    assert len(response.predictions) == 5
+    ids = {p.prediction_id for p in response.predictions}
+    assert len(ids) == 5
+    for row, p in zip(rows[:5], response.predictions, strict=True):
+        assert p.interval.lower <= p.transit_days <= p.interval.upper
+        assert p.interval.coverage == pytest.approx(0.8)
+        order = date.fromisoformat(str(row["order_date"]))
+        assert p.delivery_date == (order + timedelta(days=int(p.transit_days + 0.5))).isoformat()
+        assert date.fromisoformat(p.latest_delivery_date) >= date.fromisoformat(p.delivery_date)
+
+
+def test_two_versions_side_by_side_by_header_and_field(
+    stub: pb_grpc.PredictionServiceStub, rows: list[dict[str, object]]
+) -> None:
+    old, headers = predict(stub, rows[:20], metadata=(("x-model-version", "1.0.0"),))
+    new, _ = predict(stub, rows[:20], version="1.1.0")
+    assert (old.version, old.route_reason) == ("1.0.0", pb.ROUTE_REASON_PINNED)
+    assert headers["x-model-version"] == "1.0.0"
+    assert new.version == "1.1.0"
+    # Different models: their predictions differ on at least one row.
+    assert [p.transit_days for p in old.predictions] != [p.transit_days for p in new.predictions]
+    again, _ = predict(stub, rows[:20], version="1.0.0")
+    assert [p.transit_days for p in again.predictions] == [p.transit_days for p in old.predictions]
+
+
+def test_label_pin(stub: pb_grpc.PredictionServiceStub, rows: list[dict[str, object]]) -> None:
+    response, headers = predict(stub, rows[:1], version="stable")
+    assert (response.version, response.route_reason) == ("1.1.0", pb.ROUTE_REASON_LABEL)
+    assert headers["x-route-reason"] == "label"
+
+
+def test_header_and_field_that_disagree_are_rejected(
+    stub: pb_grpc.PredictionServiceStub, rows: list[dict[str, object]]
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        predict(stub, rows[:1], version="1.0.0", metadata=(("x-model-version", "1.1.0"),))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in violations(caught.value)] == ["version"]
+
+
+def test_invalid_rows_get_one_violation_per_bad_field(
+    stub: pb_grpc.PredictionServiceStub, rows: list[dict[str, object]]
+) -> None:
+    bad = dict(rows[1])
+    bad["distance_km"] = -5.0
+    bad["service_level"] = "teleport"
+    bad["carrier"] = 7.0
+    del bad["origin_warehouse"]
+    bad["colour"] = "blue"
+    with pytest.raises(grpc.RpcError) as caught:
+        predict(stub, [rows[0], bad])
+    err = caught.value
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    found = dict(violations(err))
+    assert set(found) == {
+        "rows[1].distance_km", "rows[1].service_level", "rows[1].carrier",
+        "rows[1].origin_warehouse", "rows[1].colour",
+    }
+    assert "outside" in found["rows[1].distance_km"]
+    assert "unknown category 'teleport'" in found["rows[1].service_level"]
+    assert "required" in found["rows[1].origin_warehouse"]
+    assert "Traceback" not in (err.details() or "")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_numbers_are_rejected(stub: pb_grpc.PredictionServiceStub,
+                                         rows: list[dict[str, object]], value: float) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        predict(stub, [dict(rows[0]) | {"distance_km": value}])
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(caught.value)[0][0] == "rows[0].distance_km"
+
+
+def test_unknown_model_and_version_are_not_found_and_list_what_exists(
+    stub: pb_grpc.PredictionServiceStub, rows: list[dict[str, object]]
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        predict(stub, rows[:1], model="delivery_etaa")
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "'delivery_etaa'" in caught.value.details()
+    assert "delivery_eta" in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:
+        predict(stub, rows[:1], version="2.0.0")
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "'2.0.0'" in caught.value.details()
+    assert "1.0.0, 1.1.0" in caught.value.details()
+
+
+def test_empty_and_oversized_requests(stub: pb_grpc.PredictionServiceStub,
+                                      rows: list[dict[str, object]]) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        predict(stub, [])
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(caught.value)[0][0] == "rows"
+    too_many = (rows * 50)[:MAX_ROWS + 1]
+    with pytest.raises(grpc.RpcError) as caught:
+        predict(stub, too_many)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    field, description = violations(caught.value)[0]
+    assert field == "rows"
+    assert str(MAX_ROWS) in description
+
+
+MAX_ROWS = 200  # the server fixture starts with --max-rows 200
+
+
+def test_message_size_limit(stub: pb_grpc.PredictionServiceStub) -> None:
+    huge = [{"zip_code": "x" * (1 << 20)} for _ in range(5)]
+    with pytest.raises(grpc.RpcError) as caught:
+        predict(stub, huge)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_metadata_size_limit(stub: pb_grpc.PredictionServiceStub,
+                             rows: list[dict[str, object]]) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        predict(stub, rows[:1], metadata=(("x-padding", "p" * 40_000),))
+    assert caught.value.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                   grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE)
+    # The server is still healthy afterwards.
+    response, _ = predict(stub, rows[:1])
+    assert len(response.predictions) == 1
+
+
+def test_list_and_get_model(stub: pb_grpc.PredictionServiceStub) -> None:
+    listing = stub.ListModels(pb.ListModelsRequest(), timeout=5)
+    (model,) = listing.models
+    assert model.name == "delivery_eta"
+    assert model.default_version == "1.1.0"
+    assert [v.version for v in model.versions] == ["1.0.0", "1.1.0"]
+    assert list(model.versions[1].labels) == ["stable"]
+    detail = stub.GetModel(pb.GetModelRequest(model="delivery_eta", version="1.0.0"), timeout=5)
+    mv = detail.model_version
+    assert mv.version == "1.0.0"
+    assert len(mv.sha256) == 64
+    assert mv.metrics["validation.mae"] < mv.metrics["baseline.mae"]
+    assert {f.name for f in mv.features} >= {"order_date", "distance_km", "carrier"}
+    assert mv.output.date_field == "order_date"
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetModel(pb.GetModelRequest(model="nope"), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_access_log_is_json_with_model_version_and_status(
+    server: ServerProcess, stub: pb_grpc.PredictionServiceStub, rows: list[dict[str, object]]
+) -> None:
+    predict(stub, rows[:1], version="1.0.0")
+    lines = [e for e in server.log_events() if e.get("event") == "rpc"
+             and e.get("method") == "Predict" and e.get("version") == "1.0.0"]
+    assert lines, server.log_text()[-2000:]
+    assert lines[-1]["code"] == "OK"
+    assert lines[-1]["model"] == "delivery_eta"

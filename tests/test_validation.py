@@ -1,0 +1,127 @@
+"""Row validation against a version's schema: every rule, named field, no model needed."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from models.validation import MAX_VIOLATIONS, MISSING_CATEGORY, RowValidator, ValidationFailed
+from tests.schema_fixtures import good_row, manifest
+
+VALIDATOR = RowValidator(manifest())
+
+
+def violations_of(row: dict[str, object]) -> list[tuple[str, str]]:
+    with pytest.raises(ValidationFailed) as caught:
+        VALIDATOR.validate([good_row(), row])
+    return [(v.field, v.rule) for v in caught.value.violations]
+
+
+def test_good_row_becomes_catboost_columns_in_schema_order() -> None:
+    result = VALIDATOR.validate([good_row()])
+    assert result.matrix.tolist() == [[512.5, 3.0, 0.0, "ground", "94107", 2.0]]
+    assert result.dates == (date(2026, 11, 26),)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [
+        ("distance_km", "far", "wrong_type"),
+        ("distance_km", True, "wrong_type"),
+        ("distance_km", math.nan, "not_finite"),
+        ("distance_km", math.inf, "not_finite"),
+        ("distance_km", -1.0, "out_of_range"),
+        ("distance_km", 5000.5, "out_of_range"),
+        ("day_of_week", 2.5, "not_integer"),
+        ("day_of_week", 7.0, "out_of_range"),
+        ("after_cutoff", 1.0, "wrong_type"),
+        ("service_level", "teleport", "unknown_category"),
+        ("service_level", 3.0, "wrong_type"),
+        ("service_level", ["ground"], "wrong_type"),
+        ("zip_code", "x" * 300, "too_long"),
+        ("order_date", "26/11/2026", "wrong_type"),
+        ("order_date", "2026-02-30", "invalid_date"),
+    ],
+)
+def test_each_rule_names_row_and_field(field: str, value: object, rule: str) -> None:
+    row = good_row() | {field: value}
+    assert violations_of(row) == [(f"rows[1].{field}", rule)]
+
+
+def test_missing_required_and_unknown_fields_are_reported_together() -> None:
+    row = good_row()
+    del row["service_level"]
+    del row["order_date"]
+    row["colour"] = "blue"
+    assert sorted(violations_of(row)) == [
+        ("rows[1].colour", "unknown_field"),
+        ("rows[1].order_date", "required"),
+        ("rows[1].service_level", "required"),
+    ]
+
+
+def test_null_counts_as_missing() -> None:
+    assert violations_of(good_row() | {"distance_km": None}) == [
+        ("rows[1].distance_km", "required")
+    ]
+
+
+def test_optional_missing_values_become_nan_and_unknown_categories_pass_when_allowed() -> None:
+    row = good_row() | {"zip_code": "00001"}
+    del row["weight_kg"]
+    result = VALIDATOR.validate([row])
+    assert result.matrix[0][4] == "00001"
+    assert math.isnan(result.matrix[0][5])
+
+
+def test_optional_categorical_fill_is_the_missing_category() -> None:
+    from models.artifact import FeatureSpec, FeatureType
+
+    features = tuple(
+        FeatureSpec(name="zip_code", type=FeatureType.CATEGORICAL, categories=("94107",),
+                    allow_unknown=True, required=False) if f.name == "zip_code" else f
+        for f in manifest().features
+    )
+    row = good_row()
+    del row["zip_code"]
+    result = RowValidator(manifest(features=features)).validate([row])
+    assert result.matrix[0][4] == MISSING_CATEGORY
+
+
+def test_violations_are_capped() -> None:
+    rows = [good_row() | {"distance_km": -1.0} for _ in range(MAX_VIOLATIONS + 20)]
+    with pytest.raises(ValidationFailed) as caught:
+        VALIDATOR.validate(rows)
+    assert len(caught.value.violations) == MAX_VIOLATIONS
+    assert "and 49 more" in str(caught.value)
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_numeric_rule_matches_its_definition(value: float) -> None:
+    row = good_row() | {"distance_km": value}
+    ok = math.isfinite(value) and 0 <= value <= 5000
+    if ok:
+        assert VALIDATOR.validate([row]).matrix[0][0] == value
+    else:
+        assert violations_of(row)[0][0] == "rows[1].distance_km"
+
+
+@given(st.text(max_size=20))
+def test_categorical_rule_matches_its_definition(value: str) -> None:
+    row = good_row() | {"service_level": value}
+    if value in ("express", "ground", "overnight"):
+        assert VALIDATOR.validate([row]).matrix[0][3] == value
+    else:
+        assert violations_of(row) == [("rows[1].service_level", "unknown_category")]
+
+
+def test_fields_of_sibling_versions_are_ignored_not_rejected() -> None:
+    row = good_row() | {"hour": 25.0}
+    result = VALIDATOR.validate([row], also_known=frozenset({"hour"}))
+    assert result.matrix.shape == (1, 6)
+    with pytest.raises(ValidationFailed):
+        VALIDATOR.validate([row])
