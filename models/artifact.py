@@ -32,6 +32,10 @@ SEMVER_RE = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?$"
 )
+# Quantile outputs of whole-day targets land a hair off the integer (2.00003);
+# a bound within this many days of a whole day counts as that day, both when
+# training measures interval coverage and when serving derives dates.
+DAY_TOLERANCE = 0.01
 MODEL_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -232,7 +236,9 @@ class Manifest(_Frozen):
             spec = next((f for f in self.features if f.name == date_field), None)
             if spec is None or spec.type is not FeatureType.DATE:
                 raise ValueError(f"output.date_field {date_field!r} is not a date feature")
-        missing = [f.name for f in self.features if f.model_input and f.name not in self.reference.features]
+        missing = [
+            f.name for f in self.features if f.model_input and f.name not in self.reference.features
+        ]
         if missing:
             raise ValueError(f"reference.features lacks {missing}")
         return self

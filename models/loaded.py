@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from catboost import CatBoostRegressor, CatBoostError
+from catboost import CatBoostError, CatBoostRegressor
 
-from models.artifact import MODEL_FILE, ArtifactError, FeatureType, Manifest
+from models.artifact import DAY_TOLERANCE, MODEL_FILE, ArtifactError, FeatureType, Manifest
 from models.registry import check_files, version_path
 from models.validation import RowValidator, ValidatedRows
 
@@ -109,9 +109,12 @@ def _check_model_matches(manifest: Manifest, model: CatBoostRegressor, path: Pat
 
 
 def delivery_dates(order_date: date | None, median: float, upper: float) -> tuple[str, str]:
-    """The documented rule: order date + round-half-up(median) and + ceil(upper) days."""
+    """The documented rule: order date + round-half-up(median) and + ceil(upper) days.
+
+    ``upper`` is read with :data:`DAY_TOLERANCE`, as training measured coverage.
+    """
     if order_date is None:
         return "", ""
     expected = order_date + timedelta(days=math.floor(median + 0.5))
-    latest = order_date + timedelta(days=math.ceil(upper))
+    latest = order_date + timedelta(days=math.ceil(upper - DAY_TOLERANCE))
     return expected.isoformat(), latest.isoformat()

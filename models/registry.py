@@ -126,6 +126,9 @@ def staging_dir(root: Path, name: str, version: str) -> Iterator[Path]:
         for child in tmp.iterdir():
             with child.open("rb") as handle:
                 os.fsync(handle.fileno())
+        # mkdtemp creates the directory 0700; a published version must be readable
+        # by the serving user (another uid in a container) like any committed file.
+        os.chmod(tmp, 0o755)
         try:
             os.rename(tmp, final)
         except OSError as err:

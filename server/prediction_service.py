@@ -22,7 +22,7 @@ class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc
         self.default_deadline_s = default_deadline_s  # read by server.rpc.handler
 
     @handler("Predict")
-    async def Predict(  # noqa: N802 - gRPC method name
+    async def Predict(
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
     ) -> pb.PredictResponse:
         query = convert.predict_query(request, context.invocation_metadata())
@@ -33,7 +33,7 @@ class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc
         return convert.predict_response(outcome)
 
     @handler("ListModels")
-    async def ListModels(  # noqa: N802
+    async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
         snapshot = self._state.current
@@ -45,7 +45,7 @@ class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc
         )
 
     @handler("GetModel")
-    async def GetModel(  # noqa: N802
+    async def GetModel(
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelResponse:
         snapshot = self._state.current

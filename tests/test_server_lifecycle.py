@@ -45,8 +45,8 @@ def test_grpcurl_lists_describes_and_calls_without_proto_files(
     assert called.returncode == 0, called.stderr
     answer = json.loads(called.stdout)
     assert answer["version"] == "1.1.0"
-    assert answer["routeReason"] == "ROUTE_REASON_DEFAULT"
-    assert answer["predictions"][0]["deliveryDate"]
+    assert answer["route_reason"] == "ROUTE_REASON_DEFAULT"
+    assert answer["predictions"][0]["delivery_date"]
     health = grpcurl(server.target, "grpc.health.v1.Health/Check")
     assert json.loads(health.stdout)["status"] == "SERVING"
 

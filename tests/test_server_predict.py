@@ -29,9 +29,14 @@ def stub(server: ServerProcess) -> pb_grpc.PredictionServiceStub:
     return pb_grpc.PredictionServiceStub(server.channel())
 
 
-def predict(stub: pb_grpc.PredictionServiceStub, rows: list[dict[str, object]],
-            version: str = "", metadata: tuple[tuple[str, str], ...] = (),
-            model: str = "delivery_eta", timeout: float = 10.0) -> tuple[pb.PredictResponse, dict[str, str]]:
+def predict(
+    stub: pb_grpc.PredictionServiceStub,
+    rows: list[dict[str, object]],
+    version: str = "",
+    metadata: tuple[tuple[str, str], ...] = (),
+    model: str = "delivery_eta",
+    timeout: float = 10.0,
+) -> tuple[pb.PredictResponse, dict[str, str]]:
     response, call = stub.Predict.with_call(
         pb.PredictRequest(model=model, rows=struct_rows(rows), version=version),
         metadata=metadata, timeout=timeout,
