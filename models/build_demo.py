@@ -20,7 +20,7 @@ from pathlib import Path
 from models import datagen, registry
 from models.artifact import MODEL_FILE, ArtifactError, sha256_file
 from models.dataset import DatasetError, load_csv, load_spec
-from models.training import TrainResult, publish_version, summary_table, train
+from models.training import TrainResult, code_revision, publish_version, summary_table, train
 
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
 DEMO_VERSIONS: tuple[tuple[str, Path], ...] = (
@@ -49,6 +49,8 @@ def build(
             "pass --force to rebuild them"
         )
 
+    # Read the revision before --force removes tracked files (that would read as dirty).
+    revision = code_revision()
     frame = datagen.generate(rows, DEMO_SEED, datagen.DEFAULT_START, datagen.DEFAULT_END)
     results: list[tuple[str, TrainResult]] = []
     with tempfile.TemporaryDirectory(prefix="waybill-demo-") as tmp:
@@ -72,7 +74,7 @@ def build(
     for (version, result), target in zip(results, targets, strict=True):
         if target.exists():  # only reachable with --force
             shutil.rmtree(target)
-        path = publish_version(result, root=root, version=version)
+        path = publish_version(result, root=root, version=version, revision=revision)
         size_kb = (path / MODEL_FILE).stat().st_size / 1024
         print(summary_table(result, f"{result.spec.name} {version} -> {path} ({size_kb:.0f} KB)"))
         print()
