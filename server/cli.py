@@ -22,7 +22,14 @@ def _serve(args: argparse.Namespace) -> int:
         "registry": args.registry, "models": tuple(args.model) if args.model else None,
         "max_rows": args.max_rows, "default_deadline_s": args.default_deadline,
         "grace_s": args.grace, "log_level": args.log_level,
+        "routing": args.routing, "routing_poll_s": args.routing_poll,
+        "admin_host": args.admin_host, "admin_port": args.admin_port,
+        "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
     }
+    if args.no_routing:
+        overrides["routing"] = ""  # empty turns routing off, as WAYBILL_ROUTING= does
+    if args.admin_token_file is not None:
+        overrides["admin_token"] = args.admin_token_file.read_text().strip()
     try:
         settings = load_settings(overrides)
     except SettingsError as err:
@@ -94,6 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds allowed when the caller sets no deadline (default 5)")
     serve.add_argument("--grace", type=float, help="drain time on SIGTERM, seconds (default 10)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--routing", type=Path,
+                       help="routing config (default deploy/routing.toml), hot-reloaded")
+    serve.add_argument("--no-routing", action="store_true",
+                       help="no routing file: serve every registry version, newest as default")
+    serve.add_argument("--routing-poll", type=float,
+                       help="seconds between routing file checks (default 1; 0 = no watching)")
+    serve.add_argument("--admin-host", help="admin address (default 127.0.0.1)")
+    serve.add_argument("--admin-port", type=int, help="admin port (default 50052; 0 = any)")
+    serve.add_argument("--admin-token-file", type=Path,
+                       help="file holding the admin bearer token (or WAYBILL_ADMIN_TOKEN)")
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate for both ports")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key for both ports")
+    serve.add_argument("--tls-client-ca", type=Path,
+                       help="PEM CA: require client certificates it signed (mutual TLS)")
     serve.set_defaults(func=_serve)
 
     registry = sub.add_parser("registry", help="inspect the model registry")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, overload
 
 from google.protobuf import json_format, struct_pb2
 from waybill.v1 import prediction_pb2 as pb
@@ -11,13 +11,10 @@ from waybill.v1 import prediction_pb2 as pb
 from models.artifact import FeatureType
 from models.loaded import LoadedVersion
 from router.table import ModelRoutes, RouteReason
-from server.errors import BadRequest
-from server.predictor import PredictOutcome, PredictQuery
+from server.predictor import PredictOutcome, PredictQuery, agreeing
 
 VERSION_HEADER = "x-model-version"
-ROUTING_KEY_HEADER = "x-routing-key"
 ROUTE_REASON_HEADER = "x-route-reason"
-MAX_HEADER_VALUE = 128
 
 _REASONS = {
     RouteReason.PINNED: pb.ROUTE_REASON_PINNED,
@@ -55,30 +52,39 @@ def row_dict(row: struct_pb2.Struct) -> dict[str, Any]:
     return {name: _value(value) for name, value in row.fields.items()}
 
 
-def _choice(field: str, header: str, body: str, metadata: dict[str, str]) -> str | None:
-    from_header = metadata.get(header, "")
-    if len(from_header) > MAX_HEADER_VALUE or len(body) > MAX_HEADER_VALUE:
-        raise BadRequest(field, "too_long", f"longer than {MAX_HEADER_VALUE} characters")
-    if from_header and body and from_header != body:
-        raise BadRequest(
-            field, "conflict",
-            f"request field {body!r} disagrees with the {header} header {from_header!r}",
-        )
-    return body or from_header or None
+class StructRows(Sequence[Mapping[str, Any]]):
+    """Request rows, converted from protobuf when read: whoever validates them pays
+    the conversion, so a big request converts off the event loop along with its checks."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: Sequence[struct_pb2.Struct]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Mapping[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Mapping[str, Any]]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [row_dict(r) for r in self._rows[index]]
+        return row_dict(self._rows[index])
 
 
 def predict_query(
     request: pb.PredictRequest, metadata: Iterable[tuple[str, str | bytes]] | None
 ) -> PredictQuery:
-    headers = {
-        key: value for key, value in (metadata or ())
-        if key in (VERSION_HEADER, ROUTING_KEY_HEADER) and isinstance(value, str)
-    }
+    # Text metadata only; binary (-bin) values never route.
+    headers = {key: value for key, value in (metadata or ()) if isinstance(value, str)}
     return PredictQuery(
         model=request.model,
-        rows=[row_dict(row) for row in request.rows],
-        pin=_choice("version", VERSION_HEADER, request.version, headers),
-        routing_key=_choice("routing_key", ROUTING_KEY_HEADER, request.routing_key, headers),
+        rows=StructRows(request.rows),
+        pin=agreeing("version", VERSION_HEADER, request.version, headers),
+        routing_key=request.routing_key or None,
+        headers=headers,
     )
 
 

@@ -8,6 +8,8 @@ The domain raises its own exceptions and never imports grpc::
     ├── router.table.RoutingError
     │   ├── UnknownModel                     -> NOT_FOUND (lists served models)
     │   └── UnknownVersion                   -> NOT_FOUND (lists versions and labels)
+    ├── router.table.OverrideRefused         -> FAILED_PRECONDITION
+    ├── server.routing.ConfigRejected        -> INVALID_ARGUMENT (FAILED_PRECONDITION: load)
     ├── server.errors.Unavailable            -> UNAVAILABLE
     ├── server.errors.Overloaded             -> RESOURCE_EXHAUSTED
     ├── TimeoutError                         -> DEADLINE_EXCEEDED
@@ -27,7 +29,8 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from models.validation import ValidationFailed, Violation
-from router.table import RoutingError
+from router.table import OverrideRefused, RoutingError
+from server.routing import ConfigRejected
 
 
 class BadRequest(ValidationFailed):
@@ -75,6 +78,14 @@ def to_status(error: BaseException) -> WireStatus:
         )
     if isinstance(error, RoutingError):
         return WireStatus(grpc.StatusCode.NOT_FOUND, str(error))
+    if isinstance(error, ConfigRejected):
+        # A file that parses and validates but names a version that cannot load is a
+        # problem of the system's state, not of the request.
+        code = (grpc.StatusCode.FAILED_PRECONDITION if error.reason == "load"
+                else grpc.StatusCode.INVALID_ARGUMENT)
+        return WireStatus(code, str(error))
+    if isinstance(error, OverrideRefused):
+        return WireStatus(grpc.StatusCode.FAILED_PRECONDITION, str(error))
     if isinstance(error, Unavailable):
         return WireStatus(grpc.StatusCode.UNAVAILABLE, str(error) or "server is not ready")
     if isinstance(error, Overloaded):

@@ -6,7 +6,7 @@ import grpc
 from waybill.v1 import prediction_pb2 as pb
 from waybill.v1 import prediction_pb2_grpc as pb_grpc
 
-from router.table import choose
+from router.table import resolve
 from server import convert
 from server.predictor import Predictor
 from server.rpc import annotate, handler
@@ -49,7 +49,7 @@ class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelResponse:
         snapshot = self._state.current
-        decision = choose(snapshot.table, request.model, request.version or None)
+        decision = resolve(snapshot.table, request.model, request.version or None)
         loaded = snapshot.version(request.model, decision.version)
         labels = snapshot.table.routes(request.model).labels_of(decision.version)
         return pb.GetModelResponse(model_version=convert.model_version(loaded, labels))

@@ -7,16 +7,43 @@ and no gRPC. The servicer calls :meth:`Predictor.predict` once per request.
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from models.loaded import LoadedVersion, delivery_dates
-from router.table import Decision, RouteReason, choose
+from models.loaded import LoadedVersion, Scored, delivery_dates
+from models.validation import ValidatedRows
+from router.table import Decision, RouteReason, choose, shadow_for
 from server.errors import BadRequest
+from server.shadow import ShadowScorer
 from server.state import ServingState
+
+MAX_HEADER_VALUE = 128
+# Up to this many rows are converted and validated on the event loop (microseconds);
+# bigger requests do it on the predict executor so the loop keeps serving others.
+INLINE_ROWS = 16
+
+
+def _validate_and_score(version: LoadedVersion, rows: Sequence[Mapping[str, Any]],
+                        also_known: frozenset[str]) -> tuple[ValidatedRows, Scored]:
+    validated = version.validate(rows, also_known)
+    return validated, version.score(validated.matrix)
+
+
+def agreeing(field: str, header: str, body: str, headers: Mapping[str, str]) -> str | None:
+    """The value given by a request field or its metadata twin; they must agree."""
+    from_header = headers.get(header, "")
+    if len(from_header) > MAX_HEADER_VALUE or len(body) > MAX_HEADER_VALUE:
+        raise BadRequest(field, "too_long", f"longer than {MAX_HEADER_VALUE} characters")
+    if from_header and body and from_header != body:
+        raise BadRequest(
+            field, "conflict",
+            f"request field {body!r} disagrees with the {header} header {from_header!r}",
+        )
+    return body or from_header or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +51,8 @@ class PredictQuery:
     model: str
     rows: Sequence[Mapping[str, Any]]
     pin: str | None = None
-    routing_key: str | None = None
+    routing_key: str | None = None  # the request field; the header is in headers
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +75,14 @@ class PredictOutcome:
 
 
 class Predictor:
-    def __init__(self, state: ServingState, executor: Executor, max_rows: int) -> None:
+    def __init__(self, state: ServingState, executor: Executor, max_rows: int,
+                 shadow: ShadowScorer | None = None) -> None:
         self._state = state
         self._executor = executor
         self._max_rows = max_rows
+        self._shadow = shadow
+        # Weighted-random and shadow sampling draws; routing itself stays pure.
+        self._random = random.Random()
 
     async def predict(self, query: PredictQuery) -> PredictOutcome:
         if not query.model:
@@ -63,11 +95,27 @@ class Predictor:
                 f"{len(query.rows)} rows exceed the limit of {self._max_rows} per request",
             )
         snapshot = self._state.current  # read once: a reload mid-request cannot mix versions
-        decision: Decision = choose(snapshot.table, query.model, query.pin)
+        routes = snapshot.table.routes(query.model)
+        routing_key = agreeing("routing_key", routes.sticky_key, query.routing_key or "",
+                               query.headers)
+        decision: Decision = choose(snapshot.table, query.model, query.pin, routing_key,
+                                    self._random.random())
         version: LoadedVersion = snapshot.version(query.model, decision.version)
-        validated = version.validate(query.rows, snapshot.field_names[query.model])
+        also_known = snapshot.field_names[query.model]
         loop = asyncio.get_running_loop()
-        scored = await loop.run_in_executor(self._executor, version.score, validated.matrix)
+        if len(query.rows) <= INLINE_ROWS:
+            validated = version.validate(query.rows, also_known)
+            scored = await loop.run_in_executor(self._executor, version.score, validated.matrix)
+        else:
+            validated, scored = await loop.run_in_executor(
+                self._executor, _validate_and_score, version, query.rows, also_known
+            )
+        if self._shadow is not None:
+            shadow = shadow_for(snapshot.table, query.model, self._random.random(),
+                                served=version.version)
+            if shadow is not None:
+                self._shadow.offer(query.model, snapshot.version(query.model, shadow),
+                                   query.rows, also_known, scored)
         rows = []
         for i, order_date in enumerate(validated.dates):
             median, lower, upper = (float(scored.median[i]), float(scored.lower[i]),

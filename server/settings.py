@@ -9,11 +9,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from models.registry import DEFAULT_ROOT
 
 ENV_PREFIX = "WAYBILL_"
+# The committed routing config beside the code (deploy/routing.toml).
+DEFAULT_ROUTING = Path(__file__).resolve().parent.parent / "deploy" / "routing.toml"
 
 
 class SettingsError(Exception):
@@ -25,7 +35,7 @@ class Settings(BaseModel):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 50051
-    # Written with the bound port once the server is ready (useful with port 0).
+    # Written once the server is ready: JSON {"port": N, "admin_port": M} (useful with port 0).
     port_file: Path | None = None
     registry: Path = DEFAULT_ROOT
     # Models to serve; empty means every model found in the registry.
@@ -39,6 +49,38 @@ class Settings(BaseModel):
     grace_s: Annotated[float, Field(ge=0, le=300)] = 10.0
     predict_threads: Annotated[int, Field(ge=1, le=64)] = 2
     log_level: Annotated[str, Field(pattern=r"^(debug|info|warning|error)$")] = "info"
+    # Routing config; None serves every registry version with the newest as default.
+    routing: Path | None = DEFAULT_ROUTING
+    # How often the routing file is checked for changes; 0 turns watching off.
+    routing_poll_s: Annotated[float, Field(ge=0, le=60)] = 1.0
+    shadow_queue: Annotated[int, Field(ge=1, le=100_000)] = 64
+    admin_host: str = "127.0.0.1"
+    admin_port: Annotated[int, Field(ge=0, le=65535)] = 50052
+    admin_token: SecretStr | None = None
+    # TLS for both ports from PEM files; with tls_client_ca, clients need certificates.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+
+    @field_validator("routing", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value in ("", b"") else value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        from server.auth import is_loopback
+
+        if self.admin_token is None and not is_loopback(self.admin_host):
+            raise ValueError(
+                f"admin_host {self.admin_host!r} is beyond loopback: set an admin token "
+                "(WAYBILL_ADMIN_TOKEN or --admin-token-file)"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key")
+        return self
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -61,7 +103,13 @@ def load_settings(
         return Settings.model_validate(values)
     except ValidationError as err:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}={e.get('input')!r}: {e['msg']}"
+            (f"{'.'.join(str(p) for p in e['loc'])}={_shown(e)}: " if e["loc"] else "")
+            + e["msg"]
             for e in err.errors()
         )
         raise SettingsError(f"invalid settings: {problems}") from None
+
+
+def _shown(error: Any) -> str:
+    # Never echo a secret back.
+    return "***" if "token" in str(error["loc"]) else repr(error.get("input"))

@@ -1,20 +1,29 @@
 """What the server serves right now: one immutable snapshot, replaced whole.
 
-Readers take ``state.current`` once per request and keep it; writers publish a
-new :class:`Snapshot`. Assigning one attribute is atomic in CPython, so readers
-need no lock; the lock only orders concurrent writers.
+Readers take ``state.current`` once per request and keep it; writers derive the
+next snapshot from the current one under a lock (so a rollback and a reload
+racing each other cannot drop one another's change) and publish it with one
+attribute assignment, which readers see atomically.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import MappingProxyType
 
 from models.artifact import semver_key
 from models.loaded import LoadedVersion
 from router.table import RoutingTable, UnknownVersion
+
+Key = tuple[str, str]  # (model, version)
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,20 +32,38 @@ class Snapshot:
     versions: Mapping[str, Mapping[str, LoadedVersion]]  # model -> version -> loaded
     # model -> every feature name of its served versions (rows may carry any of them)
     field_names: Mapping[str, frozenset[str]]
+    source: str = ""  # the routing file, or "" when every registry version is served
+    content_hash: str = ""
+    loaded_at: str = ""
+    generation: int = 0
 
     @classmethod
-    def of(cls, loaded: Mapping[str, Mapping[str, LoadedVersion]]) -> Snapshot:
-        ordered = {
-            name: sorted(by_version, key=semver_key) for name, by_version in loaded.items()
-        }
-        frozen = MappingProxyType(
-            {name: MappingProxyType(dict(vs)) for name, vs in loaded.items() if vs}
-        )
+    def build(cls, table: RoutingTable, loaded: Mapping[Key, LoadedVersion], *,
+              source: str = "", content_hash: str = "") -> Snapshot:
+        by_model: dict[str, dict[str, LoadedVersion]] = {}
+        for (model, version), value in loaded.items():
+            by_model.setdefault(model, {})[version] = value
+        versions = MappingProxyType({m: MappingProxyType(vs) for m, vs in by_model.items()})
         fields = MappingProxyType({
-            name: frozenset(f.name for v in vs.values() for f in v.manifest.features)
-            for name, vs in frozen.items()
+            m: frozenset(f.name for v in vs.values() for f in v.manifest.features)
+            for m, vs in versions.items()
         })
-        return cls(RoutingTable.from_versions(ordered), frozen, fields)
+        return cls(table, versions, fields, source, content_hash, utc_now())
+
+    @classmethod
+    def of(cls, loaded: Mapping[Key, LoadedVersion]) -> Snapshot:
+        """Serve every loaded version; the newest of each model is the default."""
+        by_model: dict[str, list[str]] = {}
+        for model, version in loaded:
+            by_model.setdefault(model, []).append(version)
+        ordered = {m: sorted(vs, key=semver_key) for m, vs in by_model.items()}
+        return cls.build(RoutingTable.from_versions(ordered), loaded)
+
+    def with_table(self, table: RoutingTable) -> Snapshot:
+        return dataclasses.replace(self, table=table, loaded_at=utc_now())
+
+    def keys(self) -> list[Key]:
+        return [(m, v) for m, vs in self.versions.items() for v in vs]
 
     def version(self, model: str, version: str) -> LoadedVersion:
         try:
@@ -49,12 +76,18 @@ class Snapshot:
 class ServingState:
     def __init__(self, initial: Snapshot) -> None:
         self._lock = threading.Lock()
-        self._current = initial
+        self._current = dataclasses.replace(initial, generation=1)
 
     @property
     def current(self) -> Snapshot:
         return self._current
 
-    def publish(self, snapshot: Snapshot) -> None:
+    def update(self, derive: Callable[[Snapshot], Snapshot]) -> Snapshot:
+        """Publish ``derive(current)`` as the next generation; return it."""
         with self._lock:
-            self._current = snapshot
+            current = self._current
+            nxt = derive(current)
+            if nxt is not current:
+                nxt = dataclasses.replace(nxt, generation=current.generation + 1)
+                self._current = nxt
+            return nxt

@@ -23,15 +23,21 @@ class ServerProcess:
         self.log_path = workdir / "server.log"
         self.args = [
             sys.executable, "-m", "server.cli", "serve",
-            "--host", "127.0.0.1", "--port", "0", "--port-file", str(self.port_file), *args,
+            "--host", "127.0.0.1", "--port", "0", "--admin-port", "0",
+            "--port-file", str(self.port_file), *args,
         ]
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.admin_port = 0
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def admin_target(self) -> str:
+        return f"127.0.0.1:{self.admin_port}"
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
         self.port_file.unlink(missing_ok=True)
@@ -47,7 +53,8 @@ class ServerProcess:
                 self.kill()
                 raise TimeoutError(f"server did not start in {timeout}s:\n{self.log_text()}")
             time.sleep(0.02)
-        self.port = int(self.port_file.read_text())
+        ports = json.loads(self.port_file.read_text())
+        self.port, self.admin_port = ports["port"], ports["admin_port"]
         return self
 
     def channel(self) -> grpc.Channel:

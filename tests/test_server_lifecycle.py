@@ -105,7 +105,7 @@ def test_broken_versions_are_refused_and_the_good_one_serves(
     _rewrite_digest(outside)
     os.symlink(outside, model / "2.0.0")
 
-    with ServerProcess(tmp_path, "--registry", str(root)) as server:
+    with ServerProcess(tmp_path, "--registry", str(root), "--no-routing") as server:
         refused = {e["version"]: e["reason"] for e in server.log_events()
                    if e.get("event") == "version refused"}
         stub = pb_grpc.PredictionServiceStub(server.channel())
@@ -125,7 +125,8 @@ def test_server_refuses_to_start_without_a_servable_version(tmp_path: Path) -> N
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--registry", str(empty)],
+        [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--registry", str(empty),
+         "--no-routing"],
         cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60,
         check=False,
     )
@@ -162,15 +163,28 @@ def test_sigterm_drains_in_flight_calls_refuses_new_ones_and_exits_zero(
         _wait_for(lambda: _count(server, "rpc started") >= 3, "calls to reach the server")
         server.signal(signal.SIGTERM)
         _wait_for(lambda: _count(server, "draining") >= 1, "the server to start draining")
-        late = pb_grpc.PredictionServiceStub(grpc.insecure_channel(server.target))
-        with pytest.raises(grpc.RpcError) as caught:
-            late.Predict(pb.PredictRequest(model="delivery_eta", rows=struct_rows(rows[:1])),
-                         timeout=5)
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        # Calls that slip in before the listener closes still succeed; once it has
+        # closed, every new call gets UNAVAILABLE while the big ones are still running.
+        small = pb.PredictRequest(model="delivery_eta", rows=struct_rows(rows[:1]))
+        refused = _first_refusal(server.target, small)
+        assert refused == grpc.StatusCode.UNAVAILABLE
+        assert not all(f.done() for f in in_flight)
         results = [f.result(timeout=60) for f in in_flight]
         assert [len(r.predictions) for r in results] == [40_000] * 3
         assert server.wait(30) == 0
     assert _count(server, "stopped") == 1
+
+
+def _first_refusal(target: str, request: pb.PredictRequest,
+                   timeout: float = 20.0) -> grpc.StatusCode:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with grpc.insecure_channel(target) as channel:
+            try:
+                pb_grpc.PredictionServiceStub(channel).Predict(request, timeout=5)
+            except grpc.RpcError as err:
+                return err.code()  # type: ignore[no-any-return]
+    raise TimeoutError("new calls were never refused")
 
 
 def _count(server: ServerProcess, event: str) -> int:

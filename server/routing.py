@@ -1,0 +1,203 @@
+"""How the routing snapshot changes: config reloads and overrides (rollbacks).
+
+Reloads go read -> parse -> validate -> load -> publish -> unload. Every
+trigger (the file watcher, SIGHUP, the admin ReloadConfig call, start-up)
+goes through :meth:`RoutingReloader.reload`, one at a time. A file that fails any
+step is refused with a log line and a counter naming the reason, and the
+snapshot in force keeps serving; the next good file still applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.registry import discover
+from router.config import RoutingConfigError, check_against_registry, parse_routing
+from router.table import (
+    ModelRoutes,
+    RoutingTable,
+    reapply_overrides,
+    with_override,
+    without_override,
+)
+from server.catalog import Key, LoadFailed, VersionCatalog
+from server.state import ServingState, Snapshot, utc_now
+
+log = logging.getLogger("waybill.routing")
+
+
+class ConfigRejected(Exception):
+    """A routing file was refused; ``reason`` is a short, bounded label for metrics."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason  # read | encoding | invalid | registry | load
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    at: str
+    reason: str
+    message: str
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    changed: bool
+    snapshot: Snapshot
+
+
+def _referenced(table: RoutingTable) -> list[Key]:
+    keys: list[Key] = []
+    for name, routes in table.models.items():
+        keys.extend((name, v) for v in routes.versions)
+        if routes.shadow is not None:
+            keys.append((name, routes.shadow.version))
+    return keys
+
+
+class RoutingReloader:
+    def __init__(self, path: Path, catalog: VersionCatalog) -> None:
+        self.path = path
+        self.catalog = catalog
+        self.last_failure: Failure | None = None
+        self.applied = 0
+        self.rejected: Counter[str] = Counter()  # by reason
+        self._lock = asyncio.Lock()
+
+    def _read(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except OSError as err:
+            raise ConfigRejected("read", f"{self.path}: cannot read ({err.strerror})") from None
+
+    def prepare(self, raw: bytes) -> Snapshot:
+        """Everything but publishing: blocking (disk, model loads); run it off the loop."""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigRejected("encoding", f"{self.path}: not UTF-8 ({err})") from None
+        try:
+            config = parse_routing(text, str(self.path))
+        except RoutingConfigError as err:
+            raise ConfigRejected("invalid", str(err)) from None
+        found = discover(self.catalog.root)
+        available = {name: [ref.version for ref in refs] for name, refs in found.items()}
+        problems = check_against_registry(config, available)
+        if problems:
+            raise ConfigRejected("registry", f"{self.path}: " + "; ".join(problems))
+        table = RoutingTable.from_config(config)
+        try:
+            loaded = self.catalog.ensure(_referenced(table))
+        except LoadFailed as err:
+            raise ConfigRejected("load", f"{self.path}: {err}") from None
+        digest = hashlib.sha256(raw).hexdigest()
+        return Snapshot.build(table, loaded, source=str(self.path), content_hash=digest)
+
+    def load_initial(self) -> Snapshot:
+        snapshot = self.prepare(self._read())
+        self.applied += 1
+        log.info("routing applied", extra={"fields": {
+            "trigger": "start", "source": str(self.path), "content_hash": snapshot.content_hash}})
+        return snapshot
+
+    async def reload(self, state: ServingState, trigger: str) -> ReloadOutcome:
+        async with self._lock:
+            raw: bytes | None = None
+            try:
+                raw = await asyncio.to_thread(self._read)
+                digest = hashlib.sha256(raw).hexdigest()
+                if digest == state.current.content_hash:
+                    return ReloadOutcome(False, state.current)
+                fresh = await asyncio.to_thread(self.prepare, raw)
+            except ConfigRejected as err:
+                self._refuse(err, trigger, raw)
+                raise
+            published = state.update(
+                lambda cur: fresh.with_table(reapply_overrides(cur.table, fresh.table))
+            )
+            self.catalog.retain(published.keys())
+            self.applied += 1
+            self.last_failure = None
+            log.info("routing applied", extra={"fields": {
+                "trigger": trigger, "source": str(self.path),
+                "content_hash": published.content_hash, "generation": published.generation}})
+            return ReloadOutcome(True, published)
+
+    def _refuse(self, err: ConfigRejected, trigger: str, raw: bytes | None) -> None:
+        digest = hashlib.sha256(raw).hexdigest() if raw is not None else ""
+        self.rejected[err.reason] += 1
+        self.last_failure = Failure(utc_now(), err.reason, str(err), digest)
+        log.error("routing rejected", extra={"fields": {
+            "trigger": trigger, "reason": err.reason, "error": str(err), "content_hash": digest}})
+
+
+def rollback(state: ServingState, model: str, reason: str, actor: str) -> tuple[bool, ModelRoutes]:
+    """Send the model's traffic to its stable version; idempotent. Returns (changed, routes)."""
+    before = state.current
+    published = state.update(
+        lambda cur: _with_table(cur, with_override(
+            cur.table, model, reason, utc_now(), actor=actor, loaded=cur.versions.get(model, {})))
+    )
+    changed = published.table.routes(model) != before.table.routes(model)
+    if changed:
+        log.warning("routing override", extra={"fields": {
+            "model": model, "reason": reason, "actor": actor, "generation": published.generation}})
+    return changed, published.table.routes(model)
+
+
+def clear_override(state: ServingState, model: str, actor: str) -> tuple[bool, ModelRoutes]:
+    before = state.current
+    published = state.update(lambda cur: _with_table(cur, without_override(cur.table, model)))
+    changed = published.table.routes(model) != before.table.routes(model)
+    if changed:
+        log.warning("routing override cleared", extra={"fields": {
+            "model": model, "actor": actor, "generation": published.generation}})
+    return changed, published.table.routes(model)
+
+
+def _with_table(current: Snapshot, table: RoutingTable) -> Snapshot:
+    # Unchanged table: keep the same snapshot so no new generation is published.
+    return current if table == current.table else current.with_table(table)
+
+
+def file_signature(path: Path) -> tuple[str, int, int, int] | None:
+    """What changes when a ConfigMap swaps its ..data symlink or an editor rewrites the file."""
+    try:
+        real = path.resolve(strict=True)
+        st = real.stat()
+    except OSError:
+        return None
+    return (str(real), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+async def watch(path: Path, interval: float, on_change: object) -> None:
+    """Poll the file's identity; call ``on_change()`` once it changed and then held still.
+
+    Polling the resolved path sees Kubernetes' symlink swaps and in-place edits alike
+    without an inotify dependency. Waiting for one quiet interval keeps a file that
+    is still being written from being read half-way (a half file that slips through
+    is refused by validation like any bad file).
+    """
+    seen = file_signature(path)
+    pending: tuple[str, int, int, int] | None = None
+    while True:
+        await asyncio.sleep(interval)
+        current = file_signature(path)
+        if current is None or current == seen:
+            pending = None
+            continue
+        if current != pending:
+            pending = current  # changed: wait one more interval for it to settle
+            continue
+        seen, pending = current, None
+        # A refused file is already logged and counted; the last good snapshot serves.
+        with contextlib.suppress(ConfigRejected):
+            await on_change()  # type: ignore[operator]
