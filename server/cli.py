@@ -23,6 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
         "max_rows": args.max_rows, "default_deadline_s": args.default_deadline,
         "grace_s": args.grace, "log_level": args.log_level,
         "routing": args.routing, "routing_poll_s": args.routing_poll,
+        "shadow_queue": args.shadow_queue,
         "admin_host": args.admin_host, "admin_port": args.admin_port,
         "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
     }
@@ -86,6 +87,67 @@ def _registry_verify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _git_show(rev: str, path: Path) -> str | None:
+    """The file at a git revision; None when the revision does not have it."""
+    import subprocess
+
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent,
+                         capture_output=True, text=True, check=False)
+    if top.returncode != 0:
+        raise SystemExit(f"waybill: {path} is not in a git work tree; cannot read {rev!r}")
+    rel = path.resolve().relative_to(Path(top.stdout.strip()).resolve())
+    if subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+                      cwd=path.parent, capture_output=True, check=False).returncode != 0:
+        raise SystemExit(f"waybill: --against {rev!r} is neither a file nor a git revision")
+    shown = subprocess.run(["git", "show", f"{rev}:{rel.as_posix()}"], cwd=path.parent,
+                           capture_output=True, text=True, check=False)
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def _routing_check(args: argparse.Namespace) -> int:
+    from models.artifact import ArtifactError
+    from models.loaded import LoadedVersion
+    from models.registry import check_files, discover, version_path
+    from router.config import RoutingConfigError, parse_routing, version_fields
+    from router.preview import check_report
+
+    try:
+        new_text = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        print(f"waybill: cannot read {args.file}: {err}", file=sys.stderr)
+        return 2
+    old_text: str | None = None
+    old_source = None
+    if args.against:
+        candidate = Path(args.against)
+        if candidate.is_file():
+            old_text, old_source = candidate.read_text(encoding="utf-8"), str(candidate)
+        else:
+            old_text, old_source = _git_show(args.against, args.file), f"{args.against}"
+    found = discover(args.registry)
+    available = {name: [ref.version for ref in refs] for name, refs in found.items()}
+    failed: dict[str, dict[str, str]] = {}
+    try:
+        config = parse_routing(new_text, str(args.file))
+    except RoutingConfigError:
+        config = None  # check_report explains the problems
+    if config is not None:
+        for model, version in version_fields(config):
+            if version not in available.get(model, ()):
+                continue  # reported as missing from the registry
+            try:
+                if args.load:
+                    LoadedVersion.load(args.registry, model, version)
+                else:
+                    check_files(version_path(args.registry, model, version), args.registry)
+            except ArtifactError as err:
+                failed.setdefault(model, {})[version] = str(err)
+    ok, report = check_report(new_text, str(args.file), old_text, available,
+                              old_source=old_source, failed=failed)
+    print(report, end="")
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="waybill", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="no routing file: serve every registry version, newest as default")
     serve.add_argument("--routing-poll", type=float,
                        help="seconds between routing file checks (default 1; 0 = no watching)")
+    serve.add_argument("--shadow-queue", type=int,
+                       help="shadow requests waiting at most; more are dropped (default 64)")
     serve.add_argument("--admin-host", help="admin address (default 127.0.0.1)")
     serve.add_argument("--admin-port", type=int, help="admin port (default 50052; 0 = any)")
     serve.add_argument("--admin-token-file", type=Path,
@@ -127,6 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--registry", type=Path, default=DEFAULT_ROOT)
     verify.add_argument("--model", action="append")
     verify.set_defaults(func=_registry_verify)
+
+    routing = sub.add_parser("routing", help="check routing config changes")
+    routing_sub = routing.add_subparsers(dest="routing_command", required=True)
+    check = routing_sub.add_parser(
+        "check", help="validate a routing file against the registry and preview what moves")
+    check.add_argument("file", type=Path)
+    check.add_argument("--against", help="the previous config: a file or a git revision")
+    check.add_argument("--registry", type=Path, default=DEFAULT_ROOT)
+    check.add_argument("--load", action="store_true",
+                       help="also load every version and run its probe prediction")
+    check.set_defaults(func=_routing_check)
 
     from models import datagen, training
 
