@@ -97,7 +97,11 @@ class WaybillServer:
 
         options = _server_options(settings)
         self._server = grpc.aio.server(options=options)
-        predictor = Predictor(self.state, self._executor, settings.max_rows, self.shadow)
+        predictor = Predictor(
+            self.state, self._executor, settings.max_rows, self.shadow,
+            batch_max_rows=settings.batch_max_rows,
+            batch_delay_s=settings.batch_delay_us / 1e6, max_inflight=settings.max_inflight,
+        )
         prediction_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(predictor, self.state, settings.default_deadline_s), self._server
         )
@@ -137,7 +141,9 @@ class WaybillServer:
         self.shadow.start()
         if self.reloader is not None and s.routing_poll_s > 0:
             self._watcher = asyncio.get_running_loop().create_task(
-                watch(self.reloader.path, s.routing_poll_s, self.reload_from_file), name="watch"
+                watch(self.reloader.path, s.routing_poll_s, self.reload_from_file,
+                      self.reloader.initial_signature),
+                name="watch",
             )
         for service in ("", PREDICTION_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)

@@ -23,7 +23,8 @@ def _serve(args: argparse.Namespace) -> int:
         "max_rows": args.max_rows, "default_deadline_s": args.default_deadline,
         "grace_s": args.grace, "log_level": args.log_level,
         "routing": args.routing, "routing_poll_s": args.routing_poll,
-        "shadow_queue": args.shadow_queue,
+        "shadow_queue": args.shadow_queue, "batch_delay_us": args.batch_delay_us,
+        "batch_max_rows": args.batch_max_rows, "max_inflight": args.max_inflight,
         "admin_host": args.admin_host, "admin_port": args.admin_port,
         "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
     }
@@ -169,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="no routing file: serve every registry version, newest as default")
     serve.add_argument("--routing-poll", type=float,
                        help="seconds between routing file checks (default 1; 0 = no watching)")
+    serve.add_argument("--batch-delay-us", type=int,
+                       help="micro-batching window in microseconds (default 1000; 0 = off)")
+    serve.add_argument("--batch-max-rows", type=int, help="rows per batch at most (default 256)")
+    serve.add_argument("--max-inflight", type=int,
+                       help="predictions in flight at most, then RESOURCE_EXHAUSTED (default 1024)")
     serve.add_argument("--shadow-queue", type=int,
                        help="shadow requests waiting at most; more are dropped (default 64)")
     serve.add_argument("--admin-host", help="admin address (default 127.0.0.1)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ from typing import Any
 from models.loaded import LoadedVersion, Scored, delivery_dates
 from models.validation import ValidatedRows
 from router.table import Decision, RouteReason, choose, shadow_for
-from server.errors import BadRequest
+from server.batcher import MicroBatcher
+from server.errors import BadRequest, Overloaded
 from server.shadow import ShadowScorer
 from server.state import ServingState
 
@@ -76,15 +78,42 @@ class PredictOutcome:
 
 class Predictor:
     def __init__(self, state: ServingState, executor: Executor, max_rows: int,
-                 shadow: ShadowScorer | None = None) -> None:
+                 shadow: ShadowScorer | None = None, *, batch_max_rows: int = 256,
+                 batch_delay_s: float = 0.0, max_inflight: int = 1024) -> None:
         self._state = state
         self._executor = executor
         self._max_rows = max_rows
         self._shadow = shadow
+        self._batch_max_rows = batch_max_rows
+        self._batch_delay_s = batch_delay_s
+        # One batcher per loaded version; it goes when the version is freed.
+        self._batchers: weakref.WeakKeyDictionary[LoadedVersion, MicroBatcher] = (
+            weakref.WeakKeyDictionary())
+        self._max_inflight = max_inflight
+        self._inflight = 0
         # Weighted-random and shadow sampling draws; routing itself stays pure.
         self._random = random.Random()
 
+    def batcher(self, version: LoadedVersion) -> MicroBatcher:
+        batcher = self._batchers.get(version)
+        if batcher is None:
+            batcher = MicroBatcher(version.score, self._executor, self._batch_max_rows,
+                                   self._batch_delay_s)
+            self._batchers[version] = batcher
+        return batcher
+
     async def predict(self, query: PredictQuery) -> PredictOutcome:
+        # Shed at once rather than queue without bound: a caller can retry elsewhere.
+        if self._inflight >= self._max_inflight:
+            raise Overloaded(f"{self._inflight} predictions in flight; the limit is "
+                             f"{self._max_inflight}")
+        self._inflight += 1
+        try:
+            return await self._predict(query)
+        finally:
+            self._inflight -= 1
+
+    async def _predict(self, query: PredictQuery) -> PredictOutcome:
         if not query.model:
             raise BadRequest("model", "required", "is required (see ListModels)")
         if not query.rows:
@@ -105,7 +134,7 @@ class Predictor:
         loop = asyncio.get_running_loop()
         if len(query.rows) <= INLINE_ROWS:
             validated = version.validate(query.rows, also_known)
-            scored = await loop.run_in_executor(self._executor, version.score, validated.matrix)
+            scored = await self.batcher(version).score(validated.matrix)
         else:
             validated, scored = await loop.run_in_executor(
                 self._executor, _validate_and_score, version, query.rows, also_known

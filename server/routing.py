@@ -10,7 +10,6 @@ snapshot in force keeps serving; the next good file still applies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from collections import Counter
@@ -30,6 +29,9 @@ from server.catalog import Key, LoadFailed, VersionCatalog
 from server.state import ServingState, Snapshot, utc_now
 
 log = logging.getLogger("waybill.routing")
+
+# What identifies one version of the routing file: resolved path, inode, size, mtime.
+Signature = tuple[str, int, int, int]
 
 
 class ConfigRejected(Exception):
@@ -70,6 +72,7 @@ class RoutingReloader:
         self.last_failure: Failure | None = None
         self.applied = 0
         self.rejected: Counter[str] = Counter()  # by reason
+        self.initial_signature: Signature | None = None
         self._lock = asyncio.Lock()
 
     def _read(self) -> bytes:
@@ -102,6 +105,8 @@ class RoutingReloader:
         return Snapshot.build(table, loaded, source=str(self.path), content_hash=digest)
 
     def load_initial(self) -> Snapshot:
+        # Taken before reading: a change that lands while we read is still seen as new.
+        self.initial_signature = file_signature(self.path)
         snapshot = self.prepare(self._read())
         self.applied += 1
         log.info("routing applied", extra={"fields": {
@@ -168,7 +173,7 @@ def _with_table(current: Snapshot, table: RoutingTable) -> Snapshot:
     return current if table == current.table else current.with_table(table)
 
 
-def file_signature(path: Path) -> tuple[str, int, int, int] | None:
+def file_signature(path: Path) -> Signature | None:
     """What changes when a ConfigMap swaps its ..data symlink or an editor rewrites the file."""
     try:
         real = path.resolve(strict=True)
@@ -178,16 +183,19 @@ def file_signature(path: Path) -> tuple[str, int, int, int] | None:
     return (str(real), st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-async def watch(path: Path, interval: float, on_change: object) -> None:
+async def watch(path: Path, interval: float, on_change: object,
+                seen: Signature | None) -> None:
     """Poll the file's identity; call ``on_change()`` once it changed and then held still.
+
+    ``seen`` is the signature of the file the snapshot in force was read from, so a
+    change made before the first poll is not mistaken for the starting state.
 
     Polling the resolved path sees Kubernetes' symlink swaps and in-place edits alike
     without an inotify dependency. Waiting for one quiet interval keeps a file that
     is still being written from being read half-way (a half file that slips through
     is refused by validation like any bad file).
     """
-    seen = file_signature(path)
-    pending: tuple[str, int, int, int] | None = None
+    pending: Signature | None = None
     while True:
         await asyncio.sleep(interval)
         current = file_signature(path)
@@ -198,6 +206,10 @@ async def watch(path: Path, interval: float, on_change: object) -> None:
             pending = current  # changed: wait one more interval for it to settle
             continue
         seen, pending = current, None
-        # A refused file is already logged and counted; the last good snapshot serves.
-        with contextlib.suppress(ConfigRejected):
+        try:
             await on_change()  # type: ignore[operator]
+        except ConfigRejected:
+            pass  # already logged and counted; the last good snapshot serves
+        except Exception:
+            # The watcher must outlive any one bad reload.
+            log.exception("routing reload failed", extra={"fields": {"source": str(path)}})

@@ -48,6 +48,12 @@ class Settings(BaseModel):
     # How long in-flight calls may finish after SIGTERM/SIGINT.
     grace_s: Annotated[float, Field(ge=0, le=300)] = 10.0
     predict_threads: Annotated[int, Field(ge=1, le=64)] = 2
+    # Micro-batching: concurrent requests for a version wait up to batch_delay_us for
+    # others (0 = no batching) and share one CatBoost call of at most batch_max_rows.
+    batch_delay_us: Annotated[int, Field(ge=0, le=100_000)] = 1_000
+    batch_max_rows: Annotated[int, Field(ge=1, le=100_000)] = 256
+    # Predictions in flight at most; beyond, RESOURCE_EXHAUSTED at once.
+    max_inflight: Annotated[int, Field(ge=1, le=1_000_000)] = 1_024
     log_level: Annotated[str, Field(pattern=r"^(debug|info|warning|error)$")] = "info"
     # Routing config; None serves every registry version with the newest as default.
     routing: Path | None = DEFAULT_ROUTING

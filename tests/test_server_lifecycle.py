@@ -197,3 +197,16 @@ def _wait_for(condition: object, what: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+def test_overload_is_shed_at_once_with_resource_exhausted(
+    registry: Path, rows: list[dict[str, object]], tmp_path: Path
+) -> None:
+    from tests.routing_fixtures import run_calls
+
+    with ServerProcess(tmp_path, "--registry", str(registry), "--no-routing",
+                       "--max-inflight", "2", "--batch-delay-us", "20000") as server:
+        outcomes = run_calls(server.target, rows[0], [None] * 200, concurrency=16)
+    codes = {o for o in outcomes if o.startswith("error:")}
+    assert codes == {"error:RESOURCE_EXHAUSTED"}
+    assert "1.1.0" in outcomes  # the admitted ones were served
