@@ -75,6 +75,15 @@ class FeatureType(StrEnum):
     DATE = "date"  # YYYY-MM-DD; derives dates, never fed to the model
 
 
+def check_bounds(name: str, type_: FeatureType, low: float | None, high: float | None) -> None:
+    """The range rules a feature obeys in a dataset spec and in a manifest alike."""
+    numeric = type_ in (FeatureType.NUMERIC, FeatureType.INTEGER)
+    if not numeric and (low is not None or high is not None):
+        raise ValueError(f"feature {name!r}: min/max only apply to numeric and integer features")
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"feature {name!r}: min {low} > max {high}")
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -95,11 +104,7 @@ class FeatureSpec(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> FeatureSpec:
-        numeric = self.type in (FeatureType.NUMERIC, FeatureType.INTEGER)
-        if not numeric and (self.min is not None or self.max is not None):
-            raise ValueError(f"feature {self.name!r}: min/max only apply to numeric features")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"feature {self.name!r}: min {self.min} > max {self.max}")
+        check_bounds(self.name, self.type, self.min, self.max)
         if self.type is FeatureType.CATEGORICAL:
             if not self.categories and not self.allow_unknown:
                 raise ValueError(

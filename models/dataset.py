@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models.artifact import MODEL_NAME_RE, FeatureType
+from models.artifact import MODEL_NAME_RE, FeatureType, check_bounds
 
 COLUMN_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 LANE_RE = re.compile(r"^(?P<column>[A-Za-z_][A-Za-z0-9_]{0,63})(?:\[:(?P<prefix>[1-9]\d*)\])?$")
@@ -74,11 +74,7 @@ class FeatureDef(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> FeatureDef:
-        numeric = self.type in (FeatureType.NUMERIC, FeatureType.INTEGER)
-        if not numeric and (self.min is not None or self.max is not None):
-            raise ValueError(f"feature {self.name!r}: min/max only apply to numeric and integer")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"feature {self.name!r}: min {self.min} > max {self.max}")
+        check_bounds(self.name, self.type, self.min, self.max)
         if self.allow_unknown and self.type is not FeatureType.CATEGORICAL:
             raise ValueError(f"feature {self.name!r}: allow_unknown only applies to categorical")
         return self
