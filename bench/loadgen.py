@@ -1,0 +1,179 @@
+"""Load generator: one grpc.aio process sending pre-serialized requests to 127.0.0.1.
+
+    python bench/loadgen.py SPEC.json OUT.json
+
+SPEC: {"target": "127.0.0.1:P", "method": "/pkg.Service/Method", "payloads": "file",
+       "metadata": [[k, v], ...], "mode": "closed"|"open", "concurrency": N, "rate": R,
+       "warmup": s, "duration": s, "timeout": s, "max_inflight": N, "server_pid": P,
+       "rows_per_request": k}
+
+closed: N callers, each sends its next request when the previous answer arrives.
+open:   requests are due at a fixed rate whatever the answers do; latency is measured from
+        the time a request was *due* (so a late generator or a queueing server both show),
+        a request that would exceed max_inflight is dropped and counted, and a request
+        past its deadline is a timeout.
+
+Only requests *started* inside the measured window (after warm-up) count. Server CPU is
+utime+stime of the server process and its live descendants, read from /proc at the start
+and end of the window; the generator reads its own CPU the same way, so a saturated
+generator shows (gen_cpu_frac near 1.0, or open-loop send lag). The machine's total CPU
+(/proc/stat) minus both gives the load of other processes in the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from array import array
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import benchlib as bl
+import grpc
+
+MAX_REQUESTS = 5_000_000  # hard bound besides the time bound
+clock = time.perf_counter_ns
+
+
+async def run(spec: dict[str, Any]) -> dict[str, Any]:
+    payloads = bl.read_payloads(Path(spec["payloads"]))
+    if not payloads:
+        raise SystemExit("no payloads")
+    metadata = tuple((k, v) for k, v in spec.get("metadata", ()))
+    timeout = float(spec.get("timeout", 5.0))
+    warmup_ns = int(float(spec["warmup"]) * 1e9)
+    duration_ns = int(float(spec["duration"]) * 1e9)
+    options = [("grpc.max_receive_message_length", 64 << 20),
+               ("grpc.max_send_message_length", 64 << 20)]
+    latencies = array("q")
+    errors: Counter[str] = Counter()
+    state = {"drops": 0, "inflight": 0, "late": array("q"), "sent": 0}
+    marks: dict[str, float] = {}
+
+    async with grpc.aio.insecure_channel(spec["target"], options=options) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 10)
+        # No serializers: requests go out as the bytes they are, answers stay bytes.
+        call = channel.unary_unary(spec["method"])
+        start = clock()
+        t_meas, t_end = start + warmup_ns, start + warmup_ns + duration_ns
+
+        async def sample() -> None:
+            await asyncio.sleep(max(0.0, (t_meas - clock()) / 1e9))
+            marks["srv0"] = bl.tree_cpu_seconds(spec["server_pid"])
+            marks["busy0"], marks["steal0"] = bl.machine_cpu_seconds()
+            marks["gen0"], marks["t0"] = bl.self_cpu_seconds(), clock()
+            await asyncio.sleep(max(0.0, (t_end - clock()) / 1e9))
+            marks["srv1"] = bl.tree_cpu_seconds(spec["server_pid"])
+            marks["busy1"], marks["steal1"] = bl.machine_cpu_seconds()
+            marks["gen1"], marks["t1"] = bl.self_cpu_seconds(), clock()
+
+        async def one(payload: bytes, t0: int) -> None:
+            code = "OK"
+            try:
+                await call(payload, metadata=metadata, timeout=timeout)
+            except grpc.aio.AioRpcError as err:
+                code = err.code().name
+            if t0 >= t_meas and t0 < t_end:
+                if code == "OK":
+                    latencies.append(clock() - t0)
+                else:
+                    errors[code] += 1
+
+        sampler = asyncio.ensure_future(sample())
+        if spec["mode"] == "closed":
+            conc = int(spec["concurrency"])
+
+            async def caller(k: int) -> None:
+                i = k
+                while i < MAX_REQUESTS:
+                    t0 = clock()
+                    if t0 >= t_end:
+                        return
+                    await one(payloads[i % len(payloads)], t0)
+                    i += conc
+
+            await asyncio.gather(*(caller(k) for k in range(conc)))
+        else:
+            interval = 1e9 / float(spec["rate"])
+            max_inflight = int(spec.get("max_inflight", 2000))
+            tasks: set[asyncio.Task[None]] = set()
+
+            async def tracked(payload: bytes, due: int) -> None:
+                state["inflight"] += 1
+                try:
+                    await one(payload, due)
+                finally:
+                    state["inflight"] -= 1
+
+            n = 0
+            while n < MAX_REQUESTS:
+                due = start + int(n * interval)
+                if due >= t_end:
+                    break
+                now = clock()
+                if due > now:
+                    await asyncio.sleep((due - now) / 1e9)
+                    now = clock()
+                elif n % 32 == 0:
+                    await asyncio.sleep(0)  # catching up: still let answers in
+                if due >= t_meas:
+                    state["late"].append(now - due)
+                if state["inflight"] >= max_inflight:
+                    if due >= t_meas:
+                        state["drops"] += 1
+                else:
+                    task = asyncio.ensure_future(tracked(payloads[n % len(payloads)], due))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                n += 1
+            if tasks:
+                _, pending = await asyncio.wait(tasks, timeout=timeout + 2)
+                for task in pending:
+                    task.cancel()
+                    errors["ABANDONED"] += 1
+        await sampler
+
+    window_s = (marks["t1"] - marks["t0"]) / 1e9
+    done = len(latencies) + sum(errors.values())
+    srv_cpu = marks["srv1"] - marks["srv0"]
+    gen_cpu = marks["gen1"] - marks["gen0"]
+    rows = int(spec.get("rows_per_request", 1))
+    late = sorted(state["late"])
+    result: dict[str, Any] = {
+        "ok": len(latencies),
+        "errors": dict(errors),
+        "timeouts": errors.get("DEADLINE_EXCEEDED", 0),
+        "drops": state["drops"],
+        "window_s": window_s,
+        "req_s": len(latencies) / window_s,
+        "rows_s": len(latencies) * rows / window_s,
+        "server_cpu_s": srv_cpu,
+        "server_cpu_frac": srv_cpu / window_s,
+        "server_cpu_us_per_req": srv_cpu / done * 1e6 if done else float("nan"),
+        "gen_cpu_frac": gen_cpu / window_s,
+        # CPU that neither the server nor this generator used: other processes on the
+        # machine (another test run...), as a share of one core. Steal: the hypervisor.
+        "other_cpu_frac": max(0.0, marks["busy1"] - marks["busy0"] - srv_cpu - gen_cpu)
+        / window_s,
+        "steal_frac": (marks["steal1"] - marks["steal0"]) / window_s,
+        **bl.latency_summary(latencies),
+    }
+    if late:
+        result["send_lag_p99_ms"] = bl.percentile(late, 0.99) / 1e6
+    return result
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[0]).read_text())
+    if not spec["target"].startswith(bl.HOST + ":"):
+        raise SystemExit(f"refusing a target that is not {bl.HOST}: {spec['target']}")
+    result = asyncio.run(run(spec))
+    Path(argv[1]).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
