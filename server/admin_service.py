@@ -9,6 +9,7 @@ from waybill.v1 import admin_pb2_grpc as pb_grpc
 from router.table import ModelRoutes
 from server import routing
 from server.errors import BadRequest, Unavailable
+from server.observe import Observer
 from server.routing import RoutingReloader
 from server.rpc import annotate, handler
 from server.shadow import DIFF_BOUNDS, ShadowScorer
@@ -37,12 +38,16 @@ def model_routing(routes: ModelRoutes) -> pb.ModelRouting:
 
 
 class AdminService(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
+    service = pb.DESCRIPTOR.services_by_name["AdminService"].full_name  # read by server.rpc
+
     def __init__(self, state: ServingState, reloader: RoutingReloader | None,
-                 shadow: ShadowScorer, default_deadline_s: float) -> None:
+                 shadow: ShadowScorer, default_deadline_s: float,
+                 observer: Observer | None = None) -> None:
         self._state = state
         self._reloader = reloader
         self._shadow = shadow
         self.default_deadline_s = default_deadline_s  # read by server.rpc.handler
+        self.observer = observer  # read by server.rpc.handler
 
     @handler("GetRouting")
     async def GetRouting(

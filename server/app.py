@@ -1,14 +1,16 @@
 """The composition root: the only module that wires services, health, reflection,
-executors and shutdown together. Everything else receives what it needs."""
+executors, telemetry and shutdown together. Everything else receives what it needs."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,12 +24,14 @@ from models.registry import discover
 from server.admin_service import AdminService
 from server.auth import BearerToken, server_credentials
 from server.catalog import Key, LoadFailed, VersionCatalog
+from server.observe import HistogramFunction, Observer, observe_process
 from server.prediction_service import PredictionService
 from server.predictor import Predictor
 from server.routing import ConfigRejected, RoutingReloader, watch
 from server.settings import Settings
-from server.shadow import ShadowScorer
+from server.shadow import DIFF_BOUNDS, ShadowScorer
 from server.state import ServingState, Snapshot
+from server.telemetry import FLUSH_MAX_S, Telemetry, TelemetryError
 
 log = logging.getLogger("waybill.server")
 
@@ -72,6 +76,59 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+def _observe(observer: Observer, server: WaybillServer, predictor: Predictor) -> None:
+    """Observable metrics: state read at collection time, nothing on the request path."""
+    catalog, reloader, shadow, state = server.catalog, server.reloader, server.shadow, server.state
+    observer.observe_counter(
+        "waybill.model.loads", "{version}", "Model version loads by outcome",
+        lambda: [(catalog.loads, {"outcome": "loaded"}),
+                 (catalog.load_failures, {"outcome": "failed"})])
+    observer.observe_gauge(
+        "waybill.model.loaded", "{version}", "1 for each model version the server serves",
+        lambda: [(1, {"model": m, "version": v})
+                 for m, vs in state.current.versions.items() for v in vs])
+    observer.observe_gauge(
+        "waybill.routing.generation", "{generation}",
+        "Generation of the routing snapshot in force (grows on every reload or override)",
+        lambda: [(state.current.generation, {})])
+    if reloader is not None:
+        observer.observe_counter(
+            "waybill.config.reloads", "{reload}",
+            "Routing config loads: applied, or rejected with the reason",
+            lambda: [(reloader.applied, {"outcome": "applied", "reason": "none"}),
+                     *((n, {"outcome": "rejected", "reason": why})
+                       for why, n in reloader.rejected.items())])
+
+    def tallies(read: str) -> list[tuple[int | float, dict[str, str]]]:
+        return [(getattr(t, read), {"model": m, "version": v})
+                for (m, v), t in shadow.stats().items()]
+
+    for name, unit, what, attribute in (
+        ("waybill.shadow.sampled", "{request}", "Requests sampled for shadow scoring",
+         "sampled"),
+        ("waybill.shadow.dropped", "{request}", "Shadow requests dropped: queue full",
+         "dropped"),
+        ("waybill.shadow.failed", "{request}", "Shadow requests refused or failed",
+         "failed"),
+        ("waybill.shadow.compared_rows", "{row}", "Rows scored by served and shadow version",
+         "compared_rows"),
+        ("waybill.shadow.outside_interval", "{row}",
+         "Rows whose shadow median fell outside the served interval", "outside"),
+    ):
+        observer.observe_counter(name, unit, what, functools.partial(tallies, attribute))
+    observer.observe_gauge(
+        "waybill.shadow.difference", "d",
+        "Sum of (shadow - served) medians over compared rows; divide by compared rows "
+        "for the mean bias", lambda: tallies("sum_diff"), up_down=True)
+    observer.add_histogram(HistogramFunction(
+        "waybill.shadow.divergence", "d", "|shadow - served| median per compared row",
+        DIFF_BOUNDS, shadow.divergence))
+    observer.observe_gauge(
+        "waybill.predictions.inflight", "{request}", "Predictions in flight",
+        lambda: [(predictor.inflight, {})], up_down=True)
+    observe_process(observer)
+
+
 class WaybillServer:
     """Owns the process's gRPC servers and everything they need to serve and to stop."""
 
@@ -79,6 +136,7 @@ class WaybillServer:
         self.settings = settings
         self.port = 0
         self.admin_port = 0
+        self.metrics_port: int | None = None
         self.catalog = VersionCatalog(settings.registry)
         self.reloader: RoutingReloader | None = None
         if settings.routing is not None:
@@ -90,8 +148,15 @@ class WaybillServer:
         else:
             initial = load_registry_versions(settings, self.catalog)
         self.state = ServingState(initial)
+        # After the models: a server that cannot serve starts no exporter threads.
+        try:
+            self.telemetry = Telemetry(os.environ, prometheus=settings.metrics_enabled)
+        except TelemetryError as err:
+            raise StartupError(f"telemetry: {err}") from None
+        self.observer = Observer(self.telemetry.meter, self.telemetry.tracer)
+        self.telemetry.histograms.add(self.observer.histograms)
         self._executor = ThreadPoolExecutor(settings.predict_threads, "waybill-predict")
-        self.shadow = ShadowScorer(self._executor, settings.shadow_queue)
+        self.shadow = ShadowScorer(self._executor, settings.shadow_queue, self.observer.tracer)
         self._health = health.aio.HealthServicer()
         self._watcher: asyncio.Task[None] | None = None
 
@@ -101,9 +166,12 @@ class WaybillServer:
             self.state, self._executor, settings.max_rows, self.shadow,
             batch_max_rows=settings.batch_max_rows,
             batch_delay_s=settings.batch_delay_us / 1e6, max_inflight=settings.max_inflight,
+            observer=self.observer,
         )
+        _observe(self.observer, self, predictor)
         prediction_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(predictor, self.state, settings.default_deadline_s), self._server
+            PredictionService(predictor, self.state, settings.default_deadline_s, self.observer),
+            self._server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
@@ -114,7 +182,8 @@ class WaybillServer:
         interceptors = [BearerToken(token.get_secret_value())] if token else []
         self._admin = grpc.aio.server(options=options, interceptors=interceptors)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminService(self.state, self.reloader, self.shadow, settings.default_deadline_s),
+            AdminService(self.state, self.reloader, self.shadow, settings.default_deadline_s,
+                         self.observer),
             self._admin,
         )
         reflection.enable_server_reflection((ADMIN_SERVICE, reflection.SERVICE_NAME), self._admin)
@@ -136,6 +205,12 @@ class WaybillServer:
         s = self.settings
         self.port = self._bind(self._server, s.host, s.port)
         self.admin_port = self._bind(self._admin, s.admin_host, s.admin_port)
+        if s.metrics_enabled:
+            try:
+                self.metrics_port = self.telemetry.serve_metrics(s.host, s.metrics_port)
+            except OSError as err:
+                raise StartupError(f"cannot bind metrics {s.host}:{s.metrics_port}: "
+                                   f"{err.strerror or err}") from None
         await self._server.start()
         await self._admin.start()
         self.shadow.start()
@@ -148,11 +223,13 @@ class WaybillServer:
         for service in ("", PREDICTION_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if s.port_file is not None:
-            ports = {"port": self.port, "admin_port": self.admin_port}
+            ports = {"port": self.port, "admin_port": self.admin_port,
+                     "metrics_port": self.metrics_port}
             _write_atomically(s.port_file, json.dumps(ports) + "\n")
         log.info("listening", extra={"fields": {
             "host": s.host, "port": self.port, "admin_host": s.admin_host,
-            "admin_port": self.admin_port, "pid": os.getpid()}})
+            "admin_port": self.admin_port, "metrics_port": self.metrics_port,
+            "pid": os.getpid()}})
         return self.port
 
     async def reload_from_file(self) -> None:
@@ -166,7 +243,9 @@ class WaybillServer:
                 await self.reloader.reload(self.state, "sighup")
 
     async def stop(self) -> None:
-        """Drain: health NOT_SERVING, refuse new calls, let in-flight ones finish in grace."""
+        """Drain: health NOT_SERVING, refuse new calls, let in-flight ones finish in grace,
+        then flush telemetry in what is left of the grace period (at most FLUSH_MAX_S)."""
+        deadline = time.monotonic() + self.settings.grace_s
         log.info("draining", extra={"fields": {"grace_s": self.settings.grace_s}})
         await self._health.enter_graceful_shutdown()
         if self._watcher is not None:
@@ -176,7 +255,13 @@ class WaybillServer:
         finally:
             await self.shadow.stop()
             self._executor.shutdown(wait=False, cancel_futures=True)
+            budget = min(FLUSH_MAX_S, max(0.0, deadline - time.monotonic()))
+            await asyncio.to_thread(self.telemetry.shutdown, budget)
         log.info("stopped")
+
+    def close_telemetry(self) -> None:
+        """For a server that never started: stop exporters after a short final flush."""
+        self.telemetry.shutdown(0.5)
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
@@ -191,7 +276,11 @@ def _write_atomically(path: Path, text: str) -> None:
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT, then drain and return the exit code."""
     server = WaybillServer(settings)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        server.close_telemetry()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -11,6 +11,9 @@ the event loop is free, so "whatever is queued now" yields batches of about one
 (measured, see docs). A caller whose deadline passes while it waits is cancelled
 by its own timeout; its rows are dropped before scoring if the batch has not
 started yet.
+
+When the request's span records, a batch gets a ``waybill.batch`` span: the child of the
+first traced request in it, linked to the others, from flush to delivery.
 """
 
 from __future__ import annotations
@@ -21,15 +24,19 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
+from opentelemetry import trace
 
 from models.loaded import Scored
 
 ScoreFn = Callable[[np.ndarray], Scored]
+# Called once per CatBoost call with (requests, rows).
+OnBatch = Callable[[int, int], None]
+_Part = tuple[np.ndarray, "asyncio.Future[Scored]", "trace.Span | None"]
 
 
 @dataclass(slots=True)
 class _Batch:
-    parts: list[tuple[np.ndarray, asyncio.Future[Scored]]] = field(default_factory=list)
+    parts: list[_Part] = field(default_factory=list)
     rows: int = 0
     timer: asyncio.TimerHandle | None = None
 
@@ -45,28 +52,40 @@ class MicroBatcher:
     """Batches for one loaded version. Use from the event loop thread only."""
 
     def __init__(self, score: ScoreFn, executor: Executor, max_rows: int,
-                 max_delay: float) -> None:
+                 max_delay: float, *, tracer: trace.Tracer | None = None,
+                 on_batch: OnBatch | None = None) -> None:
         self._score = score
         self._executor = executor
         self._max_rows = max_rows
         self._max_delay = max_delay
+        self._tracer = tracer
+        self._on_batch = on_batch
         self._open: _Batch | None = None
         self.batches = 0
         self.rows = 0
         self.requests = 0
 
-    async def score(self, matrix: np.ndarray) -> Scored:
+    async def score(self, matrix: np.ndarray, parent: trace.Span | None = None) -> Scored:
+        """Score ``matrix`` in the next batch; ``parent`` is the caller's recording span."""
         loop = asyncio.get_running_loop()
         if self._max_delay <= 0 or len(matrix) >= self._max_rows:
             # Nothing to wait for: a big request is a batch of its own.
             self._count(1, len(matrix))
-            return await loop.run_in_executor(self._executor, self._score, matrix)
+            span = self._batch_span([parent], 1, len(matrix))
+            failure: BaseException | None = None
+            try:
+                return await loop.run_in_executor(self._executor, self._score, matrix)
+            except BaseException as error:
+                failure = error
+                raise
+            finally:
+                _end(span, failure)
         batch = self._open
         if batch is None:
             batch = self._open = _Batch()
             batch.timer = loop.call_later(self._max_delay, self._flush, batch)
         future: asyncio.Future[Scored] = loop.create_future()
-        batch.parts.append((matrix, future))
+        batch.parts.append((matrix, future, parent))
         batch.rows += len(matrix)
         if batch.rows >= self._max_rows:
             self._flush(batch)
@@ -76,39 +95,63 @@ class MicroBatcher:
         self.batches += 1
         self.requests += requests
         self.rows += rows
+        if self._on_batch is not None:
+            self._on_batch(requests, rows)
+
+    def _batch_span(self, parents: list[trace.Span | None], requests: int,
+                    rows: int) -> trace.Span | None:
+        traced = [p for p in parents if p is not None]
+        if self._tracer is None or not traced:
+            return None
+        links = [trace.Link(p.get_span_context()) for p in traced[1:]]
+        return self._tracer.start_span(
+            "waybill.batch", context=trace.set_span_in_context(traced[0]), links=links,
+            attributes={"waybill.batch.requests": requests, "waybill.batch.rows": rows})
 
     def _flush(self, batch: _Batch) -> None:
         if self._open is batch:
             self._open = None
         if batch.timer is not None:
             batch.timer.cancel()
-        live = [(m, f) for m, f in batch.parts if not f.done()]  # drop cancelled callers
+        live = [p for p in batch.parts if not p[1].done()]  # drop cancelled callers
         if not live:
             return
-        matrix = live[0][0] if len(live) == 1 else np.concatenate([m for m, _ in live])
+        matrix = live[0][0] if len(live) == 1 else np.concatenate([p[0] for p in live])
         self._count(len(live), len(matrix))
+        span = self._batch_span([p[2] for p in live], len(live), len(matrix))
         task = asyncio.get_running_loop().run_in_executor(self._executor, self._score, matrix)
-        task.add_done_callback(lambda done: _deliver(done, live))
+        task.add_done_callback(lambda done: _deliver(done, live, span))
 
     def stats(self) -> BatchStats:
         return BatchStats(self.batches, self.rows, self.requests)
 
 
-def _deliver(done: asyncio.Future[Scored],
-             parts: list[tuple[np.ndarray, asyncio.Future[Scored]]]) -> None:
+def _end(span: trace.Span | None, error: BaseException | None) -> None:
+    if span is None:
+        return
+    if error is not None:
+        span.set_attribute("error.type", type(error).__name__)
+        span.set_status(trace.StatusCode.ERROR, type(error).__name__)
+    span.end()
+
+
+def _deliver(done: asyncio.Future[Scored], parts: list[_Part],
+             span: trace.Span | None) -> None:
     if done.cancelled():  # the executor shut down under us
-        for _, future in parts:
+        _end(span, asyncio.CancelledError())
+        for _, future, _ in parts:
             future.cancel()
         return
     error = done.exception()
+    _end(span, error)
     if error is not None:
-        for _, future in parts:
+        for _, future, _ in parts:
             if not future.done():
                 future.set_exception(error)
         return
     scored = done.result()
     start = 0
-    for matrix, future in parts:
+    for matrix, future, _ in parts:
         end = start + len(matrix)
         if not future.done():
             future.set_result(Scored(scored.median[start:end], scored.lower[start:end],

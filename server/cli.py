@@ -26,6 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
         "shadow_queue": args.shadow_queue, "batch_delay_us": args.batch_delay_us,
         "batch_max_rows": args.batch_max_rows, "max_inflight": args.max_inflight,
         "admin_host": args.admin_host, "admin_port": args.admin_port,
+        "metrics_port": args.metrics_port, "metrics_enabled": False if args.no_metrics else None,
         "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
     }
     if args.no_routing:
@@ -181,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--admin-port", type=int, help="admin port (default 50052; 0 = any)")
     serve.add_argument("--admin-token-file", type=Path,
                        help="file holding the admin bearer token (or WAYBILL_ADMIN_TOKEN)")
+    serve.add_argument("--metrics-port", type=int,
+                       help="Prometheus /metrics port on --host (default 9464; 0 = any)")
+    serve.add_argument("--no-metrics", action="store_true",
+                       help="no Prometheus endpoint (OTLP export follows the OTEL_* variables)")
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate for both ports")
     serve.add_argument("--tls-key", type=Path, help="PEM private key for both ports")
     serve.add_argument("--tls-client-ca", type=Path,

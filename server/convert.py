@@ -11,9 +11,8 @@ from waybill.v1 import prediction_pb2 as pb
 from models.artifact import FeatureType
 from models.loaded import LoadedVersion
 from router.table import ModelRoutes, RouteReason
-from server.predictor import PredictOutcome, PredictQuery, agreeing
+from server.predictor import VERSION_HEADER, PredictOutcome, PredictQuery
 
-VERSION_HEADER = "x-model-version"
 ROUTE_REASON_HEADER = "x-route-reason"
 
 _REASONS = {
@@ -82,7 +81,7 @@ def predict_query(
     return PredictQuery(
         model=request.model,
         rows=StructRows(request.rows),
-        pin=agreeing("version", VERSION_HEADER, request.version, headers),
+        pin=request.version or None,  # checked against its header twin by the predictor
         routing_key=request.routing_key or None,
         headers=headers,
     )

@@ -8,18 +8,23 @@ from waybill.v1 import prediction_pb2_grpc as pb_grpc
 
 from router.table import resolve
 from server import convert
+from server.observe import Observer
 from server.predictor import Predictor
 from server.rpc import annotate, handler
 from server.state import ServingState
 
 
 class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc]
+    service = pb.DESCRIPTOR.services_by_name["PredictionService"].full_name  # read by server.rpc
+
     def __init__(
-        self, predictor: Predictor, state: ServingState, default_deadline_s: float
+        self, predictor: Predictor, state: ServingState, default_deadline_s: float,
+        observer: Observer | None = None,
     ) -> None:
         self._predictor = predictor
         self._state = state
         self.default_deadline_s = default_deadline_s  # read by server.rpc.handler
+        self.observer = observer  # read by server.rpc.handler
 
     @handler("Predict")
     async def Predict(

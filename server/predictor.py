@@ -1,13 +1,17 @@
-"""One request, in order: route -> validate -> score -> shape the answer.
+"""One request, in order: route -> validate -> score -> shape the answer -> observe.
 
 This module owns the order of the steps and nothing else; it knows no protobuf
-and no gRPC. The servicer calls :meth:`Predictor.predict` once per request.
+and no gRPC. The servicer calls :meth:`Predictor.predict` once per request. Each step
+is a child span of the request's server span when that span is sampled, and the
+outcome is recorded with bounded labels (see :mod:`server.observe`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
+import time
 import uuid
 import weakref
 from collections.abc import Mapping, Sequence
@@ -16,23 +20,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.loaded import LoadedVersion, Scored, delivery_dates
-from models.validation import ValidatedRows
+from models.validation import ValidatedRows, ValidationFailed
 from router.table import Decision, RouteReason, choose, shadow_for
 from server.batcher import MicroBatcher
 from server.errors import BadRequest, Overloaded
+from server.observe import UNKNOWN, Call, Observer, current_call, fail
 from server.shadow import ShadowScorer
-from server.state import ServingState
+from server.state import ServingState, Snapshot
 
 MAX_HEADER_VALUE = 128
+VERSION_HEADER = "x-model-version"
 # Up to this many rows are converted and validated on the event loop (microseconds);
 # bigger requests do it on the predict executor so the loop keeps serving others.
 INLINE_ROWS = 16
 
 
 def _validate_and_score(version: LoadedVersion, rows: Sequence[Mapping[str, Any]],
-                        also_known: frozenset[str]) -> tuple[ValidatedRows, Scored]:
+                        also_known: frozenset[str],
+                        marks: list[int]) -> tuple[ValidatedRows, Scored]:
+    """Off the event loop, for big requests; ``marks`` gets the step boundaries (ns)."""
+    marks.append(time.time_ns())
     validated = version.validate(rows, also_known)
-    return validated, version.score(validated.matrix)
+    marks.append(time.time_ns())
+    scored = version.score(validated.matrix)
+    marks.append(time.time_ns())
+    return validated, scored
 
 
 def agreeing(field: str, header: str, body: str, headers: Mapping[str, str]) -> str | None:
@@ -52,7 +64,7 @@ def agreeing(field: str, header: str, body: str, headers: Mapping[str, str]) -> 
 class PredictQuery:
     model: str
     rows: Sequence[Mapping[str, Any]]
-    pin: str | None = None
+    pin: str | None = None  # the request's version field; the header is in headers
     routing_key: str | None = None  # the request field; the header is in headers
     headers: Mapping[str, str] = field(default_factory=dict)
 
@@ -79,7 +91,8 @@ class PredictOutcome:
 class Predictor:
     def __init__(self, state: ServingState, executor: Executor, max_rows: int,
                  shadow: ShadowScorer | None = None, *, batch_max_rows: int = 256,
-                 batch_delay_s: float = 0.0, max_inflight: int = 1024) -> None:
+                 batch_delay_s: float = 0.0, max_inflight: int = 1024,
+                 observer: Observer | None = None) -> None:
         self._state = state
         self._executor = executor
         self._max_rows = max_rows
@@ -91,65 +104,118 @@ class Predictor:
             weakref.WeakKeyDictionary())
         self._max_inflight = max_inflight
         self._inflight = 0
+        self._observer = observer or Observer()
         # Weighted-random and shadow sampling draws; routing itself stays pure.
         self._random = random.Random()
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
 
     def batcher(self, version: LoadedVersion) -> MicroBatcher:
         batcher = self._batchers.get(version)
         if batcher is None:
-            batcher = MicroBatcher(version.score, self._executor, self._batch_max_rows,
-                                   self._batch_delay_s)
+            observer = self._observer
+            batcher = MicroBatcher(
+                version.score, self._executor, self._batch_max_rows, self._batch_delay_s,
+                tracer=observer.tracer,
+                on_batch=functools.partial(observer.batched, (version.name, version.version)),
+            )
             self._batchers[version] = batcher
         return batcher
 
     async def predict(self, query: PredictQuery) -> PredictOutcome:
+        call = current_call() or Call({})
+        snapshot = self._state.current  # read once: a reload mid-request cannot mix versions
+        # Metric labels only ever name what is loaded; anything else a caller sends is one
+        # bounded value.
+        call.model = query.model if query.model in snapshot.versions else UNKNOWN
         # Shed at once rather than queue without bound: a caller can retry elsewhere.
         if self._inflight >= self._max_inflight:
             raise Overloaded(f"{self._inflight} predictions in flight; the limit is "
                              f"{self._max_inflight}")
         self._inflight += 1
         try:
-            return await self._predict(query)
+            return await self._predict(query, snapshot, call)
+        except ValidationFailed as err:
+            chosen = snapshot.versions.get(query.model, {}).get(call.version)
+            if chosen is not None:
+                call.schema = frozenset(f.name for f in chosen.manifest.features)
+            self._observer.validation_failed(call, err.violations)
+            raise
         finally:
             self._inflight -= 1
 
-    async def _predict(self, query: PredictQuery) -> PredictOutcome:
+    async def _predict(self, query: PredictQuery, snapshot: Snapshot,
+                       call: Call) -> PredictOutcome:
+        pin = agreeing("version", VERSION_HEADER, query.pin or "", query.headers)
         if not query.model:
             raise BadRequest("model", "required", "is required (see ListModels)")
         if not query.rows:
             raise BadRequest("rows", "empty", "at least one row is required")
-        if len(query.rows) > self._max_rows:
+        n_rows = len(query.rows)
+        if n_rows > self._max_rows:
             raise BadRequest(
                 "rows", "too_many_rows",
-                f"{len(query.rows)} rows exceed the limit of {self._max_rows} per request",
+                f"{n_rows} rows exceed the limit of {self._max_rows} per request",
             )
-        snapshot = self._state.current  # read once: a reload mid-request cannot mix versions
-        routes = snapshot.table.routes(query.model)
-        routing_key = agreeing("routing_key", routes.sticky_key, query.routing_key or "",
-                               query.headers)
-        decision: Decision = choose(snapshot.table, query.model, query.pin, routing_key,
-                                    self._random.random())
-        version: LoadedVersion = snapshot.version(query.model, decision.version)
+        observer = self._observer
+        with observer.step(call, "waybill.route") as step:
+            routes = snapshot.table.routes(query.model)
+            routing_key = agreeing("routing_key", routes.sticky_key, query.routing_key or "",
+                                   query.headers)
+            decision: Decision = choose(snapshot.table, query.model, pin, routing_key,
+                                        self._random.random())
+            version: LoadedVersion = snapshot.version(query.model, decision.version)
+            call.version = version.version
+            call.route = decision.reason.value
+            if step.span is not None:  # model, version, rows: on the server span
+                step.span.set_attribute("waybill.route", call.route)
         also_known = snapshot.field_names[query.model]
-        loop = asyncio.get_running_loop()
-        if len(query.rows) <= INLINE_ROWS:
-            validated = version.validate(query.rows, also_known)
-            scored = await self.batcher(version).score(validated.matrix)
+        if n_rows <= INLINE_ROWS:
+            with observer.step(call, "waybill.validate"):
+                validated = version.validate(query.rows, also_known)
+            with observer.step(call, "waybill.predict") as step:
+                scored = await self.batcher(version).score(validated.matrix, step.span)
         else:
-            validated, scored = await loop.run_in_executor(
-                self._executor, _validate_and_score, version, query.rows, also_known
-            )
+            marks: list[int] = []
+            try:
+                validated, scored = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, _validate_and_score, version, query.rows, also_known,
+                    marks)
+            finally:
+                self._trace_offloop(call, marks)
+            observer.batched((version.name, version.version), 1, n_rows)  # a batch of its own
         if self._shadow is not None:
             shadow = shadow_for(snapshot.table, query.model, self._random.random(),
                                 served=version.version)
             if shadow is not None:
                 self._shadow.offer(query.model, snapshot.version(query.model, shadow),
-                                   query.rows, also_known, scored)
+                                   query.rows, also_known, scored, parent=call.span)
+        medians = scored.median.tolist()
         rows = []
         for i, order_date in enumerate(validated.dates):
-            median, lower, upper = (float(scored.median[i]), float(scored.lower[i]),
-                                    float(scored.upper[i]))
+            median, lower, upper = medians[i], float(scored.lower[i]), float(scored.upper[i])
             expected, latest = delivery_dates(order_date, median, upper)
             rows.append(RowPrediction(uuid.uuid4().hex, median, lower, upper, expected, latest))
+        observer.predicted(call, n_rows, medians)
         return PredictOutcome(query.model, version.version, decision.reason, version.coverage,
                               tuple(rows))
+
+    def _trace_offloop(self, call: Call, marks: list[int]) -> None:
+        """Spans for the validate and predict steps a big request ran on the executor."""
+        if call.span is None or not marks:
+            return
+        now = time.time_ns()
+        observer = self._observer
+        validate = observer.child_span(call, "waybill.validate", start_ns=marks[0])
+        if validate is not None:
+            if len(marks) < 2:
+                fail(validate, ValidationFailed)
+            validate.end(marks[1] if len(marks) > 1 else now)
+        if len(marks) > 1:
+            predict = observer.child_span(call, "waybill.predict", start_ns=marks[1])
+            if predict is not None:
+                if len(marks) < 3:
+                    fail(predict, RuntimeError)
+                predict.end(marks[2] if len(marks) > 2 else now)

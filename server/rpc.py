@@ -1,9 +1,9 @@
-"""The shared edge of every RPC handler: error mapping and one access-log line per call."""
+"""The shared edge of every RPC handler: error mapping, one access-log line, the server
+span and the RPC metrics of each call."""
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import logging
 import time
@@ -13,14 +13,13 @@ from typing import Any, TypeVar
 import grpc
 
 from server.errors import to_status
+from server.observe import UNKNOWN, Observer, begin_call, current_call
 
 log = logging.getLogger("waybill.access")
 errors_log = logging.getLogger("waybill.errors")
 
-# Fields a handler adds to its access-log line (model, version, route, rows).
-_call_fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "waybill_call_fields", default=None
-)
+# Servicers built without an observer still aggregate (cheaply) and export nothing.
+_UNOBSERVED = Observer()
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -29,26 +28,33 @@ Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 
 def annotate(**fields: Any) -> None:
     """Attach fields to the current call's access-log line."""
-    current = _call_fields.get()
-    if current is not None:
-        current.update(fields)
+    call = current_call()
+    if call is not None:
+        call.fields.update(fields)
 
 
 def handler(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
-    """Wrap a servicer method: default deadline, map any exception to its status, log once.
+    """Wrap a servicer method: default deadline, server span, map any exception to its
+    status, log once, record the call's duration and outcome.
 
-    The servicer must have a ``default_deadline_s`` attribute.
+    The servicer must have ``default_deadline_s`` and ``service`` (the full gRPC service
+    name) attributes, and may have ``observer`` (a :class:`server.observe.Observer`).
     """
 
     def wrap(func: Handler[Req, Resp]) -> Handler[Req, Resp]:
         @functools.wraps(func)
         async def run(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+            observer: Observer = getattr(self, "observer", None) or _UNOBSERVED
+            rpc = observer.rpc_method(self.service, method)
             fields: dict[str, Any] = {"method": method}
-            _call_fields.set(fields)
+            call = begin_call(fields)
+            started = time.perf_counter()
+            span = (observer.start_span(rpc, context.invocation_metadata(), call)
+                    if observer.tracer is not None else None)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("rpc started", extra={"fields": {"method": method}})
-            started = time.perf_counter()
             code = grpc.StatusCode.OK
+            failure: BaseException | None = None
             # A caller without a deadline gets the server's default, so nothing hangs.
             budget = self.default_deadline_s if context.time_remaining() is None else None
             try:
@@ -60,6 +66,7 @@ def handler(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
             except Exception as error:
                 status = to_status(error)
                 code = status.code
+                failure = error
                 fields["error"] = status.message
                 if status.error_id is not None:
                     errors_log.error("unhandled error", exc_info=error,
@@ -71,9 +78,14 @@ def handler(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
                 await context.abort(status.code, status.message, trailing_metadata=trailing)
                 raise  # unreachable: abort raises
             finally:
+                elapsed = time.perf_counter() - started
+                if call.model is not None and call.version != UNKNOWN and "version" not in fields:
+                    fields["version"], fields["route"] = call.version, call.route  # failed late
                 fields["code"] = code.name
-                fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-                log.info("rpc", extra={"fields": fields})
+                fields["duration_ms"] = round(elapsed * 1000, 3)
+                log.info("rpc", extra={"fields": fields})  # inside the span: carries its ids
+                observer.end_span(span, call, code.name, code.value[0], failure)
+                observer.finish(rpc, call, code.name, code.value[0], elapsed)
 
         return run
 

@@ -35,7 +35,8 @@ class Settings(BaseModel):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 50051
-    # Written once the server is ready: JSON {"port": N, "admin_port": M} (useful with port 0).
+    # Written once the server is ready: JSON {"port": N, "admin_port": M, "metrics_port": K}
+    # (metrics_port is null when the endpoint is off); useful with port 0.
     port_file: Path | None = None
     registry: Path = DEFAULT_ROOT
     # Models to serve; empty means every model found in the registry.
@@ -60,6 +61,10 @@ class Settings(BaseModel):
     # How often the routing file is checked for changes; 0 turns watching off.
     routing_poll_s: Annotated[float, Field(ge=0, le=60)] = 1.0
     shadow_queue: Annotated[int, Field(ge=1, le=100_000)] = 64
+    # Prometheus /metrics on host:metrics_port (0 = any free port); metrics_enabled=false
+    # turns the endpoint off (OTLP export, set by OTEL_* variables, is independent).
+    metrics_enabled: bool = True
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
     admin_host: str = "127.0.0.1"
     admin_port: Annotated[int, Field(ge=0, le=65535)] = 50052
     admin_token: SecretStr | None = None

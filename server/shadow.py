@@ -13,15 +13,18 @@ import bisect
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from opentelemetry import trace
 
 from models.loaded import LoadedVersion, Scored
 from models.validation import ValidationFailed
+from server.observe import HistogramPoint
 
 log = logging.getLogger("waybill.shadow")
 
@@ -39,15 +42,22 @@ class ShadowTally:
     sum_abs_diff: float = 0.0
     outside: int = 0
     counts: list[int] = field(default_factory=lambda: [0] * (len(DIFF_BOUNDS) + 1))
+    min_abs_diff: float = float("inf")
+    max_abs_diff: float = 0.0
 
     def add(self, served: Scored, shadow: Scored) -> None:
         diff = shadow.median - served.median
+        if not len(diff):
+            return
+        absolute = np.abs(diff)
         self.compared_rows += len(diff)
         self.sum_diff += float(diff.sum())
-        self.sum_abs_diff += float(np.abs(diff).sum())
+        self.sum_abs_diff += float(absolute.sum())
+        self.min_abs_diff = min(self.min_abs_diff, float(absolute.min()))
+        self.max_abs_diff = max(self.max_abs_diff, float(absolute.max()))
         outside = (shadow.median < served.lower) | (shadow.median > served.upper)
         self.outside += int(outside.sum())
-        for value in np.abs(diff):
+        for value in absolute:
             self.counts[bisect.bisect_right(DIFF_BOUNDS, float(value))] += 1
 
 
@@ -58,15 +68,19 @@ class _Job:
     rows: Sequence[Mapping[str, Any]]
     also_known: frozenset[str]
     served: Scored
+    parent: trace.Span | None  # the request's recording server span, if any
 
 
 class ShadowScorer:
-    def __init__(self, executor: Executor, queue_size: int) -> None:
+    def __init__(self, executor: Executor, queue_size: int,
+                 tracer: trace.Tracer | None = None) -> None:
         self._executor = executor
+        self._tracer = tracer
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
         self._lock = threading.Lock()
         self._tallies: dict[tuple[str, str], ShadowTally] = {}
         self._task: asyncio.Task[None] | None = None
+        self._started_ns = time.time_ns()
 
     def _tally(self, model: str, version: str) -> ShadowTally:
         key = (model, version)
@@ -76,13 +90,19 @@ class ShadowScorer:
         return tally
 
     def offer(self, model: str, shadow: LoadedVersion, rows: Sequence[Mapping[str, Any]],
-              also_known: frozenset[str], served: Scored) -> bool:
-        """Queue shadow work without waiting; False (and counted) when the queue is full."""
+              also_known: frozenset[str], served: Scored,
+              parent: trace.Span | None = None) -> bool:
+        """Queue shadow work without waiting; False (and counted) when the queue is full.
+
+        ``parent`` (the request's span, when it records) becomes the parent of a
+        ``waybill.shadow`` span, which ends after the request's answer has gone.
+        """
         with self._lock:
             tally = self._tally(model, shadow.version)
             tally.sampled += 1
             try:
-                self._queue.put_nowait(_Job(model, shadow, rows, also_known, served))
+                self._queue.put_nowait(_Job(model, shadow, rows, also_known, served,
+                                            parent if self._tracer is not None else None))
             except asyncio.QueueFull:
                 tally.dropped += 1
                 return False
@@ -107,18 +127,33 @@ class ShadowScorer:
                 self._queue.task_done()
 
     async def _score(self, loop: asyncio.AbstractEventLoop, job: _Job) -> None:
+        span = None
+        if self._tracer is not None and job.parent is not None:
+            span = self._tracer.start_span(
+                "waybill.shadow", context=trace.set_span_in_context(job.parent),
+                attributes={"waybill.model": job.model, "waybill.version": job.shadow.version,
+                            "waybill.rows": len(job.rows)})
+        outcome = "compared"
         try:
             validated = job.shadow.validate(job.rows, job.also_known)
             scored = await loop.run_in_executor(self._executor, job.shadow.score,
                                                 validated.matrix)
         except ValidationFailed:
+            outcome = "refused"
             self._count_failure(job)  # the shadow's schema refuses what the served one took
             return
         except Exception:
+            outcome = "failed"
             log.exception("shadow scoring failed", extra={"fields": {
                 "model": job.model, "version": job.shadow.version}})
             self._count_failure(job)
             return
+        finally:
+            if span is not None:
+                span.set_attribute("waybill.shadow.outcome", outcome)
+                if outcome == "failed":
+                    span.set_status(trace.StatusCode.ERROR, "shadow scoring failed")
+                span.end()
         with self._lock:
             self._tally(job.model, job.shadow.version).add(job.served, scored)
 
@@ -130,9 +165,18 @@ class ShadowScorer:
         with self._lock:
             return {
                 key: ShadowTally(t.sampled, t.compared_rows, t.dropped, t.failed, t.sum_diff,
-                                 t.sum_abs_diff, t.outside, list(t.counts))
+                                 t.sum_abs_diff, t.outside, list(t.counts), t.min_abs_diff,
+                                 t.max_abs_diff)
                 for key, t in self._tallies.items()
             }
+
+    def divergence(self) -> list[HistogramPoint]:
+        """|shadow - served| per compared row as cumulative histogram points."""
+        return [
+            HistogramPoint({"model": model, "version": version}, tuple(t.counts),
+                           t.sum_abs_diff, t.min_abs_diff, t.max_abs_diff, self._started_ns)
+            for (model, version), t in self.stats().items() if t.compared_rows
+        ]
 
     async def drain(self) -> None:
         """Wait until every queued job is scored."""

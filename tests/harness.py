@@ -23,13 +23,14 @@ class ServerProcess:
         self.log_path = workdir / "server.log"
         self.args = [
             sys.executable, "-m", "server.cli", "serve",
-            "--host", "127.0.0.1", "--port", "0", "--admin-port", "0",
+            "--host", "127.0.0.1", "--port", "0", "--admin-port", "0", "--metrics-port", "0",
             "--port-file", str(self.port_file), *args,
         ]
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.admin_port = 0
+        self.metrics_port: int | None = None
 
     @property
     def target(self) -> str:
@@ -55,7 +56,13 @@ class ServerProcess:
             time.sleep(0.02)
         ports = json.loads(self.port_file.read_text())
         self.port, self.admin_port = ports["port"], ports["admin_port"]
+        self.metrics_port = ports.get("metrics_port")
         return self
+
+    @property
+    def metrics_url(self) -> str:
+        assert self.metrics_port is not None, "the server runs without a metrics endpoint"
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.target)

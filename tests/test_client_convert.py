@@ -195,7 +195,10 @@ def test_trace_context_is_injected_when_opentelemetry_is_present(
 
 
 def test_trace_context_is_skipped_without_opentelemetry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "opentelemetry", None)  # makes the import fail
+    # None in sys.modules makes an import fail; the submodule too, as the server's own
+    # dependency on opentelemetry-api may have imported it already.
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    monkeypatch.setitem(sys.modules, "opentelemetry.propagate", None)
     assert _convert._load_inject() is None
     monkeypatch.setattr(_convert, "_INJECT", None)
     assert _convert.trace_metadata() == ()
