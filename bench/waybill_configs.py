@@ -20,15 +20,19 @@ class WaybillConfig(TypedDict):
 WAYBILL_CONFIGS: dict[str, WaybillConfig] = {
     # Everything optional off: no tracing, no drift, no prediction log.
     "waybill-off": {
-        "args": ["--model", "delivery_eta", "--admin-port", "0"],
+        "args": ["--model", "delivery_eta", "--admin-port", "0", "--no-routing", "--no-metrics",
+                 "--log-level", "warning"],
         "cpus": "0",
-        "description": "plain `waybill serve` (optional features off once they have flags)",
+        "description": "no routing file, no metrics endpoint, no access log; batching on "
+                       "(tracing is off unless OTEL_* is set)",
     },
     # Everything on, as production runs it.
     "waybill-on": {
-        "args": ["--model", "delivery_eta", "--admin-port", "0"],
+        "args": ["--model", "delivery_eta", "--admin-port", "0", "--metrics-port", "0"],
         "cpus": "0",
-        "description": "plain `waybill serve` for now (tracing, drift, log on once they exist)",
+        "description": "routing file with 5% shadow, metrics, JSON access log, batching "
+                       "(no OTLP collector here, so no tracing; drift and the prediction "
+                       "log do not exist yet)",
     },
     # Example for later (the target "2 workers >= 1.7x one"):
     # "waybill-on-2w": {"args": ["--model", "delivery_eta", "--workers", "2"], "cpus": "0,1",
