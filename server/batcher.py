@@ -1,16 +1,18 @@
 """Dynamic micro-batching: concurrent requests for one version share a CatBoost call.
 
 CatBoost costs about the same for 1 row as for 8, so scoring requests one by one
-wastes most of a core. A request's rows join the open batch of its version; the
-batch is scored when it holds ``max_rows`` rows or ``max_delay`` seconds after it
-opened, whichever comes first, as one call on the predict executor. Results go
-back to each caller in order; an error goes to every caller of that batch.
+wastes most of a core. When no batch of the version is running, a request is
+scored at once (light load adds no wait). While one runs, arriving requests
+gather in an open batch, which goes when the running batch returns, when it holds
+``max_rows`` rows, or ``max_delay`` seconds after it opened, whichever is first:
+one call on the predict executor. Results go back to each caller in order; an
+error goes to every caller of that batch.
 
-The window matters: grpc.aio only hands new requests to the application while
-the event loop is free, so "whatever is queued now" yields batches of about one
-(measured, see docs). A caller whose deadline passes while it waits is cancelled
-by its own timeout; its rows are dropped before scoring if the batch has not
-started yet.
+Gathering while a batch runs is what makes batches form: grpc.aio hands new
+requests to the application only while the event loop is free, and the loop is
+free while CatBoost runs on the executor. A caller whose deadline passes while it
+waits is cancelled by its own timeout; its rows are dropped before scoring if the
+batch has not started yet.
 
 When the request's span records, a batch gets a ``waybill.batch`` span: the child of the
 first traced request in it, linked to the others, from flush to delivery.
@@ -61,6 +63,7 @@ class MicroBatcher:
         self._tracer = tracer
         self._on_batch = on_batch
         self._open: _Batch | None = None
+        self._running = 0  # batches on the executor now
         self.batches = 0
         self.rows = 0
         self.requests = 0
@@ -83,11 +86,14 @@ class MicroBatcher:
         batch = self._open
         if batch is None:
             batch = self._open = _Batch()
-            batch.timer = loop.call_later(self._max_delay, self._flush, batch)
+            if self._running:
+                batch.timer = loop.call_later(self._max_delay, self._flush, batch)
         future: asyncio.Future[Scored] = loop.create_future()
         batch.parts.append((matrix, future, parent))
         batch.rows += len(matrix)
-        if batch.rows >= self._max_rows:
+        # Idle: nobody to wait for, so go now (no added latency under light load).
+        # Busy: gather until the running batch returns, the window ends or it is full.
+        if not self._running or batch.rows >= self._max_rows:
             self._flush(batch)
         return await future
 
@@ -120,7 +126,15 @@ class MicroBatcher:
         self._count(len(live), len(matrix))
         span = self._batch_span([p[2] for p in live], len(live), len(matrix))
         task = asyncio.get_running_loop().run_in_executor(self._executor, self._score, matrix)
-        task.add_done_callback(lambda done: _deliver(done, live, span))
+        self._running += 1
+        task.add_done_callback(lambda done: self._done(done, live, span))
+
+    def _done(self, done: asyncio.Future[Scored], live: list[_Part],
+              span: trace.Span | None) -> None:
+        self._running -= 1
+        _deliver(done, live, span)
+        if self._open is not None:
+            self._flush(self._open)  # a thread is free: those who gathered meanwhile go now
 
     def stats(self) -> BatchStats:
         return BatchStats(self.batches, self.rows, self.requests)

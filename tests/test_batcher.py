@@ -1,10 +1,12 @@
 """Micro-batching: callers share one scoring call, get their own rows back, errors and
 deadlines stay with the right callers. The scoring function is a deterministic stand-in
-for CatBoost so each call and its rows can be observed."""
+for CatBoost so each call and its rows can be observed; a gate holds the first call on
+the executor so the others arrive while a batch is running."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,8 +21,13 @@ class Recorder:
     def __init__(self, fail: bool = False) -> None:
         self.calls: list[int] = []
         self.fail = fail
+        self.gate = threading.Event()  # the first call waits for it
+        self.started = threading.Event()
 
     def __call__(self, matrix: np.ndarray) -> Scored:
+        if not self.calls:
+            self.started.set()
+            self.gate.wait(5)
         self.calls.append(len(matrix))
         if self.fail:
             raise RuntimeError("model exploded")
@@ -32,9 +39,16 @@ def rows(*values: float) -> np.ndarray:
     return np.array([[v, "x"] for v in values], dtype=object)
 
 
-async def gather_scores(batcher: MicroBatcher, *requests: np.ndarray) -> list[list[float]]:
-    results = await asyncio.gather(*(batcher.score(r) for r in requests))
-    return [list(r.median) for r in results]
+async def while_busy(batcher: MicroBatcher, score: Recorder,
+                     *requests: np.ndarray) -> list[object]:
+    """One request occupies the executor; the others arrive meanwhile; then it returns."""
+    first = asyncio.create_task(batcher.score(rows(0)))
+    await asyncio.to_thread(score.started.wait, 5)
+    rest = [asyncio.create_task(batcher.score(r)) for r in requests]
+    await asyncio.sleep(0)  # let them join the open batch
+    score.gate.set()
+    done = await asyncio.gather(first, *rest, return_exceptions=True)
+    return [list(d.median) if isinstance(d, Scored) else d for d in done]
 
 
 @pytest.fixture
@@ -43,49 +57,75 @@ def executor() -> Iterator[ThreadPoolExecutor]:
         yield pool
 
 
-def test_concurrent_callers_share_one_call_and_get_their_own_rows(
-        executor: ThreadPoolExecutor) -> None:
+def test_an_idle_batcher_scores_at_once(executor: ThreadPoolExecutor) -> None:
     score = Recorder()
-    batcher = MicroBatcher(score, executor, max_rows=100, max_delay=0.05)
-    results = asyncio.run(gather_scores(batcher, rows(1), rows(2, 3), rows(4)))
-    assert results == [[1.0], [2.0, 3.0], [4.0]]
-    assert score.calls == [4]
-    assert (batcher.stats().batches, batcher.stats().requests) == (1, 3)
+    score.gate.set()
+    batcher = MicroBatcher(score, executor, max_rows=100, max_delay=10.0)
+    result = asyncio.run(batcher.score(rows(7)))  # a 10 s window is never waited for
+    assert list(result.median) == [7.0]
 
 
-def test_a_full_batch_goes_at_once_and_the_rest_waits_for_the_next(
+def test_callers_arriving_during_a_batch_share_the_next_call(
         executor: ThreadPoolExecutor) -> None:
     score = Recorder()
-    batcher = MicroBatcher(score, executor, max_rows=3, max_delay=0.05)
-    results = asyncio.run(gather_scores(batcher, rows(1, 2), rows(3), rows(4)))
-    assert results == [[1.0, 2.0], [3.0], [4.0]]
-    assert score.calls == [3, 1]
+    batcher = MicroBatcher(score, executor, max_rows=100, max_delay=10.0)
+    results = asyncio.run(while_busy(batcher, score, rows(1), rows(2, 3), rows(4)))
+    assert results == [[0.0], [1.0], [2.0, 3.0], [4.0]]
+    assert score.calls == [1, 4]
+    assert (batcher.stats().batches, batcher.stats().requests) == (2, 4)
+
+
+def test_a_full_batch_goes_at_once_and_the_rest_waits(executor: ThreadPoolExecutor) -> None:
+    score = Recorder()
+    batcher = MicroBatcher(score, executor, max_rows=3, max_delay=10.0)
+    results = asyncio.run(while_busy(batcher, score, rows(1, 2), rows(3), rows(4)))
+    assert results == [[0.0], [1.0, 2.0], [3.0], [4.0]]
+    assert sorted(score.calls) == [1, 1, 3]
+
+
+def test_the_window_bounds_the_wait_for_a_busy_executor(executor: ThreadPoolExecutor) -> None:
+    score = Recorder()
+    batcher = MicroBatcher(score, executor, max_rows=100, max_delay=0.01)
+
+    async def go() -> list[float]:
+        first = asyncio.create_task(batcher.score(rows(0)))
+        await asyncio.to_thread(score.started.wait, 5)
+        second = await batcher.score(rows(5))  # goes after 10 ms, the first still blocked
+        score.gate.set()
+        await first
+        return list(second.median)
+
+    assert asyncio.run(go()) == [5.0]
 
 
 def test_no_window_means_no_batching(executor: ThreadPoolExecutor) -> None:
     score = Recorder()
+    score.gate.set()
     batcher = MicroBatcher(score, executor, max_rows=100, max_delay=0)
-    asyncio.run(gather_scores(batcher, rows(1), rows(2)))
+
+    async def go() -> None:
+        await asyncio.gather(batcher.score(rows(1)), batcher.score(rows(2)))
+
+    asyncio.run(go())
     assert score.calls == [1, 1]
 
 
 def test_an_error_reaches_every_caller_of_the_batch(executor: ThreadPoolExecutor) -> None:
-    batcher = MicroBatcher(Recorder(fail=True), executor, max_rows=100, max_delay=0.01)
-
-    async def go() -> list[BaseException | Scored]:
-        return await asyncio.gather(batcher.score(rows(1)), batcher.score(rows(2)),
-                                    return_exceptions=True)
-
-    outcomes = asyncio.run(go())
-    assert [str(o) for o in outcomes] == ["model exploded", "model exploded"]
+    score = Recorder(fail=True)
+    batcher = MicroBatcher(score, executor, max_rows=100, max_delay=10.0)
+    outcomes = asyncio.run(while_busy(batcher, score, rows(1), rows(2)))
+    assert [str(o) for o in outcomes] == ["model exploded"] * 3
+    assert score.calls == [1, 2]
 
 
 def test_a_caller_whose_deadline_passes_is_dropped_before_scoring(
         executor: ThreadPoolExecutor) -> None:
     score = Recorder()
-    batcher = MicroBatcher(score, executor, max_rows=100, max_delay=0.2)
+    batcher = MicroBatcher(score, executor, max_rows=100, max_delay=10.0)
 
     async def go() -> tuple[bool, list[float]]:
+        first = asyncio.create_task(batcher.score(rows(0)))
+        await asyncio.to_thread(score.started.wait, 5)
         hurried = asyncio.create_task(asyncio.wait_for(batcher.score(rows(9, 9)), 0.01))
         patient = asyncio.create_task(batcher.score(rows(5)))
         timed_out = False
@@ -93,9 +133,11 @@ def test_a_caller_whose_deadline_passes_is_dropped_before_scoring(
             await hurried
         except TimeoutError:
             timed_out = True
+        score.gate.set()
+        await first
         return timed_out, list((await patient).median)
 
     timed_out, patient = asyncio.run(go())
     assert timed_out
     assert patient == [5.0]
-    assert score.calls == [1]  # the two hurried rows never reached the model
+    assert score.calls == [1, 1]  # the two hurried rows never reached the model
