@@ -7,7 +7,7 @@ RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: serve test lint protos models check-protos clean
+.PHONY: serve test lint protos models bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,10 @@ protos: $(DEV)
 ## models: rebuild the two committed demo versions from the seeded generator
 models: $(DEV)
 	$(BIN)/python -m models.build_demo --force
+
+## bench: the benchmark suite (not part of test): one table, every server, bench/RESULTS.md
+bench: $(DEV)
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache
