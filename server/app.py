@@ -276,15 +276,8 @@ def _write_atomically(path: Path, text: str) -> None:
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT, then drain and return the exit code."""
     server = WaybillServer(settings)
-    try:
-        await server.start()
-    except BaseException:
-        server.close_telemetry()
-        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     pending: set[asyncio.Task[None]] = set()
 
     def on_hup() -> None:
@@ -292,7 +285,16 @@ async def serve(settings: Settings) -> int:
         pending.add(task)
         task.add_done_callback(pending.discard)
 
+    # Before start(): once the port file says "ready", a signal must not hit the
+    # default action (SIGHUP would kill the process).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    try:
+        await server.start()
+    except BaseException:
+        server.close_telemetry()
+        raise
     await stop.wait()
     await server.stop()
     return 0
