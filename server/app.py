@@ -28,6 +28,7 @@ from server.observe import HistogramFunction, Observer, observe_process
 from server.prediction_service import PredictionService
 from server.predictor import Predictor
 from server.routing import ConfigRejected, RoutingReloader, watch
+from server.rpc import start_draining
 from server.settings import Settings
 from server.shadow import DIFF_BOUNDS, ShadowScorer
 from server.state import ServingState, Snapshot
@@ -248,6 +249,7 @@ class WaybillServer:
         deadline = time.monotonic() + self.settings.grace_s
         log.info("draining", extra={"fields": {"grace_s": self.settings.grace_s}})
         await self._health.enter_graceful_shutdown()
+        start_draining()
         if self._watcher is not None:
             self._watcher.cancel()
         try:

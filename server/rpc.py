@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
-from server.errors import to_status
+from server.errors import Unavailable, to_status
 from server.observe import UNKNOWN, Observer, begin_call, current_call
 
 log = logging.getLogger("waybill.access")
@@ -24,6 +25,15 @@ _UNOBSERVED = Observer()
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+
+
+# Set once on SIGTERM: calls that still reach a handler are refused with UNAVAILABLE
+# (which clients retry) while the calls already in flight finish.
+_draining = threading.Event()
+
+
+def start_draining() -> None:
+    _draining.set()
 
 
 def annotate(**fields: Any) -> None:
@@ -58,6 +68,8 @@ def handler(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
             # A caller without a deadline gets the server's default, so nothing hangs.
             budget = self.default_deadline_s if context.time_remaining() is None else None
             try:
+                if _draining.is_set():
+                    raise Unavailable("server is draining; retry on another replica")
                 async with asyncio.timeout(budget):
                     return await func(self, request, context)
             except asyncio.CancelledError:
