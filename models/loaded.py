@@ -41,6 +41,7 @@ class LoadedVersion:
         self.version = manifest.version
         self.path = path
         self.coverage = manifest.output.interval_coverage
+        self.feature_names = frozenset(f.name for f in manifest.features)
         self._model = model
         self._validator = RowValidator(manifest)
 

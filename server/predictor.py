@@ -140,7 +140,7 @@ class Predictor:
         except ValidationFailed as err:
             chosen = snapshot.versions.get(query.model, {}).get(call.version)
             if chosen is not None:
-                call.schema = frozenset(f.name for f in chosen.manifest.features)
+                call.schema = chosen.feature_names
             self._observer.validation_failed(call, err.violations)
             raise
         finally:
@@ -194,8 +194,9 @@ class Predictor:
                                    query.rows, also_known, scored, parent=call.span)
         medians = scored.median.tolist()
         rows = []
-        for i, order_date in enumerate(validated.dates):
-            median, lower, upper = medians[i], float(scored.lower[i]), float(scored.upper[i])
+        for order_date, median, lower, upper in zip(
+                validated.dates, medians, scored.lower.tolist(), scored.upper.tolist(),
+                strict=True):
             expected, latest = delivery_dates(order_date, median, upper)
             rows.append(RowPrediction(uuid.uuid4().hex, median, lower, upper, expected, latest))
         observer.predicted(call, n_rows, medians)

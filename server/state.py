@@ -45,7 +45,7 @@ class Snapshot:
             by_model.setdefault(model, {})[version] = value
         versions = MappingProxyType({m: MappingProxyType(vs) for m, vs in by_model.items()})
         fields = MappingProxyType({
-            m: frozenset(f.name for v in vs.values() for f in v.manifest.features)
+            m: frozenset().union(*(v.feature_names for v in vs.values()))
             for m, vs in versions.items()
         })
         return cls(table, versions, fields, source, content_hash, utc_now())
