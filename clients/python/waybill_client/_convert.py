@@ -12,9 +12,12 @@ import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from google.protobuf import struct_pb2
 from waybill.v1 import prediction_pb2
+
+_C = TypeVar("_C")
 
 __all__ = [
     "METADATA_MODEL_VERSION",
@@ -46,6 +49,24 @@ _ROUTE_REASON_PREFIX = "ROUTE_REASON_"
 
 
 # --------------------------------------------------------------------------- rows
+
+
+def open_channel(
+    target: str,
+    channel: _C | None,
+    credentials: object | None,
+    options: Sequence[tuple[str, object]],
+    secure: Callable[..., _C],
+    insecure: Callable[..., _C],
+) -> tuple[_C, bool]:
+    """The channel a client uses and whether it owns it (sync and asyncio alike)."""
+    if channel is not None:
+        if credentials is not None or options:
+            raise ValueError("credentials and options apply only when the client makes the channel")
+        return channel, False
+    if credentials is not None:
+        return secure(target, credentials, options=list(options)), True
+    return insecure(target, options=list(options)), True
 
 
 def row_to_struct(row: Mapping[str, object], index: int = 0) -> struct_pb2.Struct:

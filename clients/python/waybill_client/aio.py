@@ -17,6 +17,7 @@ from ._convert import (
     build_predict_request,
     call_metadata,
     normalize_metadata,
+    open_channel,
     predict_result,
 )
 from ._retry import CallAttempts, RetryPolicy, check_timeout
@@ -51,19 +52,10 @@ class AsyncWaybillClient:
         self._timeout = check_timeout(timeout)
         self._policy = RetryPolicy(retries=retries, backoff=backoff, max_backoff=max_backoff)
         self._metadata: Metadata = normalize_metadata(metadata)
-        if channel is not None:
-            if credentials is not None or options:
-                raise ValueError(
-                    "credentials and options apply only when the client makes the channel"
-                )
-            self._channel = channel
-            self._owns_channel = False
-        elif credentials is not None:
-            self._channel = grpc.aio.secure_channel(target, credentials, options=list(options))
-            self._owns_channel = True
-        else:
-            self._channel = grpc.aio.insecure_channel(target, options=list(options))
-            self._owns_channel = True
+        self._channel, self._owns_channel = open_channel(
+            target, channel, credentials, options,
+            grpc.aio.secure_channel, grpc.aio.insecure_channel,
+        )
         self._stub = prediction_pb2_grpc.PredictionServiceStub(  # type: ignore[no-untyped-call]
             self._channel
         )

@@ -16,6 +16,7 @@ from ._convert import (
     build_predict_request,
     call_metadata,
     normalize_metadata,
+    open_channel,
     predict_result,
 )
 from ._retry import CallAttempts, RetryPolicy, check_timeout
@@ -55,19 +56,9 @@ class WaybillClient:
         self._timeout = check_timeout(timeout)
         self._policy = RetryPolicy(retries=retries, backoff=backoff, max_backoff=max_backoff)
         self._metadata: Metadata = normalize_metadata(metadata)
-        if channel is not None:
-            if credentials is not None or options:
-                raise ValueError(
-                    "credentials and options apply only when the client makes the channel"
-                )
-            self._channel = channel
-            self._owns_channel = False
-        elif credentials is not None:
-            self._channel = grpc.secure_channel(target, credentials, options=list(options))
-            self._owns_channel = True
-        else:
-            self._channel = grpc.insecure_channel(target, options=list(options))
-            self._owns_channel = True
+        self._channel, self._owns_channel = open_channel(
+            target, channel, credentials, options, grpc.secure_channel, grpc.insecure_channel
+        )
         self._stub = prediction_pb2_grpc.PredictionServiceStub(  # type: ignore[no-untyped-call]
             self._channel
         )
