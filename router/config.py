@@ -13,8 +13,9 @@ A config that parses can still name versions the registry does not hold:
 :func:`check_against_registry` reports those, and the caller adds what only it
 knows (versions that fail to load) through its ``failed`` argument.
 
-Alert rules (``[[models.<name>.alerts]]``) are planned for this file; until they
-exist the key is refused like any other unknown key, with a message saying so.
+Alert rules (``[[models.<name>.alerts]]``) are parsed here too (:class:`AlertRule`);
+what they measure and how they are evaluated is the server's business
+(``server/alerts.py``).
 
 This module imports only the standard library and pydantic.
 """
@@ -26,6 +27,7 @@ import json
 import re
 import tomllib
 from collections.abc import Collection, Mapping
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any
@@ -53,6 +55,10 @@ SEMVER_RE = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?$"
 )
+# A rule name is a metric label and an event field: short, lowercase, no spaces.
+RULE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+DURATION_RE = re.compile(r"^(\d+)(s|m|h)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 MODEL_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # A label starts with a letter, so it can never be mistaken for a version
 # (versions start with a digit): a pin is a version or a label, never both.
@@ -155,12 +161,37 @@ def _model_name(value: str) -> str:
     return value
 
 
+def _duration(value: str | int) -> float:
+    """``"90s"``, ``"5m"``, ``"1h"`` or whole seconds, as seconds."""
+    if isinstance(value, bool):
+        raise _rule("must be a duration such as \"30s\", \"5m\" or \"1h\"")
+    if isinstance(value, int):
+        seconds = value
+    else:
+        match = DURATION_RE.match(value)
+        if match is None:
+            raise _rule("must be a duration such as \"30s\", \"5m\" or \"1h\"")
+        seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not 0 <= seconds <= 7 * 86400:
+        raise _rule("must be from 0 seconds to 7 days")
+    return float(seconds)
+
+
+def _rule_name(value: str) -> str:
+    if not RULE_NAME_RE.match(value):
+        raise _rule(f"is not a rule name: must match {RULE_NAME_RE.pattern}")
+    return value
+
+
 Version = Annotated[str, Strict(), AfterValidator(_semver)]
 Label = Annotated[str, Strict(), AfterValidator(_label)]
 Weight = Annotated[int, Strict(), AfterValidator(_weight)]
 Fraction = Annotated[float, Strict(), AfterValidator(_fraction)]
 StickyKey = Annotated[str, Strict(), AfterValidator(_sticky_key)]
 ModelName = Annotated[str, Strict(), AfterValidator(_model_name)]
+Duration = Annotated[Annotated[str, Strict()] | Annotated[int, Strict()],
+                     AfterValidator(_duration)]
+RuleName = Annotated[str, Strict(), AfterValidator(_rule_name)]
 
 
 class _Frozen(BaseModel):
@@ -182,14 +213,103 @@ class ShadowConfig(_Frozen):
     fraction: Fraction
 
 
+class Metric(StrEnum):
+    """What an alert rule measures, per model version (docs/routing.md has the units)."""
+
+    ERROR_RATE = "error_rate"  # share of calls ending in a status of `status_class`
+    LATENCY = "latency"  # the `quantile` of Predict latency, seconds
+    FEATURE_PSI = "feature_psi"  # PSI of `feature`, or the largest over features
+    PREDICTION_PSI = "prediction_psi"  # PSI of the predictions against training
+    MAE = "mae"  # mean absolute error over reported outcomes, days
+    MAE_RATIO = "mae_ratio"  # MAE divided by the stable version's MAE in the same window
+    COVERAGE = "coverage"  # share of outcomes inside the predicted interval
+    ON_TIME = "on_time"  # share of deliveries that arrived by the predicted date
+    SHADOW_DIVERGENCE = "shadow_divergence"  # mean |shadow - served| median, days
+
+
+# Metrics read over the rule's `window`; the drift ones use the newest closed drift window.
+WINDOWED = frozenset({Metric.ERROR_RATE, Metric.LATENCY, Metric.MAE, Metric.MAE_RATIO,
+                      Metric.COVERAGE, Metric.ON_TIME, Metric.SHADOW_DIVERGENCE})
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class Action(StrEnum):
+    NOTIFY = "notify"
+    ROLLBACK = "rollback"  # take the version's traffic away (an override to stable)
+
+
+class StatusClass(StrEnum):
+    SERVER = "server"  # UNKNOWN, INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED, ...
+    CLIENT = "client"  # INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, ...
+    ANY = "any"  # everything but OK
+
+
+OPERATORS = (">", ">=", "<", "<=")
+MODEL_SCOPE = "model"
+
+
+class AlertRule(_Frozen):
+    """``[[models.<name>.alerts]]``: one condition on one metric of a model's versions.
+
+    ``scope`` is ``"model"`` (each version that takes traffic, and the shadow for
+    ``shadow_divergence``), a label (``"canary"``) or a version (``"1.2.0"``).
+    """
+
+    name: RuleName
+    metric: Metric
+    scope: Annotated[str, Strict()] = MODEL_SCOPE
+    op: Annotated[str, Strict()]
+    threshold: Annotated[float, Strict()]
+    for_s: Duration = Field(0.0, alias="for")
+    window: Duration = 300.0
+    min_samples: Annotated[int, Strict()] = 100
+    severity: Severity = Severity.WARNING
+    action: Action = Action.NOTIFY
+    feature: Annotated[str, Strict()] | None = None
+    quantile: Annotated[float, Strict()] = 0.99
+    status_class: StatusClass = StatusClass.SERVER
+    summary: Annotated[str, Strict(), Field(max_length=200)] = ""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=False)
+
+    @model_validator(mode="after")
+    def _check(self) -> AlertRule:
+        if self.op not in OPERATORS:
+            raise _rule(f"must be one of {', '.join(OPERATORS)}", "op", self.op)
+        if self.threshold != self.threshold or abs(self.threshold) == float("inf"):
+            raise _rule("must be a finite number", "threshold", self.threshold)
+        if self.scope != MODEL_SCOPE and not (SEMVER_RE.match(self.scope)
+                                              or LABEL_RE.match(self.scope)):
+            raise _rule(f"must be {MODEL_SCOPE!r}, a label or a version", "scope", self.scope)
+        if self.min_samples < 1:
+            raise _rule("must be at least 1: a rule never judges on no data",
+                        "min_samples", self.min_samples)
+        if self.feature is not None and self.metric != Metric.FEATURE_PSI:
+            raise _rule(f"only applies to metric {Metric.FEATURE_PSI.value!r}",
+                        "feature", self.feature)
+        if not 0.5 <= self.quantile < 1.0:
+            raise _rule("must be from 0.5 to below 1", "quantile", self.quantile)
+        if self.window <= 0 and self.metric in WINDOWED:
+            raise _rule("must be longer than 0 seconds", "window", self.window)
+        if self.action == Action.ROLLBACK and self.scope == STABLE_LABEL:
+            raise _rule("the stable version is what a rollback goes back to; it cannot be "
+                        "rolled back", "action", self.action.value)
+        return self
+
+
 class ModelConfig(_Frozen):
-    """``[models.<name>]``: how one model's traffic is split."""
+    """``[models.<name>]``: how one model's traffic is split, and its alert rules."""
 
     stable: Version
     sticky_key: StickyKey = DEFAULT_STICKY_KEY
     routes: tuple[RouteConfig, ...]
     shadow: ShadowConfig | None = None
-    # Planned: alerts (``[[models.<name>.alerts]]``). Refused until then.
+    alerts: tuple[AlertRule, ...] = ()
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -227,7 +347,30 @@ class ModelConfig(_Frozen):
         if self.shadow is not None and self.shadow.version == self.stable:
             raise _rule("is the stable version; a shadow must be another version",
                         "shadow.version", self.shadow.version)
+        self._check_alerts()
         return self
+
+    def _check_alerts(self) -> None:
+        names: dict[str, int] = {}
+        labels = self.labels()
+        for i, alert in enumerate(self.alerts):
+            first = names.setdefault(alert.name, i)
+            if first != i:
+                raise _rule(f"duplicates alerts[{first}].name", f"alerts[{i}].name", alert.name)
+            scope = alert.scope
+            if scope == MODEL_SCOPE:
+                continue
+            version = labels.get(scope, scope)
+            if SEMVER_RE.match(scope) is None and scope not in labels:
+                raise _rule(f"is not a label of this model (labels: {', '.join(sorted(labels))})",
+                            f"alerts[{i}].scope", scope)
+            if version not in self.versions():
+                raise _rule("is not a version this model routes or shadows",
+                            f"alerts[{i}].scope", scope)
+            if alert.action == Action.ROLLBACK and version == self.stable:
+                raise _rule(f"names the stable version {self.stable}; a rollback goes back "
+                            "to it and cannot take it out", f"alerts[{i}].action",
+                            alert.action.value)
 
     def weight_of(self, version: str) -> int:
         return next((r.weight for r in self.routes if r.version == version), 0)
@@ -276,8 +419,8 @@ _ALLOWED: Mapping[str, tuple[str, ...]] = {
     "model": tuple(ModelConfig.model_fields),
     "route": tuple(RouteConfig.model_fields),
     "shadow": tuple(ShadowConfig.model_fields),
+    "alert": tuple(f.alias or name for name, f in AlertRule.model_fields.items()),
 }
-_PLANNED = {"alerts": "alert rules are planned for a later release and not supported yet"}
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -301,6 +444,8 @@ def _owner(loc: tuple[int | str, ...]) -> str:
         return "route"
     if len(parent) == 3 and parent[2] == "shadow":
         return "shadow"
+    if len(parent) == 4 and parent[2] == "alerts":
+        return "alert"
     return ""
 
 
@@ -319,9 +464,6 @@ def _describe(error: Mapping[str, Any]) -> str:
         return f"{_path(loc)} = {show(error['input'])}: {ctx['message']}"
     path = _path(loc)
     if kind == "extra_forbidden":
-        key = str(loc[-1])
-        if key in _PLANNED:
-            return f"{path}: {_PLANNED[key]}"
         allowed = ", ".join(_ALLOWED.get(_owner(loc), ()))
         return f"{path}: unknown key" + (f" (allowed here: {allowed})" if allowed else "")
     if kind == "missing":

@@ -198,6 +198,59 @@ def test_other_sticky_keys_are_allowed() -> None:
     assert parse_routing(text).models["delivery_eta"].sticky_key == "x-customer-id"
 
 
+ALERT = ('[[models.delivery_eta.alerts]]\nname = "canary-mae"\nmetric = "mae_ratio"\n'
+         'op = ">"\nthreshold = 1.25\n')
+
+
+def test_alert_rules_parse_with_defaults_and_durations() -> None:
+    text = config_text(extra=ALERT + 'scope = "canary"\nfor = "2m"\nwindow = 900\n'
+                       'severity = "critical"\naction = "rollback"\n'
+                       + ALERT.replace("canary-mae", "drift").replace("mae_ratio", "feature_psi")
+                       + 'feature = "zip_code"\n')
+    rules = parse_routing(text).models["delivery_eta"].alerts
+    assert [r.name for r in rules] == ["canary-mae", "drift"]
+    first, second = rules
+    assert (first.scope, first.for_s, first.window, first.severity, first.action) == (
+        "canary", 120.0, 900.0, "critical", "rollback")
+    assert (second.scope, second.for_s, second.window, second.min_samples, second.severity,
+            second.action, second.feature) == (
+        "model", 0.0, 300.0, 100, "warning", "notify", "zip_code")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('for = "5d"', 'models.delivery_eta.alerts[0].for = "5d": must be a duration such as '
+                       '"30s", "5m" or "1h"'),
+        ('scope = "beta"', 'models.delivery_eta.alerts[0].scope = "beta": is not a label of '
+                           'this model (labels: canary, stable)'),
+        ('scope = "2.0.0"', 'models.delivery_eta.alerts[0].scope = "2.0.0": is not a version '
+                            'this model routes or shadows'),
+        ('scope = "stable"\naction = "rollback"',
+         'models.delivery_eta.alerts[0].action = "rollback": the stable version is what a '
+         'rollback goes back to; it cannot be rolled back'),
+        ('scope = "1.1.0"\naction = "rollback"',
+         'models.delivery_eta.alerts[0].action = "rollback": names the stable version 1.1.0; '
+         'a rollback goes back to it and cannot take it out'),
+        ('feature = "zip_code"', "models.delivery_eta.alerts[0].feature = \"zip_code\": only "
+                                 "applies to metric 'feature_psi'"),
+        ("min_samples = 0", "models.delivery_eta.alerts[0].min_samples = 0: must be at least 1: "
+                            "a rule never judges on no data"),
+        ('severity = "page"', "models.delivery_eta.alerts[0].severity = \"page\": Input should "
+                              "be 'critical', 'warning' or 'info'"),
+    ],
+)
+def test_bad_alert_rules_name_the_field(extra: str, expected: str) -> None:
+    assert only_problem(config_text(extra=ALERT + extra)) == expected
+
+
+def test_alert_rule_names_are_unique_and_operators_known() -> None:
+    assert only_problem(config_text(extra=ALERT + ALERT)) == (
+        'models.delivery_eta.alerts[1].name = "canary-mae": duplicates alerts[0].name')
+    assert only_problem(config_text(extra=ALERT.replace('">"', '"=="'))) == (
+        'models.delivery_eta.alerts[0].op = "==": must be one of >, >=, <, <=')
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -205,15 +258,16 @@ def test_other_sticky_keys_are_allowed() -> None:
          "owner: unknown key (allowed here: version, models)"),
         (config_text(extra="weights = [90, 10]"),
          "models.delivery_eta.weights: unknown key (allowed here: stable, sticky_key, routes, "
-         "shadow)"),
+         "shadow, alerts)"),
         (config_text(routes='{ version = "1.1.0", weight = 100, lable = "stable" },'),
          "models.delivery_eta.routes[0].lable: unknown key (allowed here: version, weight, "
          "label)"),
         (config_text(extra='shadow = { version = "1.0.0", fraction = 0.1, sample = 2 }'),
          "models.delivery_eta.shadow.sample: unknown key (allowed here: version, fraction)"),
-        (config_text(extra='[[models.delivery_eta.alerts]]\nname = "drift"'),
-         "models.delivery_eta.alerts: alert rules are planned for a later release and not "
-         "supported yet"),
+        (config_text(extra=ALERT + 'colour = "red"'),
+         "models.delivery_eta.alerts[0].colour: unknown key (allowed here: name, metric, "
+         "scope, op, threshold, for, window, min_samples, severity, action, feature, quantile, "
+         "status_class, summary)"),
     ],
 )
 def test_unknown_keys_are_refused(text: str, expected: str) -> None:
