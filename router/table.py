@@ -378,23 +378,30 @@ def without_override(table: RoutingTable, model: str) -> RoutingTable:
 
 
 def reapply_overrides(previous: RoutingTable, fresh: RoutingTable) -> RoutingTable:
-    """Carry the overrides of the table in force over to a freshly loaded one.
+    """Carry the overrides of the table in force over to a freshly loaded one
+    (see :func:`restore_overrides` for when one is dropped)."""
+    return restore_overrides(fresh, {name: routes.override
+                                     for name, routes in previous.models.items()
+                                     if routes.override is not None})
 
-    An override outlives a config reload until the config names a new canary: it
+
+def restore_overrides(fresh: RoutingTable, overrides: Mapping[str, Override]) -> RoutingTable:
+    """Apply overrides made against an earlier table (in force, or saved before a restart).
+
+    An override outlives a config change until the config names a new canary: it
     is dropped for a model whose fresh config gives traffic to a non-stable
     version it did not roll back (a new canary, or a new stable with the old one
     kept as a route), or gives no traffic to any non-stable version (nothing left
-    to hold back). Otherwise it is re-applied with its original reason, time and
-    actor.
+    to hold back). Otherwise it is re-applied with its original reason, time, actor
+    and rolled-back versions.
     """
     result = fresh
-    for name, old in previous.models.items():
-        override = old.override
+    for name, override in overrides.items():
         new = fresh.models.get(name)
-        if override is None or new is None or new.override is not None:
+        if new is None or new.override is not None:
             continue
         others = {v for v, _ in new.weights if v != new.default}
         if not others or not others <= set(override.rolled_back):
             continue
-        result = with_override(result, name, override.reason, override.at, actor=override.actor)
+        result = result.replace(dataclasses.replace(new, override=override))
     return result

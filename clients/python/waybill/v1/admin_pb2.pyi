@@ -165,3 +165,215 @@ class ShadowStats(_message.Message):
     upper_bounds: _containers.RepeatedScalarFieldContainer[float]
     counts: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, model: _Optional[str] = ..., shadow_version: _Optional[str] = ..., sampled: _Optional[int] = ..., compared_rows: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., mean_difference: _Optional[float] = ..., mean_absolute_difference: _Optional[float] = ..., outside_served_interval: _Optional[float] = ..., upper_bounds: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class GetDriftRequest(_message.Message):
+    __slots__ = ("model", "version", "windows")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    windows: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., windows: _Optional[int] = ...) -> None: ...
+
+class GetDriftResponse(_message.Message):
+    __slots__ = ("versions",)
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[VersionDrift]
+    def __init__(self, versions: _Optional[_Iterable[_Union[VersionDrift, _Mapping]]] = ...) -> None: ...
+
+class VersionDrift(_message.Message):
+    __slots__ = ("model", "version", "current", "completed")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    current: DriftWindow
+    completed: _containers.RepeatedCompositeFieldContainer[DriftWindow]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., current: _Optional[_Union[DriftWindow, _Mapping]] = ..., completed: _Optional[_Iterable[_Union[DriftWindow, _Mapping]]] = ...) -> None: ...
+
+class DriftWindow(_message.Message):
+    __slots__ = ("started_at", "ended_at", "rows", "status", "features", "prediction", "max_psi", "max_psi_feature")
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_PSI_FIELD_NUMBER: _ClassVar[int]
+    MAX_PSI_FEATURE_FIELD_NUMBER: _ClassVar[int]
+    started_at: float
+    ended_at: float
+    rows: int
+    status: str
+    features: _containers.RepeatedCompositeFieldContainer[FeatureDrift]
+    prediction: FeatureDrift
+    max_psi: float
+    max_psi_feature: str
+    def __init__(self, started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., rows: _Optional[int] = ..., status: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ..., prediction: _Optional[_Union[FeatureDrift, _Mapping]] = ..., max_psi: _Optional[float] = ..., max_psi_feature: _Optional[str] = ...) -> None: ...
+
+class FeatureDrift(_message.Message):
+    __slots__ = ("name", "kind", "rows", "psi", "ks_statistic", "ks_pvalue", "chi2_statistic", "chi2_pvalue", "unseen_rate", "missing_rate", "reference_missing_rate", "drifted", "bins", "top_bins")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    KS_STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    KS_PVALUE_FIELD_NUMBER: _ClassVar[int]
+    CHI2_STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    CHI2_PVALUE_FIELD_NUMBER: _ClassVar[int]
+    UNSEEN_RATE_FIELD_NUMBER: _ClassVar[int]
+    MISSING_RATE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_MISSING_RATE_FIELD_NUMBER: _ClassVar[int]
+    DRIFTED_FIELD_NUMBER: _ClassVar[int]
+    BINS_FIELD_NUMBER: _ClassVar[int]
+    TOP_BINS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    rows: int
+    psi: float
+    ks_statistic: float
+    ks_pvalue: float
+    chi2_statistic: float
+    chi2_pvalue: float
+    unseen_rate: float
+    missing_rate: float
+    reference_missing_rate: float
+    drifted: bool
+    bins: _containers.RepeatedCompositeFieldContainer[BinShare]
+    top_bins: _containers.RepeatedCompositeFieldContainer[BinShare]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., rows: _Optional[int] = ..., psi: _Optional[float] = ..., ks_statistic: _Optional[float] = ..., ks_pvalue: _Optional[float] = ..., chi2_statistic: _Optional[float] = ..., chi2_pvalue: _Optional[float] = ..., unseen_rate: _Optional[float] = ..., missing_rate: _Optional[float] = ..., reference_missing_rate: _Optional[float] = ..., drifted: _Optional[bool] = ..., bins: _Optional[_Iterable[_Union[BinShare, _Mapping]]] = ..., top_bins: _Optional[_Iterable[_Union[BinShare, _Mapping]]] = ...) -> None: ...
+
+class BinShare(_message.Message):
+    __slots__ = ("label", "reference", "current", "contribution")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    reference: float
+    current: float
+    contribution: float
+    def __init__(self, label: _Optional[str] = ..., reference: _Optional[float] = ..., current: _Optional[float] = ..., contribution: _Optional[float] = ...) -> None: ...
+
+class GetAccuracyRequest(_message.Message):
+    __slots__ = ("model", "window_seconds")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    window_seconds: float
+    def __init__(self, model: _Optional[str] = ..., window_seconds: _Optional[float] = ...) -> None: ...
+
+class GetAccuracyResponse(_message.Message):
+    __slots__ = ("window_seconds", "versions")
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    window_seconds: float
+    versions: _containers.RepeatedCompositeFieldContainer[VersionAccuracy]
+    def __init__(self, window_seconds: _Optional[float] = ..., versions: _Optional[_Iterable[_Union[VersionAccuracy, _Mapping]]] = ...) -> None: ...
+
+class VersionAccuracy(_message.Message):
+    __slots__ = ("model", "version", "outcomes", "mae", "bias", "coverage", "on_time")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    MAE_FIELD_NUMBER: _ClassVar[int]
+    BIAS_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    ON_TIME_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    outcomes: int
+    mae: float
+    bias: float
+    coverage: float
+    on_time: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., outcomes: _Optional[int] = ..., mae: _Optional[float] = ..., bias: _Optional[float] = ..., coverage: _Optional[float] = ..., on_time: _Optional[float] = ...) -> None: ...
+
+class ListAlertsRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class ListAlertsResponse(_message.Message):
+    __slots__ = ("alerts",)
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
+    alerts: _containers.RepeatedCompositeFieldContainer[Alert]
+    def __init__(self, alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ...) -> None: ...
+
+class Alert(_message.Message):
+    __slots__ = ("rule", "model", "version", "state", "metric", "op", "threshold", "value", "samples", "min_samples", "severity", "action", "since")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MIN_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    model: str
+    version: str
+    state: str
+    metric: str
+    op: str
+    threshold: float
+    value: float
+    samples: int
+    min_samples: int
+    severity: str
+    action: str
+    since: str
+    def __init__(self, rule: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[str] = ..., metric: _Optional[str] = ..., op: _Optional[str] = ..., threshold: _Optional[float] = ..., value: _Optional[float] = ..., samples: _Optional[int] = ..., min_samples: _Optional[int] = ..., severity: _Optional[str] = ..., action: _Optional[str] = ..., since: _Optional[str] = ...) -> None: ...
+
+class ListEventsRequest(_message.Message):
+    __slots__ = ("model", "after_id", "limit", "kinds")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    after_id: int
+    limit: int
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., after_id: _Optional[int] = ..., limit: _Optional[int] = ..., kinds: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("id", "at", "kind", "model", "version", "rule", "state", "value", "reason", "actor", "detail_json")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_JSON_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    at: str
+    kind: str
+    model: str
+    version: str
+    rule: str
+    state: str
+    value: float
+    reason: str
+    actor: str
+    detail_json: str
+    def __init__(self, id: _Optional[int] = ..., at: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., rule: _Optional[str] = ..., state: _Optional[str] = ..., value: _Optional[float] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., detail_json: _Optional[str] = ...) -> None: ...

@@ -62,6 +62,26 @@ class AdminServiceStub:
                 request_serializer=waybill_dot_v1_dot_admin__pb2.GetShadowStatsRequest.SerializeToString,
                 response_deserializer=waybill_dot_v1_dot_admin__pb2.GetShadowStatsResponse.FromString,
                 _registered_method=True)
+        self.GetDrift = channel.unary_unary(
+                '/waybill.v1.AdminService/GetDrift',
+                request_serializer=waybill_dot_v1_dot_admin__pb2.GetDriftRequest.SerializeToString,
+                response_deserializer=waybill_dot_v1_dot_admin__pb2.GetDriftResponse.FromString,
+                _registered_method=True)
+        self.GetAccuracy = channel.unary_unary(
+                '/waybill.v1.AdminService/GetAccuracy',
+                request_serializer=waybill_dot_v1_dot_admin__pb2.GetAccuracyRequest.SerializeToString,
+                response_deserializer=waybill_dot_v1_dot_admin__pb2.GetAccuracyResponse.FromString,
+                _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/waybill.v1.AdminService/ListAlerts',
+                request_serializer=waybill_dot_v1_dot_admin__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=waybill_dot_v1_dot_admin__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/waybill.v1.AdminService/ListEvents',
+                request_serializer=waybill_dot_v1_dot_admin__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=waybill_dot_v1_dot_admin__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -108,6 +128,36 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDrift(self, request, context):
+        """GetDrift compares live inputs and predictions of each served version with
+        the training reference: the open window and the last completed ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAccuracy(self, request, context):
+        """GetAccuracy joins reported outcomes with logged predictions per version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlerts(self, request, context):
+        """ListAlerts lists every alert rule instance and its state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvents(self, request, context):
+        """ListEvents lists recorded changes (rollbacks, cleared overrides, config
+        revisions applied, alert state changes), oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -135,6 +185,26 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetShadowStats,
                     request_deserializer=waybill_dot_v1_dot_admin__pb2.GetShadowStatsRequest.FromString,
                     response_serializer=waybill_dot_v1_dot_admin__pb2.GetShadowStatsResponse.SerializeToString,
+            ),
+            'GetDrift': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDrift,
+                    request_deserializer=waybill_dot_v1_dot_admin__pb2.GetDriftRequest.FromString,
+                    response_serializer=waybill_dot_v1_dot_admin__pb2.GetDriftResponse.SerializeToString,
+            ),
+            'GetAccuracy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccuracy,
+                    request_deserializer=waybill_dot_v1_dot_admin__pb2.GetAccuracyRequest.FromString,
+                    response_serializer=waybill_dot_v1_dot_admin__pb2.GetAccuracyResponse.SerializeToString,
+            ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=waybill_dot_v1_dot_admin__pb2.ListAlertsRequest.FromString,
+                    response_serializer=waybill_dot_v1_dot_admin__pb2.ListAlertsResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=waybill_dot_v1_dot_admin__pb2.ListEventsRequest.FromString,
+                    response_serializer=waybill_dot_v1_dot_admin__pb2.ListEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -275,6 +345,114 @@ class AdminService:
             '/waybill.v1.AdminService/GetShadowStats',
             waybill_dot_v1_dot_admin__pb2.GetShadowStatsRequest.SerializeToString,
             waybill_dot_v1_dot_admin__pb2.GetShadowStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDrift(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/waybill.v1.AdminService/GetDrift',
+            waybill_dot_v1_dot_admin__pb2.GetDriftRequest.SerializeToString,
+            waybill_dot_v1_dot_admin__pb2.GetDriftResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccuracy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/waybill.v1.AdminService/GetAccuracy',
+            waybill_dot_v1_dot_admin__pb2.GetAccuracyRequest.SerializeToString,
+            waybill_dot_v1_dot_admin__pb2.GetAccuracyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/waybill.v1.AdminService/ListAlerts',
+            waybill_dot_v1_dot_admin__pb2.ListAlertsRequest.SerializeToString,
+            waybill_dot_v1_dot_admin__pb2.ListAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/waybill.v1.AdminService/ListEvents',
+            waybill_dot_v1_dot_admin__pb2.ListEventsRequest.SerializeToString,
+            waybill_dot_v1_dot_admin__pb2.ListEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,30 @@ FEATURE_TYPE_BOOLEAN: FeatureType
 FEATURE_TYPE_CATEGORICAL: FeatureType
 FEATURE_TYPE_DATE: FeatureType
 
+class ReportOutcomeRequest(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[Outcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[Outcome, _Mapping]]] = ...) -> None: ...
+
+class Outcome(_message.Message):
+    __slots__ = ("prediction_id", "transit_days", "delivery_date")
+    PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    TRANSIT_DAYS_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_DATE_FIELD_NUMBER: _ClassVar[int]
+    prediction_id: str
+    transit_days: float
+    delivery_date: str
+    def __init__(self, prediction_id: _Optional[str] = ..., transit_days: _Optional[float] = ..., delivery_date: _Optional[str] = ...) -> None: ...
+
+class ReportOutcomeResponse(_message.Message):
+    __slots__ = ("recorded", "duplicates")
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    recorded: int
+    duplicates: int
+    def __init__(self, recorded: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
+
 class PredictRequest(_message.Message):
     __slots__ = ("model", "rows", "version", "routing_key")
     MODEL_FIELD_NUMBER: _ClassVar[int]

@@ -57,6 +57,11 @@ class PredictionServiceStub:
                 request_serializer=waybill_dot_v1_dot_prediction__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=waybill_dot_v1_dot_prediction__pb2.GetModelResponse.FromString,
                 _registered_method=True)
+        self.ReportOutcome = channel.unary_unary(
+                '/waybill.v1.PredictionService/ReportOutcome',
+                request_serializer=waybill_dot_v1_dot_prediction__pb2.ReportOutcomeRequest.SerializeToString,
+                response_deserializer=waybill_dot_v1_dot_prediction__pb2.ReportOutcomeResponse.FromString,
+                _registered_method=True)
 
 
 class PredictionServiceServicer:
@@ -91,6 +96,18 @@ class PredictionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportOutcome(self, request, context):
+        """ReportOutcome records what actually happened to predicted orders (the
+        transit days, or the delivery date), joined to the logged predictions by
+        prediction_id for live accuracy per version. A batch is all or nothing:
+        INVALID_ARGUMENT names a bad field, NOT_FOUND lists ids the prediction log
+        does not hold (unknown, or past retention), ALREADY_EXISTS lists ids that
+        already have a different actual. Reporting the same actual again is a no-op.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PredictionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +125,11 @@ def add_PredictionServiceServicer_to_server(servicer, server):
                     servicer.GetModel,
                     request_deserializer=waybill_dot_v1_dot_prediction__pb2.GetModelRequest.FromString,
                     response_serializer=waybill_dot_v1_dot_prediction__pb2.GetModelResponse.SerializeToString,
+            ),
+            'ReportOutcome': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportOutcome,
+                    request_deserializer=waybill_dot_v1_dot_prediction__pb2.ReportOutcomeRequest.FromString,
+                    response_serializer=waybill_dot_v1_dot_prediction__pb2.ReportOutcomeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -199,6 +221,33 @@ class PredictionService:
             '/waybill.v1.PredictionService/GetModel',
             waybill_dot_v1_dot_prediction__pb2.GetModelRequest.SerializeToString,
             waybill_dot_v1_dot_prediction__pb2.GetModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportOutcome(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/waybill.v1.PredictionService/ReportOutcome',
+            waybill_dot_v1_dot_prediction__pb2.ReportOutcomeRequest.SerializeToString,
+            waybill_dot_v1_dot_prediction__pb2.ReportOutcomeResponse.FromString,
             options,
             channel_credentials,
             insecure,
