@@ -109,6 +109,11 @@ def _check_model_matches(manifest: Manifest, model: CatBoostRegressor, path: Pat
         )
 
 
+def promised_days(median: float) -> int:
+    """Days from the order date to the predicted delivery date: round half up."""
+    return math.floor(median + 0.5)
+
+
 def delivery_dates(order_date: date | None, median: float, upper: float) -> tuple[str, str]:
     """The documented rule: order date + round-half-up(median) and + ceil(upper) days.
 
@@ -116,6 +121,6 @@ def delivery_dates(order_date: date | None, median: float, upper: float) -> tupl
     """
     if order_date is None:
         return "", ""
-    expected = order_date + timedelta(days=math.floor(median + 0.5))
+    expected = order_date + timedelta(days=promised_days(median))
     latest = order_date + timedelta(days=math.ceil(upper - DAY_TOLERANCE))
     return expected.isoformat(), latest.isoformat()

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import grpc
 from waybill.v1 import admin_pb2 as pb
 from waybill.v1 import admin_pb2_grpc as pb_grpc
 
-from router.table import ModelRoutes
+from router.table import ModelRoutes, resolve
 from server import routing
+from server.alerts import AlertEngine, Instance
+from server.drift import DriftReport, FeatureDrift, WindowReport
 from server.errors import BadRequest, Unavailable
+from server.journal import Journal
 from server.observe import Observer
 from server.routing import RoutingReloader
 from server.rpc import annotate, handler
 from server.shadow import DIFF_BOUNDS, ShadowScorer
 from server.state import ServingState
+from server.store import Accuracy, Event, Store
+from server.trackers import DriftBook
+
+MAX_EVENTS = 1000
 
 
 def model_routing(routes: ModelRoutes) -> pb.ModelRouting:
@@ -37,15 +47,86 @@ def model_routing(routes: ModelRoutes) -> pb.ModelRouting:
     return message
 
 
+def feature_drift(feature: FeatureDrift) -> pb.FeatureDrift:
+    message = pb.FeatureDrift(
+        name=feature.name, kind=feature.kind, rows=feature.rows, psi=feature.psi,
+        missing_rate=feature.missing_rate, reference_missing_rate=feature.reference_missing_rate,
+        drifted=feature.drifted,
+        bins=[pb.BinShare(label=b.label, reference=b.reference, current=b.current,
+                          contribution=b.contribution) for b in feature.bins],
+        top_bins=[pb.BinShare(label=b.label, reference=b.reference, current=b.current,
+                              contribution=b.contribution) for b in feature.top_bins],
+    )
+    for name in ("ks_statistic", "ks_pvalue", "chi2_statistic", "chi2_pvalue", "unseen_rate"):
+        value = getattr(feature, name)
+        if value is not None:
+            setattr(message, name, value)
+    return message
+
+
+def drift_window(window: WindowReport) -> pb.DriftWindow:
+    return pb.DriftWindow(
+        started_at=window.started_at, ended_at=window.ended_at or 0.0, rows=window.rows,
+        status=window.status, features=[feature_drift(f) for f in window.features],
+        prediction=feature_drift(window.prediction), max_psi=window.max_psi or 0.0,
+        max_psi_feature=window.max_psi_feature or "")
+
+
+def version_drift(report: DriftReport, windows: int) -> pb.VersionDrift:
+    completed = report.completed[:windows] if windows else report.completed
+    return pb.VersionDrift(model=report.model, version=report.version,
+                           current=drift_window(report.current),
+                           completed=[drift_window(w) for w in completed])
+
+
+def version_accuracy(accuracy: Accuracy) -> pb.VersionAccuracy:
+    message = pb.VersionAccuracy(model=accuracy.model, version=accuracy.version,
+                                 outcomes=accuracy.outcomes, mae=accuracy.mae,
+                                 bias=accuracy.bias, coverage=accuracy.coverage)
+    if accuracy.on_time is not None:
+        message.on_time = accuracy.on_time
+    return message
+
+
+def alert(instance: Instance) -> pb.Alert:
+    rule = instance.rule
+    message = pb.Alert(rule=rule.name, model=instance.model, version=instance.version,
+                       state=instance.state.value, metric=rule.metric.value, op=rule.op,
+                       threshold=rule.threshold, samples=instance.samples,
+                       min_samples=rule.min_samples, severity=rule.severity.value,
+                       action=rule.action.value, since=instance.started_at
+                       if instance.state.value != "inactive" else "")
+    if instance.value is not None:
+        message.value = instance.value
+    return message
+
+
+def event(item: Event) -> pb.Event:
+    message = pb.Event(id=item.id, at=item.at, kind=item.kind, model=item.model,
+                       version=item.version, rule=item.rule, state=item.state,
+                       reason=item.reason, actor=item.actor,
+                       detail_json=json.dumps(item.detail, sort_keys=True))
+    if item.value is not None:
+        message.value = item.value
+    return message
+
+
 class AdminService(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
     service = pb.DESCRIPTOR.services_by_name["AdminService"].full_name  # read by server.rpc
 
     def __init__(self, state: ServingState, reloader: RoutingReloader | None,
                  shadow: ShadowScorer, default_deadline_s: float,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, *, journal: Journal | None = None,
+                 drift: DriftBook | None = None, store: Store | None = None,
+                 alerts: AlertEngine | None = None, accuracy_window_s: float = 3600.0) -> None:
         self._state = state
         self._reloader = reloader
         self._shadow = shadow
+        self._journal = journal or Journal(None)
+        self._drift = drift
+        self._store = store
+        self._alerts = alerts
+        self._accuracy_window_s = accuracy_window_s
         self.default_deadline_s = default_deadline_s  # read by server.rpc.handler
         self.observer = observer  # read by server.rpc.handler
 
@@ -85,6 +166,8 @@ class AdminService(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
             raise BadRequest("reason", "required", "say why; it is recorded with the override")
         annotate(model=request.model)
         changed, routes = routing.rollback(self._state, request.model, request.reason, "admin")
+        if changed:
+            await self._journal.rolled_back(request.model, routes)
         return pb.RollbackResponse(changed=changed, routing=model_routing(routes))
 
     @handler("ClearOverride")
@@ -93,6 +176,8 @@ class AdminService(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
     ) -> pb.ClearOverrideResponse:
         annotate(model=request.model)
         changed, routes = routing.clear_override(self._state, request.model, "admin")
+        if changed:
+            await self._journal.cleared(request.model, routes, "admin")
         return pb.ClearOverrideResponse(changed=changed, routing=model_routing(routes))
 
     @handler("GetShadowStats")
@@ -113,3 +198,66 @@ class AdminService(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
                 upper_bounds=DIFF_BOUNDS, counts=t.counts,
             ))
         return pb.GetShadowStatsResponse(stats=stats)
+
+    @handler("GetDrift")
+    async def GetDrift(
+        self, request: pb.GetDriftRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetDriftResponse:
+        if self._drift is None:
+            raise Unavailable("drift tracking is off")
+        snapshot = self._state.current
+        if request.model:
+            snapshot.table.routes(request.model)  # NOT_FOUND naming the served models
+        trackers = []
+        for model, versions in sorted(snapshot.versions.items()):
+            if request.model and model != request.model:
+                continue
+            if request.version and request.version not in versions:
+                resolve(snapshot.table, model, request.version)  # NOT_FOUND listing versions
+            for version, loaded in versions.items():
+                if not request.version or version == request.version:
+                    trackers.append(self._drift.tracker(loaded))
+        # Statistics are computed here, on demand, never on the request path.
+        reports = await asyncio.to_thread(lambda: [t.report() for t in trackers])
+        return pb.GetDriftResponse(versions=[version_drift(r, request.windows)
+                                             for r in reports])
+
+    @handler("GetAccuracy")
+    async def GetAccuracy(
+        self, request: pb.GetAccuracyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetAccuracyResponse:
+        if self._store is None:
+            raise Unavailable("accuracy needs the prediction log; this server runs with "
+                              "--no-database")
+        if not request.model:
+            raise BadRequest("model", "required", "is required (see ListModels)")
+        self._state.current.table.routes(request.model)  # NOT_FOUND naming the served models
+        window = request.window_seconds or self._accuracy_window_s
+        if not 0 < window <= 366 * 86400:
+            raise BadRequest("window_seconds", "out_of_range", "must be from 0 to one year")
+        found = await asyncio.to_thread(self._store.accuracy, request.model, window)
+        return pb.GetAccuracyResponse(window_seconds=window,
+                                      versions=[version_accuracy(a) for a in found])
+
+    @handler("ListAlerts")
+    async def ListAlerts(
+        self, request: pb.ListAlertsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAlertsResponse:
+        instances = self._alerts.instances() if self._alerts is not None else []
+        return pb.ListAlertsResponse(alerts=[alert(i) for i in instances
+                                             if not request.model or i.model == request.model])
+
+    @handler("ListEvents")
+    async def ListEvents(
+        self, request: pb.ListEventsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListEventsResponse:
+        if self._store is None:
+            raise Unavailable("the event log needs the database; this server runs with "
+                              "--no-database")
+        limit = request.limit or 100
+        if limit > MAX_EVENTS:
+            raise BadRequest("limit", "too_large", f"at most {MAX_EVENTS}")
+        found = await asyncio.to_thread(
+            self._store.events, model=request.model or None, after_id=request.after_id,
+            limit=limit, kinds=tuple(request.kinds))
+        return pb.ListEventsResponse(events=[event(e) for e in found])

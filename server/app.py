@@ -10,9 +10,11 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -22,8 +24,12 @@ from waybill.v1 import admin_pb2, admin_pb2_grpc, prediction_pb2, prediction_pb2
 from models.loaded import LoadedVersion
 from models.registry import discover
 from server.admin_service import AdminService
+from server.alerts import AlertEngine, State
 from server.auth import BearerToken, server_credentials
 from server.catalog import Key, LoadFailed, VersionCatalog
+from server.drift import DriftSettings
+from server.journal import Journal
+from server.notify import Notifier
 from server.observe import HistogramFunction, Observer, observe_process
 from server.prediction_service import PredictionService
 from server.predictor import Predictor
@@ -31,8 +37,11 @@ from server.routing import ConfigRejected, RoutingReloader, watch
 from server.rpc import start_draining
 from server.settings import Settings
 from server.shadow import DIFF_BOUNDS, ShadowScorer
+from server.signals import Signals
 from server.state import ServingState, Snapshot
+from server.store import Store
 from server.telemetry import FLUSH_MAX_S, Telemetry, TelemetryError
+from server.trackers import DriftBook
 
 log = logging.getLogger("waybill.server")
 
@@ -127,7 +136,89 @@ def _observe(observer: Observer, server: WaybillServer, predictor: Predictor) ->
     observer.observe_gauge(
         "waybill.predictions.inflight", "{request}", "Predictions in flight",
         lambda: [(predictor.inflight, {})], up_down=True)
+    observer.observe_gauge(
+        "waybill.model.route_weight", "{percent}",
+        "Share of unpinned traffic in force per version, percent (0 once rolled back)",
+        lambda: [(routes.effective_weight(v), {"model": m, "version": v})
+                 for m, routes in state.current.table.models.items() for v in routes.versions])
+    observer.observe_gauge(
+        "waybill.model.stable", "{version}", "1 for the stable version of each model",
+        lambda: [(1, {"model": m, "version": routes.stable})
+                 for m, routes in state.current.table.models.items()])
+    _observe_monitoring(observer, server)
     observe_process(observer)
+
+
+def _observe_monitoring(observer: Observer, server: WaybillServer) -> None:
+    """Drift, accuracy, alerts and the prediction log, all read at collection time."""
+    state, drift, store, engine = server.state, server.drift, server.store, server.alerts
+
+    def latest_windows() -> list[tuple[str, str, Any]]:
+        out = []
+        for model, versions in state.current.versions.items():
+            for version, loaded in versions.items():
+                window = drift.tracker(loaded).latest()
+                if window is not None and window.status == "ok":
+                    out.append((model, version, window))
+        return out
+
+    def per_feature(read: str) -> list[tuple[float, dict[str, str]]]:
+        return [(getattr(f, read), {"model": m, "version": v, "feature": f.name})
+                for m, v, w in latest_windows() for f in w.features
+                if getattr(f, read) is not None]
+
+    for name, what, read in (
+        ("waybill.drift.psi", "PSI per feature, newest closed drift window with enough rows",
+         "psi"),
+        ("waybill.drift.ks_statistic", "Kolmogorov-Smirnov statistic per numeric feature",
+         "ks_statistic"),
+        ("waybill.drift.unseen_rate", "Share of categories never seen in training",
+         "unseen_rate"),
+    ):
+        observer.observe_gauge(name, "{ratio}", what, functools.partial(per_feature, read))
+    observer.observe_gauge(
+        "waybill.drift.prediction_psi", "{ratio}", "PSI of the predictions against training",
+        lambda: [(w.prediction.psi, {"model": m, "version": v}) for m, v, w in latest_windows()])
+    observer.observe_gauge(
+        "waybill.drift.window_rows", "{row}", "Rows in the newest closed drift window",
+        lambda: [(w.rows, {"model": m, "version": v}) for m, v, w in latest_windows()])
+    if store is not None:
+        window_s = server.settings.accuracy_window_s
+
+        def accuracy() -> list[Any]:
+            return [a for model in state.current.versions for a in store.accuracy(model, window_s)]
+
+        for name, unit, what, read in (
+            ("waybill.accuracy.mae", "d", "Mean absolute error over recent outcomes", "mae"),
+            ("waybill.accuracy.bias", "d", "Mean (predicted - actual) over recent outcomes",
+             "bias"),
+            ("waybill.accuracy.coverage", "{ratio}", "Share of outcomes inside the interval",
+             "coverage"),
+            ("waybill.accuracy.on_time", "{ratio}",
+             "Share of deliveries by the predicted date", "on_time"),
+            ("waybill.accuracy.outcomes", "{outcome}", "Outcomes in the accuracy window",
+             "outcomes"),
+        ):
+            observer.observe_gauge(name, unit, what, functools.partial(
+                lambda read: [(getattr(a, read), {"model": a.model, "version": a.version})
+                              for a in accuracy() if getattr(a, read) is not None], read),
+                up_down=read == "bias")
+        observer.observe_counter(
+            "waybill.prediction_log.dropped", "{prediction}",
+            "Predictions not logged because the log's queue was full",
+            lambda: [(store.dropped, {})])
+    observer.observe_gauge(
+        "waybill.alerts.firing", "{alert}", "1 while an in-process alert rule fires",
+        lambda: [(1 if i.state == State.FIRING else 0,
+                  {"rule": i.rule.name, "model": i.model, "version": i.version,
+                   "severity": i.rule.severity.value}) for i in engine.instances()])
+    observer.observe_counter(
+        "waybill.alerts.transitions", "{transition}", "Alert state changes",
+        lambda: [(n, {"rule": r, "severity": sev, "state": st})
+                 for (r, sev, st), n in engine.transitions.items()])
+    observer.observe_counter(
+        "waybill.rollbacks", "{rollback}", "Rollbacks by model and actor",
+        lambda: [(n, {"model": m, "actor": a}) for (m, a), n in server.journal.rollbacks.items()])
 
 
 class WaybillServer:
@@ -139,25 +230,52 @@ class WaybillServer:
         self.admin_port = 0
         self.metrics_port: int | None = None
         self.catalog = VersionCatalog(settings.registry)
-        self.reloader: RoutingReloader | None = None
-        if settings.routing is not None:
-            self.reloader = RoutingReloader(settings.routing, self.catalog)
+        self.store: Store | None = None
+        if settings.database is not None:
             try:
-                initial = self.reloader.load_initial()
-            except ConfigRejected as err:
-                raise StartupError(f"routing config refused: {err}") from None
-        else:
-            initial = load_registry_versions(settings, self.catalog)
+                self.store = Store(settings.database, retention_s=settings.prediction_retention_s)
+            except (OSError, sqlite3.Error) as err:
+                raise StartupError(f"database {settings.database}: {err}") from None
+            self.store.start()
+        self.journal = Journal(self.store)
+        self.reloader: RoutingReloader | None = None
+        try:
+            if settings.routing is not None:
+                self.reloader = RoutingReloader(settings.routing, self.catalog, self.journal)
+                try:
+                    initial = self.reloader.load_initial()
+                except ConfigRejected as err:
+                    raise StartupError(f"routing config refused: {err}") from None
+            else:
+                initial = load_registry_versions(settings, self.catalog)
+            # A server killed while rolled back comes back rolled back.
+            initial = initial.with_table(self.journal.restore(initial.table))
+            self.journal.started(initial)
+        except BaseException:
+            self._close_store()
+            raise
         self.state = ServingState(initial)
         # After the models: a server that cannot serve starts no exporter threads.
         try:
             self.telemetry = Telemetry(os.environ, prometheus=settings.metrics_enabled)
         except TelemetryError as err:
+            self._close_store()
             raise StartupError(f"telemetry: {err}") from None
         self.observer = Observer(self.telemetry.meter, self.telemetry.tracer)
         self.telemetry.histograms.add(self.observer.histograms)
         self._executor = ThreadPoolExecutor(settings.predict_threads, "waybill-predict")
         self.shadow = ShadowScorer(self._executor, settings.shadow_queue, self.observer.tracer)
+        self.drift = DriftBook(DriftSettings(
+            window_rows=settings.drift_window_rows, window_seconds=settings.drift_window_s,
+            min_rows=settings.drift_min_rows))
+        state = self.state
+        signals = Signals(self.observer,
+                          lambda model, version: self.drift.find(state.current, model, version),
+                          self.store, self.shadow)
+        self.notifier = Notifier(self.observer.tracer, settings.alert_webhook)
+        self.alerts = AlertEngine(self.state, signals, self.journal, self.notifier,
+                                  settings.alert_interval_s or 1.0, before=self.drift.roll)
+        self._alerting: asyncio.Task[None] | None = None
         self._health = health.aio.HealthServicer()
         self._watcher: asyncio.Task[None] | None = None
 
@@ -167,11 +285,12 @@ class WaybillServer:
             self.state, self._executor, settings.max_rows, self.shadow,
             batch_max_rows=settings.batch_max_rows,
             batch_delay_s=settings.batch_delay_us / 1e6, max_inflight=settings.max_inflight,
-            observer=self.observer,
+            observer=self.observer, drift=self.drift, store=self.store,
         )
         _observe(self.observer, self, predictor)
         prediction_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(predictor, self.state, settings.default_deadline_s, self.observer),
+            PredictionService(predictor, self.state, settings.default_deadline_s, self.observer,
+                              self.store),
             self._server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -184,7 +303,8 @@ class WaybillServer:
         self._admin = grpc.aio.server(options=options, interceptors=interceptors)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminService(self.state, self.reloader, self.shadow, settings.default_deadline_s,
-                         self.observer),
+                         self.observer, journal=self.journal, drift=self.drift, store=self.store,
+                         alerts=self.alerts, accuracy_window_s=settings.accuracy_window_s),
             self._admin,
         )
         reflection.enable_server_reflection((ADMIN_SERVICE, reflection.SERVICE_NAME), self._admin)
@@ -221,6 +341,9 @@ class WaybillServer:
                       self.reloader.initial_signature),
                 name="watch",
             )
+        if s.alert_interval_s > 0:
+            self._alerting = asyncio.get_running_loop().create_task(self.alerts.run(),
+                                                                    name="alerts")
         for service in ("", PREDICTION_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if s.port_file is not None:
@@ -250,13 +373,16 @@ class WaybillServer:
         log.info("draining", extra={"fields": {"grace_s": self.settings.grace_s}})
         await self._health.enter_graceful_shutdown()
         start_draining()
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for task in (self._watcher, self._alerting):
+            if task is not None:
+                task.cancel()
         try:
             await asyncio.gather(self._server.stop(self.settings.grace_s), self._admin.stop(1.0))
         finally:
             await self.shadow.stop()
             self._executor.shutdown(wait=False, cancel_futures=True)
+            self.notifier.close()
+            await asyncio.to_thread(self._close_store)
             budget = min(FLUSH_MAX_S, max(0.0, deadline - time.monotonic()))
             await asyncio.to_thread(self.telemetry.shutdown, budget)
         log.info("stopped")
@@ -264,6 +390,12 @@ class WaybillServer:
     def close_telemetry(self) -> None:
         """For a server that never started: stop exporters after a short final flush."""
         self.telemetry.shutdown(0.5)
+        self.notifier.close()
+        self._close_store()
+
+    def _close_store(self) -> None:
+        if self.store is not None:
+            self.store.close()
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()

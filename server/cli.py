@@ -28,6 +28,10 @@ def _serve(args: argparse.Namespace) -> int:
         "admin_host": args.admin_host, "admin_port": args.admin_port,
         "metrics_port": args.metrics_port, "metrics_enabled": False if args.no_metrics else None,
         "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
+        "database": "" if args.no_database else args.database,
+        "drift_window_rows": args.drift_window_rows, "drift_window_s": args.drift_window_s,
+        "drift_min_rows": args.drift_min_rows, "alert_interval_s": args.alert_interval,
+        "alert_webhook": args.alert_webhook, "accuracy_window_s": args.accuracy_window,
     }
     if args.no_routing:
         overrides["routing"] = ""  # empty turns routing off, as WAYBILL_ROUTING= does
@@ -186,6 +190,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Prometheus /metrics port on --host (default 9464; 0 = any)")
     serve.add_argument("--no-metrics", action="store_true",
                        help="no Prometheus endpoint (OTLP export follows the OTEL_* variables)")
+    serve.add_argument("--database", type=Path,
+                       help="prediction and event log, SQLite (default var/waybill.db)")
+    serve.add_argument("--no-database", action="store_true",
+                       help="no prediction/event log: no outcomes, accuracy or saved overrides")
+    serve.add_argument("--drift-window-rows", type=int,
+                       help="rows per drift window (default 5000; 0 = by time only)")
+    serve.add_argument("--drift-window-s", type=float,
+                       help="seconds per drift window (default 300; 0 = by rows only)")
+    serve.add_argument("--drift-min-rows", type=int,
+                       help="fewer rows in a window give no verdict (default 500)")
+    serve.add_argument("--alert-interval", type=float,
+                       help="seconds between alert evaluations (default 5; 0 = off)")
+    serve.add_argument("--alert-webhook",
+                       help="POST Alertmanager-format JSON here when an alert fires or resolves")
+    serve.add_argument("--accuracy-window", type=float,
+                       help="seconds of reported outcomes behind accuracy (default 3600)")
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate for both ports")
     serve.add_argument("--tls-key", type=Path, help="PEM private key for both ports")
     serve.add_argument("--tls-client-ca", type=Path,

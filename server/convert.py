@@ -11,7 +11,9 @@ from waybill.v1 import prediction_pb2 as pb
 from models.artifact import FeatureType
 from models.loaded import LoadedVersion
 from router.table import ModelRoutes, RouteReason
+from server.errors import BadRequest
 from server.predictor import VERSION_HEADER, PredictOutcome, PredictQuery
+from server.store import Outcome
 
 ROUTE_REASON_HEADER = "x-route-reason"
 
@@ -85,6 +87,21 @@ def predict_query(
         routing_key=request.routing_key or None,
         headers=headers,
     )
+
+
+def outcomes(request: pb.ReportOutcomeRequest) -> list[Outcome]:
+    """The request's outcomes; one without an actual is refused here, the rest by the store."""
+    out = []
+    for i, item in enumerate(request.outcomes):
+        which = item.WhichOneof("actual")
+        if which is None:
+            raise BadRequest(f"outcomes[{i}].actual", "required",
+                             "set transit_days or delivery_date")
+        out.append(Outcome(item.prediction_id,
+                           transit_days=item.transit_days if which == "transit_days" else None,
+                           delivery_date=item.delivery_date if which == "delivery_date"
+                           else None))
+    return out
 
 
 def predict_response(outcome: PredictOutcome) -> pb.PredictResponse:

@@ -10,6 +10,8 @@ The domain raises its own exceptions and never imports grpc::
     │   └── UnknownVersion                   -> NOT_FOUND (lists versions and labels)
     ├── router.table.OverrideRefused         -> FAILED_PRECONDITION
     ├── server.routing.ConfigRejected        -> INVALID_ARGUMENT (FAILED_PRECONDITION: load)
+    ├── server.store.UnknownPredictions      -> NOT_FOUND (lists the ids)
+    ├── server.store.ConflictingOutcomes     -> ALREADY_EXISTS (lists the ids)
     ├── server.errors.Unavailable            -> UNAVAILABLE
     ├── server.errors.Overloaded             -> RESOURCE_EXHAUSTED
     ├── TimeoutError                         -> DEADLINE_EXCEEDED
@@ -31,6 +33,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from models.validation import ValidationFailed, Violation
 from router.table import OverrideRefused, RoutingError
 from server.routing import ConfigRejected
+from server.store import ConflictingOutcomes, UnknownPredictions
 
 
 class BadRequest(ValidationFailed):
@@ -84,6 +87,10 @@ def to_status(error: BaseException) -> WireStatus:
         code = (grpc.StatusCode.FAILED_PRECONDITION if error.reason == "load"
                 else grpc.StatusCode.INVALID_ARGUMENT)
         return WireStatus(code, str(error))
+    if isinstance(error, UnknownPredictions):
+        return WireStatus(grpc.StatusCode.NOT_FOUND, str(error))
+    if isinstance(error, ConflictingOutcomes):
+        return WireStatus(grpc.StatusCode.ALREADY_EXISTS, str(error))
     if isinstance(error, OverrideRefused):
         return WireStatus(grpc.StatusCode.FAILED_PRECONDITION, str(error))
     if isinstance(error, Unavailable):

@@ -304,11 +304,14 @@ class Observer:
         self.batch_requests = Histogram(
             "waybill.batch.requests", ("model", "version"), "{request}",
             "Requests that shared one CatBoost call", BATCH_REQUEST_BOUNDS)
+        self.outcomes = Counter(
+            "waybill.outcomes.reported", ("model", "version"), "{outcome}",
+            "Outcomes newly recorded by ReportOutcome, by the version that predicted")
         self._histograms: list[HistogramSource | Histogram] = [
             self.rpc_duration, self.request_duration, self.rows, self.transit_days,
             self.batch_rows, self.batch_requests]
         if meter is not None:
-            for counter in (self.requests, self.validation_failures):
+            for counter in (self.requests, self.validation_failures, self.outcomes):
                 meter.create_observable_counter(counter.name, [counter.observe],
                                                 unit=counter.unit,
                                                 description=counter.description)
@@ -429,6 +432,10 @@ class Observer:
         key = (call.model or UNKNOWN, call.version)
         self.rows.record(key, rows)
         self.transit_days.record_many(key, medians)
+
+    def outcomes_reported(self, keys: Iterable[tuple[str, str]]) -> None:
+        for key in keys:
+            self.outcomes.add(key)
 
     def validation_failed(self, call: Call, violations: Iterable[Violation]) -> None:
         model = call.model or UNKNOWN

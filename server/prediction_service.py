@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from waybill.v1 import prediction_pb2 as pb
 from waybill.v1 import prediction_pb2_grpc as pb_grpc
 
 from router.table import resolve
 from server import convert
+from server.errors import BadRequest, Unavailable
 from server.observe import Observer
 from server.predictor import Predictor
 from server.rpc import annotate, handler
 from server.state import ServingState
+from server.store import InvalidOutcome, Store
+
+MAX_OUTCOMES = 1000
 
 
 class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc]
@@ -19,9 +25,10 @@ class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc
 
     def __init__(
         self, predictor: Predictor, state: ServingState, default_deadline_s: float,
-        observer: Observer | None = None,
+        observer: Observer | None = None, store: Store | None = None,
     ) -> None:
         self._predictor = predictor
+        self._store = store
         self._state = state
         self.default_deadline_s = default_deadline_s  # read by server.rpc.handler
         self.observer = observer  # read by server.rpc.handler
@@ -58,3 +65,29 @@ class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc
         loaded = snapshot.version(request.model, decision.version)
         labels = snapshot.table.routes(request.model).labels_of(decision.version)
         return pb.GetModelResponse(model_version=convert.model_version(loaded, labels))
+
+    @handler("ReportOutcome")
+    async def ReportOutcome(
+        self, request: pb.ReportOutcomeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReportOutcomeResponse:
+        if self._store is None:
+            raise Unavailable("outcome feedback needs the prediction log; this server runs "
+                              "with --no-database")
+        if not request.outcomes:
+            raise BadRequest("outcomes", "empty", "at least one outcome is required")
+        if len(request.outcomes) > MAX_OUTCOMES:
+            raise BadRequest("outcomes", "too_many",
+                             f"{len(request.outcomes)} outcomes exceed the limit of "
+                             f"{MAX_OUTCOMES} per request")
+        outcomes = convert.outcomes(request)
+        annotate(rows=len(outcomes))
+        try:
+            results = await asyncio.to_thread(self._store.report_outcomes, outcomes)
+        except InvalidOutcome as err:
+            raise BadRequest(err.field, err.rule, str(err)) from None
+        recorded = [r for r in results if not r.duplicate]
+        if self.observer is not None:
+            self.observer.outcomes_reported((r.model, r.version) for r in recorded)
+        annotate(recorded=len(recorded))
+        return pb.ReportOutcomeResponse(recorded=len(recorded),
+                                        duplicates=len(results) - len(recorded))

@@ -14,12 +14,14 @@ import random
 import time
 import uuid
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.loaded import LoadedVersion, Scored, delivery_dates
+import numpy as np
+
+from models.loaded import LoadedVersion, Scored, delivery_dates, promised_days
 from models.validation import ValidatedRows, ValidationFailed
 from router.table import Decision, RouteReason, choose, shadow_for
 from server.batcher import MicroBatcher
@@ -27,6 +29,10 @@ from server.errors import BadRequest, Overloaded
 from server.observe import UNKNOWN, Call, Observer, current_call, fail
 from server.shadow import ShadowScorer
 from server.state import ServingState, Snapshot
+from server.store import LoggedPrediction, Store
+from server.trackers import DriftBook
+
+TrackFn = Callable[[np.ndarray, np.ndarray], None]
 
 MAX_HEADER_VALUE = 128
 VERSION_HEADER = "x-model-version"
@@ -35,8 +41,16 @@ VERSION_HEADER = "x-model-version"
 INLINE_ROWS = 16
 
 
+def _score_tracked(score: Callable[[np.ndarray], Scored], track: TrackFn,
+                   matrix: np.ndarray) -> Scored:
+    """Score a batch, then bin it for drift (one vectorised pass per batch, off the loop)."""
+    scored = score(matrix)
+    track(matrix, scored.median)
+    return scored
+
+
 def _validate_and_score(version: LoadedVersion, rows: Sequence[Mapping[str, Any]],
-                        also_known: frozenset[str],
+                        also_known: frozenset[str], track: TrackFn | None,
                         marks: list[int]) -> tuple[ValidatedRows, Scored]:
     """Off the event loop, for big requests; ``marks`` gets the step boundaries (ns)."""
     marks.append(time.time_ns())
@@ -44,6 +58,8 @@ def _validate_and_score(version: LoadedVersion, rows: Sequence[Mapping[str, Any]
     marks.append(time.time_ns())
     scored = version.score(validated.matrix)
     marks.append(time.time_ns())
+    if track is not None:
+        track(validated.matrix, scored.median)
     return validated, scored
 
 
@@ -92,7 +108,8 @@ class Predictor:
     def __init__(self, state: ServingState, executor: Executor, max_rows: int,
                  shadow: ShadowScorer | None = None, *, batch_max_rows: int = 256,
                  batch_delay_s: float = 0.0, max_inflight: int = 1024,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, drift: DriftBook | None = None,
+                 store: Store | None = None) -> None:
         self._state = state
         self._executor = executor
         self._max_rows = max_rows
@@ -105,6 +122,8 @@ class Predictor:
         self._max_inflight = max_inflight
         self._inflight = 0
         self._observer = observer or Observer()
+        self._drift = drift
+        self._store = store
         # Weighted-random and shadow sampling draws; routing itself stays pure.
         self._random = random.Random()
 
@@ -116,13 +135,19 @@ class Predictor:
         batcher = self._batchers.get(version)
         if batcher is None:
             observer = self._observer
+            track = self._track(version)
+            score = (version.score if track is None
+                     else functools.partial(_score_tracked, version.score, track))
             batcher = MicroBatcher(
-                version.score, self._executor, self._batch_max_rows, self._batch_delay_s,
+                score, self._executor, self._batch_max_rows, self._batch_delay_s,
                 tracer=observer.tracer,
                 on_batch=functools.partial(observer.batched, (version.name, version.version)),
             )
             self._batchers[version] = batcher
         return batcher
+
+    def _track(self, version: LoadedVersion) -> TrackFn | None:
+        return self._drift.tracker(version).add if self._drift is not None else None
 
     async def predict(self, query: PredictQuery) -> PredictOutcome:
         call = current_call() or Call({})
@@ -182,7 +207,7 @@ class Predictor:
             try:
                 validated, scored = await asyncio.get_running_loop().run_in_executor(
                     self._executor, _validate_and_score, version, query.rows, also_known,
-                    marks)
+                    self._track(version), marks)
             finally:
                 self._trace_offloop(call, marks)
             observer.batched((version.name, version.version), 1, n_rows)  # a batch of its own
@@ -199,9 +224,23 @@ class Predictor:
                 strict=True):
             expected, latest = delivery_dates(order_date, median, upper)
             rows.append(RowPrediction(uuid.uuid4().hex, median, lower, upper, expected, latest))
+        if self._store is not None:
+            self._log(version, validated.dates, rows)
         observer.predicted(call, n_rows, medians)
         return PredictOutcome(query.model, version.version, decision.reason, version.coverage,
                               tuple(rows))
+
+    def _log(self, version: LoadedVersion, dates: Sequence[Any],
+             rows: Sequence[RowPrediction]) -> None:
+        """Hand the predictions to the log's writer (a deque append; never blocks)."""
+        assert self._store is not None
+        name, number = version.name, version.version
+        self._store.log_predictions([
+            LoggedPrediction(row.prediction_id, name, number,
+                             None if day is None else day.isoformat(), row.transit_days,
+                             row.lower, row.upper,
+                             None if day is None else promised_days(row.transit_days))
+            for day, row in zip(dates, rows, strict=True)])
 
     def _trace_offloop(self, call: Call, marks: list[int]) -> None:
         """Spans for the validate and predict steps a big request ran on the executor."""

@@ -13,11 +13,13 @@ import asyncio
 import hashlib
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.loaded import LoadedVersion
 from models.registry import discover
-from router.config import RoutingConfigError, check_against_registry, parse_routing
+from router.config import RoutingConfig, RoutingConfigError, check_against_registry, parse_routing
 from router.table import (
     ModelRoutes,
     RoutingTable,
@@ -26,6 +28,7 @@ from router.table import (
     without_override,
 )
 from server.catalog import Key, LoadFailed, VersionCatalog
+from server.journal import Journal
 from server.state import ServingState, Snapshot, utc_now
 
 log = logging.getLogger("waybill.routing")
@@ -65,10 +68,25 @@ def _referenced(table: RoutingTable) -> list[Key]:
     return keys
 
 
+def _unknown_features(config: RoutingConfig, loaded: Mapping[Key, LoadedVersion]) -> list[str]:
+    """Alert rules on a feature no loaded version of the model has (a typo never alerts)."""
+    problems = []
+    for name, model in config.models.items():
+        known = set().union(*(v.feature_names for (m, _), v in loaded.items() if m == name))
+        for i, rule in enumerate(model.alerts):
+            if rule.feature is not None and rule.feature not in known:
+                problems.append(f"models.{name}.alerts[{i}].feature = {rule.feature!r}: no "
+                                f"version of {name} has this feature (known: "
+                                f"{', '.join(sorted(known))})")
+    return problems
+
+
 class RoutingReloader:
-    def __init__(self, path: Path, catalog: VersionCatalog) -> None:
+    def __init__(self, path: Path, catalog: VersionCatalog,
+                 journal: Journal | None = None) -> None:
         self.path = path
         self.catalog = catalog
+        self.journal = journal or Journal(None)
         self.last_failure: Failure | None = None
         self.applied = 0
         self.rejected: Counter[str] = Counter()  # by reason
@@ -101,8 +119,13 @@ class RoutingReloader:
             loaded = self.catalog.ensure(_referenced(table))
         except LoadFailed as err:
             raise ConfigRejected("load", f"{self.path}: {err}") from None
+        unknown = _unknown_features(config, loaded)
+        if unknown:
+            raise ConfigRejected("invalid", f"{self.path}: " + "; ".join(unknown))
         digest = hashlib.sha256(raw).hexdigest()
-        return Snapshot.build(table, loaded, source=str(self.path), content_hash=digest)
+        alerts = {name: model.alerts for name, model in config.models.items() if model.alerts}
+        return Snapshot.build(table, loaded, source=str(self.path), content_hash=digest,
+                              alerts=alerts)
 
     def load_initial(self) -> Snapshot:
         # Taken before reading: a change that lands while we read is still seen as new.
@@ -125,6 +148,7 @@ class RoutingReloader:
             except ConfigRejected as err:
                 self._refuse(err, trigger, raw)
                 raise
+            before = state.current
             published = state.update(
                 lambda cur: fresh.with_table(reapply_overrides(cur.table, fresh.table))
             )
@@ -134,6 +158,7 @@ class RoutingReloader:
             log.info("routing applied", extra={"fields": {
                 "trigger": trigger, "source": str(self.path),
                 "content_hash": published.content_hash, "generation": published.generation}})
+            await self.journal.config_applied(before, published, trigger)
             return ReloadOutcome(True, published)
 
     def _refuse(self, err: ConfigRejected, trigger: str, raw: bytes | None) -> None:

@@ -65,6 +65,21 @@ class Settings(BaseModel):
     # turns the endpoint off (OTLP export, set by OTEL_* variables, is independent).
     metrics_enabled: bool = True
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
+    # The prediction and event log (SQLite); relative paths are from the working
+    # directory. "" turns it off: no outcome feedback, no accuracy, no durable overrides.
+    database: Path | None = Path("var/waybill.db")
+    prediction_retention_s: Annotated[float, Field(gt=0)] = 7 * 86400.0
+    # Outcomes reported in the last accuracy_window_s make the accuracy metrics and report.
+    accuracy_window_s: Annotated[float, Field(gt=0)] = 3600.0
+    # Drift: tumbling windows of drift_window_rows rows or drift_window_s seconds,
+    # whichever ends first; a window under drift_min_rows gives no verdict.
+    drift_window_rows: Annotated[int, Field(ge=0)] = 5_000
+    drift_window_s: Annotated[float, Field(ge=0)] = 300.0
+    drift_min_rows: Annotated[int, Field(ge=1)] = 500
+    # Alert rules (from the routing file) are evaluated this often; 0 turns them off.
+    alert_interval_s: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    # Optional: POST Alertmanager-format webhook JSON here on firing and resolved.
+    alert_webhook: str | None = None
     admin_host: str = "127.0.0.1"
     admin_port: Annotated[int, Field(ge=0, le=65535)] = 50052
     admin_token: SecretStr | None = None
@@ -73,7 +88,7 @@ class Settings(BaseModel):
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
 
-    @field_validator("routing", mode="before")
+    @field_validator("routing", "database", "alert_webhook", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value in ("", b"") else value
@@ -87,6 +102,11 @@ class Settings(BaseModel):
                 f"admin_host {self.admin_host!r} is beyond loopback: set an admin token "
                 "(WAYBILL_ADMIN_TOKEN or --admin-token-file)"
             )
+        if self.drift_window_rows == 0 and self.drift_window_s == 0:
+            raise ValueError("drift windows need drift_window_rows or drift_window_s")
+        if self.alert_webhook is not None and not self.alert_webhook.startswith(
+                ("http://", "https://")):
+            raise ValueError("alert_webhook must be an http:// or https:// URL")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:

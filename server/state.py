@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 
 from models.artifact import semver_key
 from models.loaded import LoadedVersion
+from router.config import AlertRule
 from router.table import RoutingTable, UnknownVersion
 
 Key = tuple[str, str]  # (model, version)
@@ -36,10 +37,14 @@ class Snapshot:
     content_hash: str = ""
     loaded_at: str = ""
     generation: int = 0
+    # model -> its alert rules (from the routing file; none without one)
+    alerts: Mapping[str, tuple[AlertRule, ...]] = field(
+        default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def build(cls, table: RoutingTable, loaded: Mapping[Key, LoadedVersion], *,
-              source: str = "", content_hash: str = "") -> Snapshot:
+              source: str = "", content_hash: str = "",
+              alerts: Mapping[str, tuple[AlertRule, ...]] | None = None) -> Snapshot:
         by_model: dict[str, dict[str, LoadedVersion]] = {}
         for (model, version), value in loaded.items():
             by_model.setdefault(model, {})[version] = value
@@ -48,7 +53,8 @@ class Snapshot:
             m: frozenset().union(*(v.feature_names for v in vs.values()))
             for m, vs in versions.items()
         })
-        return cls(table, versions, fields, source, content_hash, utc_now())
+        return cls(table, versions, fields, source, content_hash, utc_now(),
+                   alerts=MappingProxyType(dict(alerts or {})))
 
     @classmethod
     def of(cls, loaded: Mapping[Key, LoadedVersion]) -> Snapshot:

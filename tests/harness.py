@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 class ServerProcess:
     def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.port_file = workdir / "port"
         self.log_path = workdir / "server.log"
         self.args = [
@@ -26,6 +27,8 @@ class ServerProcess:
             "--host", "127.0.0.1", "--port", "0", "--admin-port", "0", "--metrics-port", "0",
             "--port-file", str(self.port_file), *args,
         ]
+        if "--database" not in args and "--no-database" not in args:
+            self.args += ["--database", str(workdir / "waybill.db")]
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0

@@ -1,0 +1,128 @@
+"""The record of what changed routing and why, kept in the store's event log.
+
+Rollbacks, cleared overrides, config revisions applied and alert state changes each
+become one event (time, kind, model, version, rule, state, value, reason, actor).
+The overrides in force are saved with them, so a server killed without warning comes
+back rolled back: :meth:`Journal.restore` re-applies them to the first table it loads
+under the same rule a config reload follows (:func:`router.table.restore_overrides`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from router.table import ModelRoutes, Override, RoutingTable, restore_overrides
+from server.state import Snapshot
+from server.store import Store
+
+if TYPE_CHECKING:
+    from server.alerts import Change
+
+log = logging.getLogger("waybill.journal")
+
+
+def _override_record(override: Override) -> dict[str, Any]:
+    return {"reason": override.reason, "at": override.at, "actor": override.actor,
+            "rolled_back": list(override.rolled_back)}
+
+
+def _override_from(record: dict[str, Any]) -> Override:
+    return Override(reason=str(record["reason"]), at=str(record["at"]),
+                    actor=str(record["actor"]),
+                    rolled_back=tuple(str(v) for v in record["rolled_back"]))
+
+
+class Journal:
+    """Writes events and saved overrides; without a store it only logs."""
+
+    def __init__(self, store: Store | None) -> None:
+        self._store = store
+        self.rollbacks: dict[tuple[str, str], int] = {}  # (model, actor) -> count
+
+    # ---- start-up (blocking; before the event loop serves) -------------------------------
+    def restore(self, table: RoutingTable) -> RoutingTable:
+        """The table with the saved overrides that still apply; stale ones are forgotten."""
+        if self._store is None:
+            return table
+        saved = {model: _override_from(record)
+                 for model, record in self._store.overrides().items()}
+        restored = restore_overrides(table, saved)
+        for model, override in saved.items():
+            routes = restored.models.get(model)
+            if routes is not None and routes.override == override:
+                log.warning("routing override restored", extra={"fields": {
+                    "model": model, "actor": override.actor, "reason": override.reason}})
+            else:
+                self._store.drop_override(model)
+        return restored
+
+    def started(self, snapshot: Snapshot) -> None:
+        if self._store is not None:
+            self._store.record_event(
+                "config_applied", "", reason="start", actor="start",
+                detail={"source": snapshot.source, "content_hash": snapshot.content_hash,
+                        "generation": snapshot.generation})
+
+    # ---- while serving --------------------------------------------------------------------
+    async def _record(self, kind: str, model: str, **fields: Any) -> None:
+        if self._store is None:
+            return
+        try:
+            await asyncio.to_thread(self._store.record_event, kind, model, **fields)
+        except Exception:  # the change itself happened; losing its record must not undo it
+            log.exception("cannot record %s event", kind)
+
+    async def _sync(self, model: str, routes: ModelRoutes | None) -> None:
+        store = self._store
+        if store is None:
+            return
+        try:
+            if routes is not None and routes.override is not None:
+                await asyncio.to_thread(store.save_override, model,
+                                        _override_record(routes.override))
+            else:
+                await asyncio.to_thread(store.drop_override, model)
+        except Exception:
+            log.exception("cannot save the override of %s", model)
+
+    async def rolled_back(self, model: str, routes: ModelRoutes, *, rule: str = "",
+                          version: str = "", value: float | None = None) -> None:
+        override = routes.override
+        assert override is not None
+        key = (model, override.actor)
+        self.rollbacks[key] = self.rollbacks.get(key, 0) + 1
+        await self._sync(model, routes)
+        await self._record("rollback", model, version=version or ",".join(override.rolled_back),
+                           rule=rule, value=value, reason=override.reason,
+                           actor=override.actor,
+                           detail={"stable": routes.default,
+                                   "rolled_back": list(override.rolled_back)})
+
+    async def cleared(self, model: str, routes: ModelRoutes, actor: str) -> None:
+        await self._sync(model, routes)
+        await self._record("override_cleared", model, actor=actor,
+                           detail={"stable": routes.default})
+
+    async def config_applied(self, before: Snapshot, after: Snapshot, trigger: str) -> None:
+        dropped = [name for name, routes in before.table.models.items()
+                   if routes.override is not None
+                   and (after.table.models.get(name) is None
+                        or after.table.models[name].override is None)]
+        for name in dropped:
+            await self._sync(name, None)
+        await self._record("config_applied", "", reason=trigger, actor=trigger,
+                           detail={"source": after.source, "content_hash": after.content_hash,
+                                   "generation": after.generation,
+                                   "overrides_dropped": dropped})
+
+    async def alert(self, change: Change) -> None:
+        instance, rule = change.instance, change.instance.rule
+        await self._record("alert", instance.model, version=instance.version, rule=rule.name,
+                           state=change.state.value, value=instance.value,
+                           reason=f"{rule.metric.value} {rule.op} {rule.threshold:g}",
+                           actor="alerts",
+                           detail={"severity": rule.severity.value, "samples": instance.samples,
+                                   "previous": change.previous.value,
+                                   "action": rule.action.value})

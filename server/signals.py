@@ -1,0 +1,197 @@
+"""What alert rules measure, per model version, read from what the server already keeps.
+
+Nothing here touches the request path: request counters and latency histograms
+are the observer's (cumulative, read under their own short locks), drift comes from
+each version's tracker (its newest closed window), accuracy from the store's join of
+predictions and outcomes, shadow divergence from the shadow tallies. Windowed
+metrics are differences between cumulative snapshots that :meth:`Signals.sample`
+takes once per evaluation, the way Prometheus' ``increase()`` reads counters.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from router.config import AlertRule, Metric, StatusClass
+from server.drift import DriftTracker, WindowReport
+from server.observe import SERVER_ERROR_CODES, Observer
+from server.shadow import ShadowScorer
+from server.store import Accuracy, Store
+
+Key = tuple[str, str]  # (model, version)
+# Snapshots older than the longest window are dropped; at most this many are kept.
+MAX_SNAPSHOTS = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A metric's value and how many observations it rests on; ``value`` None = no data."""
+
+    value: float | None
+    samples: int
+
+
+NO_DATA = Reading(None, 0)
+
+
+@dataclass(slots=True)
+class _Cumulative:
+    """Everything windowed metrics need, as cumulative totals at one moment."""
+
+    at: float
+    codes: dict[Key, dict[str, int]] = field(default_factory=dict)
+    latency: dict[Key, tuple[int, ...]] = field(default_factory=dict)
+    shadow: dict[Key, tuple[int, float]] = field(default_factory=dict)  # rows, sum |diff|
+
+
+def _quantile(bounds: tuple[float, ...], counts: list[int], q: float) -> float | None:
+    """Like PromQL's histogram_quantile: linear within the bucket holding rank q."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for i, n in enumerate(counts):
+        if seen + n >= rank and n > 0:
+            if i >= len(bounds):  # the +Inf bucket: the highest finite bound is all we know
+                return bounds[-1]
+            low = bounds[i - 1] if i > 0 else 0.0
+            return low + (bounds[i] - low) * (rank - seen) / n
+        seen += n
+    return bounds[-1]
+
+
+def error_share(codes: Mapping[str, int], status_class: StatusClass) -> tuple[int, int]:
+    """(errors, calls) for a status class over per-code call counts."""
+    total = sum(codes.values())
+    if status_class == StatusClass.SERVER:
+        errors = sum(n for code, n in codes.items() if code in SERVER_ERROR_CODES)
+    elif status_class == StatusClass.CLIENT:
+        errors = sum(n for code, n in codes.items()
+                     if code != "OK" and code not in SERVER_ERROR_CODES)
+    else:
+        errors = total - codes.get("OK", 0)
+    return errors, total
+
+
+class Signals:
+    def __init__(self, observer: Observer, tracker: Callable[[str, str], DriftTracker | None],
+                 store: Store | None, shadow: ShadowScorer | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._observer = observer
+        self._tracker = tracker
+        self._store = store
+        self._shadow = shadow
+        self._clock = clock
+        self._history: deque[_Cumulative] = deque([_Cumulative(clock())])  # zeros at start
+        self._horizon = 0.0
+        self._accuracy: dict[tuple[str, float], dict[str, Accuracy]] = {}
+
+    def sample(self, horizon_s: float) -> None:
+        """Take this evaluation's cumulative snapshot; forget what no window reaches back to."""
+        now = self._clock()
+        snap = _Cumulative(now)
+        for (model, version, _route, code), n in self._observer.requests.values().items():
+            per = snap.codes.setdefault((model, version), {})
+            per[code] = per.get(code, 0) + n
+        for point in self._observer.request_duration.points():
+            key = (str(point.attributes["model"]), str(point.attributes["version"]))
+            snap.latency[key] = point.counts
+        if self._shadow is not None:
+            for key, tally in self._shadow.stats().items():
+                snap.shadow[key] = (tally.compared_rows, tally.sum_abs_diff)
+        self._history.append(snap)
+        self._horizon = horizon_s
+        # Keep the zero snapshot until a window can reach past it, plus one older than the
+        # horizon so a full window always has a baseline; thin out when too many.
+        while len(self._history) > 2 and self._history[1].at <= now - horizon_s:
+            self._history.popleft()
+        if len(self._history) > MAX_SNAPSHOTS:
+            del self._history[1]
+        self._accuracy.clear()  # outcomes arrive between evaluations: read afresh
+
+    def _window(self, window_s: float) -> tuple[_Cumulative, _Cumulative]:
+        """(baseline, latest): the newest snapshot at or before the window's start."""
+        latest = self._history[-1]
+        start = latest.at - window_s
+        times = [s.at for s in self._history]
+        index = max(0, bisect.bisect_right(times, start) - 1)
+        return self._history[index], latest
+
+    def read(self, rule: AlertRule, model: str, version: str, stable: str) -> Reading:
+        metric = rule.metric
+        if metric == Metric.ERROR_RATE:
+            base, last = self._window(rule.window)
+            now, then = last.codes.get((model, version), {}), base.codes.get((model, version), {})
+            delta = {code: n - then.get(code, 0) for code, n in now.items()}
+            errors, total = error_share(delta, rule.status_class)
+            return Reading(errors / total if total else None, total)
+        if metric == Metric.LATENCY:
+            base, last = self._window(rule.window)
+            now_counts = last.latency.get((model, version))
+            if now_counts is None:
+                return NO_DATA
+            then = base.latency.get((model, version), (0,) * len(now_counts))
+            counts = [a - b for a, b in zip(now_counts, then, strict=True)]
+            bounds = self._observer.request_duration.bounds
+            return Reading(_quantile(bounds, counts, rule.quantile), sum(counts))
+        if metric in (Metric.FEATURE_PSI, Metric.PREDICTION_PSI):
+            return self._drift(rule, model, version)
+        if metric == Metric.SHADOW_DIVERGENCE:
+            base, last = self._window(rule.window)
+            rows, total = last.shadow.get((model, version), (0, 0.0))
+            rows0, total0 = base.shadow.get((model, version), (0, 0.0))
+            n = rows - rows0
+            return Reading((total - total0) / n if n else None, n)
+        return self._outcomes(rule, model, version, stable)
+
+    def _drift(self, rule: AlertRule, model: str, version: str) -> Reading:
+        tracker = self._tracker(model, version)
+        window: WindowReport | None = tracker.latest() if tracker is not None else None
+        if window is None:
+            return NO_DATA
+        if window.status != "ok":
+            return Reading(None, window.rows)
+        if rule.metric == Metric.PREDICTION_PSI:
+            return Reading(window.prediction.psi, window.rows)
+        if rule.feature is None:
+            return Reading(window.max_psi, window.rows)
+        for feature in window.features:
+            if feature.name == rule.feature:
+                return Reading(feature.psi, window.rows)
+        return NO_DATA  # this version's schema has no such feature
+
+    def accuracy(self, model: str, window_s: float) -> dict[str, Accuracy]:
+        """Per version, over outcomes reported in the window; read once per evaluation."""
+        if self._store is None:
+            return {}
+        key = (model, window_s)
+        cached = self._accuracy.get(key)
+        if cached is None:
+            cached = {a.version: a for a in self._store.accuracy(model, window_s)}
+            self._accuracy[key] = cached
+        return cached
+
+    def _outcomes(self, rule: AlertRule, model: str, version: str, stable: str) -> Reading:
+        per_version = self.accuracy(model, rule.window)
+        mine = per_version.get(version)
+        if mine is None or mine.outcomes == 0:
+            return NO_DATA
+        metric = rule.metric
+        if metric == Metric.MAE:
+            return Reading(mine.mae, mine.outcomes)
+        if metric == Metric.COVERAGE:
+            return Reading(mine.coverage, mine.outcomes)
+        if metric == Metric.ON_TIME:
+            return Reading(mine.on_time, mine.outcomes)
+        # MAE_RATIO: both sides need enough outcomes, so the sample count is the smaller.
+        theirs = per_version.get(stable)
+        if version == stable or theirs is None or theirs.outcomes == 0:
+            return NO_DATA
+        if theirs.mae == 0:
+            return Reading(None, min(mine.outcomes, theirs.outcomes))
+        return Reading(mine.mae / theirs.mae, min(mine.outcomes, theirs.outcomes))
