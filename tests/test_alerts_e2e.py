@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import numpy as np
@@ -35,6 +35,7 @@ from models import datagen, dataset, training
 from tests.conftest import tiny_spec
 from tests.harness import ServerProcess
 from tests.routing_fixtures import admin, routing, wait_for
+from tests.test_metrics import label_values, scrape, value
 from tests.test_server_predict import struct_rows
 
 MODEL = "delivery_eta"
@@ -146,6 +147,15 @@ def test_bad_canary_is_rolled_back_by_outcome_feedback_and_stays_rolled_back(
             sent += 20
         wait_for(lambda: len(events(server.admin_target, ("rollback",))) == 1,
                  "the rollback event")
+        series = scrape(server)
+        assert value(series, "waybill_rollbacks_total", model=MODEL,
+                     actor="alert:canary-accuracy") == 1
+        assert value(series, "waybill_alerts_firing", rule="canary-accuracy", model=MODEL,
+                     version="1.2.0", severity="critical") == 1
+        assert value(series, "waybill_model_route_weight", model=MODEL, version="1.2.0") == 0
+        assert (value(series, "waybill_accuracy_mae_days", model=MODEL, version="1.2.0")
+                > 1.3 * value(series, "waybill_accuracy_mae_days", model=MODEL,
+                              version="1.0.0") > 0)
         after = [stub.Predict(pb.PredictRequest(model=MODEL, rows=struct_rows([rows[i]]),
                                                 routing_key=f"c{i}"), timeout=10)
                  for i in range(20)]
@@ -174,9 +184,9 @@ def test_bad_canary_is_rolled_back_by_outcome_feedback_and_stays_rolled_back(
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
+    received: ClassVar[list[dict[str, Any]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).received.append(json.loads(body))
         self.send_response(200)
@@ -188,7 +198,7 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    received: list[dict[str, Any]] = []
+    received: ClassVar[list[dict[str, Any]]] = []
     handler = type("Handler", (Receiver,), {"received": received})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -258,6 +268,13 @@ def test_drifted_inputs_raise_a_warning_and_move_no_traffic(
         assert window.max_psi_feature == "zip_code"
         assert not routing(server.admin_target).models[0].HasField("override")
         assert events(server.admin_target, ("rollback",)) == []
+        series = scrape(server)
+        assert value(series, "waybill_drift_psi", model=MODEL, version="1.1.0",
+                     feature="zip_code") > 0.25
+        # A closed vocabulary (carriers) has an unseen rate; zip codes (top 50 + other) not.
+        assert "carrier" in label_values(series, "waybill_drift_unseen_rate", "feature")
+        assert "zip_code" not in label_values(series, "waybill_drift_unseen_rate", "feature")
+        assert value(series, "waybill_drift_window_rows", model=MODEL, version="1.1.0") >= 800
     post = next(p for p in received if p["status"] == "firing")
     assert post["version"] == "4"
     (alert,) = post["alerts"]
