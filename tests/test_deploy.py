@@ -2,9 +2,12 @@
 the Collector example, the smoke request and the release scripts.
 
 Everything is checked offline. The overlays are rendered with `kubectl kustomize`
-and every rendered object is validated with `kubernetes-validate --strict` against
-the oldest Kubernetes version the manifests support (1.30: the preStop `sleep`
-action is on by default from there) and the newest the validator ships (1.37).
+and every rendered built-in object is validated with `kubernetes-validate --strict`
+against the oldest Kubernetes version the manifests support (1.30: the preStop `sleep`
+action is on by default from there) and the newest the validator ships (1.37). The
+validator has no schemas for the Prometheus Operator's custom resources (ServiceMonitor,
+PrometheusRule): those are checked structurally here, and the rules themselves by
+tests/test_prometheus_rules.py.
 A test skips, saying why, only when its tool is missing from this machine.
 """
 
@@ -45,6 +48,8 @@ K8S_VERSIONS = ("1.30.0", "1.37.0")
 NAMESPACES = {"staging": "waybill-staging", "production": "waybill-production"}
 PRODUCTION_TOKEN = "test-token-from-file"
 PREDICTION_SERVICE = "waybill.v1.PredictionService"
+RULES = DEPLOY / "prometheus" / "waybill-rules.yml"
+MONITORING = "monitoring.coreos.com/v1"  # the Prometheus Operator's API group
 
 
 def tool(name: str, install: str) -> str:
@@ -140,8 +145,10 @@ def test_overlay_renders_every_object(
     docs = objects[overlay]
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted([
-        "Namespace", "ServiceAccount", "ConfigMap", "Secret", "Service", "Service", "Service",
+        "Namespace", "ServiceAccount", "ConfigMap", "Secret",
+        "Service", "Service", "Service", "Service",
         "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
+        "ServiceMonitor", "PrometheusRule",
     ])
     for doc in docs:
         if doc["kind"] != "Namespace":
@@ -154,12 +161,19 @@ def test_manifests_validate_strictly(
     rendered: dict[str, str], tmp_path: Path, overlay: str, version: str
 ) -> None:
     validator = tool("kubernetes-validate", "pip install kubernetes-validate==1.37.0")
+    parser = need_yaml()
+    docs = [d for d in parser.safe_load_all(rendered[overlay]) if d]
+    # Custom resources have no schema in the validator (it only warns): see
+    # test_service_monitor_scrapes_the_metrics_port and test_prometheus_rule_is_the_rules_file.
+    builtin = [d for d in docs if d["apiVersion"] != MONITORING]
+    assert len(docs) - len(builtin) == 2
     path = tmp_path / f"{overlay}.yaml"
-    path.write_text(rendered[overlay])
+    path.write_text(parser.safe_dump_all(builtin))
     result = subprocess.run([validator, "--strict", "--quiet", "-k", version, str(path)],
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ERROR" not in result.stdout
+    assert "Couldn't find schema" not in result.stdout, result.stdout
 
 
 def test_strict_validation_can_fail(rendered: dict[str, str], tmp_path: Path) -> None:
@@ -280,6 +294,116 @@ def test_admin_port_stays_private(objects: dict[str, list[dict[str, Any]]], over
     ref = env["WAYBILL_ADMIN_TOKEN"]["secretKeyRef"]
     secret = one(docs, "Secret", ref["name"])
     assert base64.b64decode(secret["data"][ref["key"]])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_metrics_port_is_declared_exposed_and_admitted_from_monitoring_only(
+    objects: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    docs = objects[overlay]
+    box = container(docs)
+    env = env_of(docs)
+    metrics_port = next(p for p in box["ports"] if p["name"] == "metrics")["containerPort"]
+    assert str(metrics_port) == env["WAYBILL_METRICS_PORT"] == dockerfile_env()[
+        "WAYBILL_METRICS_PORT"] == "9464"
+    exposing = [s for s in find(docs, "Service")
+                if any(p["targetPort"] in ("metrics", metrics_port) for p in s["spec"]["ports"])]
+    assert [s["metadata"]["name"] for s in exposing] == ["waybill-metrics"]
+    service = exposing[0]["spec"]
+    # Headless: Prometheus scrapes each pod, never a load-balanced address.
+    assert service["clusterIP"] == "None"
+    assert [p["name"] for p in service["ports"]] == ["metrics"]
+    policy = one(docs, "NetworkPolicy")["spec"]
+    admitted = [rule.get("from") for rule in policy["ingress"]
+                if {p.get("port") for p in rule["ports"]} & {"metrics", metrics_port}]
+    assert admitted == [[{
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    }]]
+
+
+def service_monitor_targets(docs: list[dict[str, Any]],
+                            monitor: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Services a ServiceMonitor selects (same namespace, matchLabels only)."""
+    selector = monitor["spec"]["selector"]
+    assert set(selector) == {"matchLabels"}, "only matchLabels is understood here"
+    return [s for s in find(docs, "Service")
+            if s["metadata"]["namespace"] == monitor["metadata"]["namespace"]
+            and selector["matchLabels"].items() <= s["metadata"].get("labels", {}).items()]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_service_monitor_scrapes_the_metrics_port(
+    objects: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    docs = objects[overlay]
+    monitor = one(docs, "ServiceMonitor", "waybill")
+    assert monitor["apiVersion"] == MONITORING
+    assert monitor["metadata"]["namespace"] == NAMESPACES[overlay]
+    spec = monitor["spec"]
+    assert set(spec) <= {"jobLabel", "selector", "endpoints", "namespaceSelector"}
+    # Without a namespaceSelector the Operator looks in the ServiceMonitor's own namespace.
+    assert "namespaceSelector" not in spec
+    targets = service_monitor_targets(docs, monitor)
+    assert [s["metadata"]["name"] for s in targets] == ["waybill-metrics"]
+    service = targets[0]
+    # The alert rules and the dashboard expect job="waybill": the Operator takes the job
+    # from the Service label named by jobLabel (the Service name otherwise).
+    assert service["metadata"]["labels"][spec["jobLabel"]] == "waybill"
+    rules = need_yaml().safe_load(RULES.read_text())
+    exprs = " ".join(r["expr"] for g in rules["groups"] for r in g["rules"])
+    assert 'up{job="waybill"}' in exprs
+    [endpoint] = spec["endpoints"]
+    assert set(endpoint) <= {"port", "path", "scheme", "interval", "scrapeTimeout"}
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["port"] == "metrics"
+    assert endpoint.get("path", "/metrics") == "/metrics"
+    assert endpoint.get("scheme", "http") == "http"
+    assert endpoint["interval"] == "15s"
+    assert _seconds(endpoint["scrapeTimeout"]) <= _seconds(endpoint["interval"])
+    # The Service's port reaches the container's metrics port.
+    port = next(p for p in service["spec"]["ports"] if p["name"] == endpoint["port"])
+    assert port["targetPort"] in {p["name"] for p in container(docs)["ports"]}
+
+
+def _seconds(duration: str) -> float:
+    found = re.fullmatch(r"(\d+)(s|m)", duration)
+    assert found, duration
+    return float(found[1]) * (60 if found[2] == "m" else 1)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_prometheus_rule_is_the_rules_file(
+    objects: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    rule = one(objects[overlay], "PrometheusRule", "waybill")
+    assert rule["apiVersion"] == MONITORING
+    assert rule["metadata"]["namespace"] == NAMESPACES[overlay]
+    assert set(rule["spec"]) == {"groups"}
+    rules = need_yaml().safe_load(RULES.read_text())
+    assert set(rules) == {"groups"}
+    assert rule["spec"]["groups"] == rules["groups"]
+
+
+def test_prometheus_rule_file_is_generated_and_current(tmp_path: Path) -> None:
+    script = DEPLOY / "prometheus" / "make_prometheusrule.py"
+    current = subprocess.run([sys.executable, str(script), "--check"],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert current.returncode == 0, (
+        current.stderr + "deploy/k8s/components/monitoring/prometheusrule.yaml is stale: run "
+        ".venv/bin/python deploy/prometheus/make_prometheusrule.py")
+    # The check can fail: a changed threshold in a copy of the rules file makes it stale.
+    copy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY / "prometheus", copy / "prometheus",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(DEPLOY / "k8s" / "components", copy / "k8s" / "components")
+    rules = copy / "prometheus" / "waybill-rules.yml"
+    assert "> 0.25" in rules.read_text()
+    rules.write_text(rules.read_text().replace("> 0.25", "> 0.3", 1))
+    stale = subprocess.run([sys.executable, str(copy / "prometheus" / script.name), "--check"],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert stale.returncode == 1, stale.stdout + stale.stderr
+    assert "stale" in stale.stderr
 
 
 def test_production_uses_the_token_file_and_refuses_to_render_without_it(
@@ -413,7 +537,8 @@ def test_dockerfile_is_multistage_pinned_and_non_root() -> None:
     assert env["WAYBILL_HOST"] == "0.0.0.0"
     assert env["WAYBILL_REGISTRY"] == "/models"
     exposed = {rest for keyword, rest in runtime if keyword == "EXPOSE"}
-    assert exposed == {f"{env['WAYBILL_PORT']} {env['WAYBILL_ADMIN_PORT']}"}
+    assert exposed == {
+        f"{env['WAYBILL_PORT']} {env['WAYBILL_ADMIN_PORT']} {env['WAYBILL_METRICS_PORT']}"}
     # No pip, compiler or source tree is installed into the runtime stage.
     runs = " ".join(rest for keyword, rest in runtime if keyword == "RUN")
     assert "pip" not in runs and "apt-get" not in runs
