@@ -234,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also load every version and run its probe prediction")
     check.set_defaults(func=_routing_check)
 
+    from server import drift_report
+
+    drift = sub.add_parser("drift", help="print a running server's drift report; --plot PNG")
+    drift_report.add_arguments(drift)
+    drift.set_defaults(func=drift_report.run)
+
     from models import datagen, training
 
     train = sub.add_parser("train", help="train a version and publish it to the registry")

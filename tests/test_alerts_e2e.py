@@ -17,6 +17,8 @@ import http.server
 import json
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import date
@@ -275,6 +277,15 @@ def test_drifted_inputs_raise_a_warning_and_move_no_traffic(
         assert "carrier" in label_values(series, "waybill_drift_unseen_rate", "feature")
         assert "zip_code" not in label_values(series, "waybill_drift_unseen_rate", "feature")
         assert value(series, "waybill_drift_window_rows", model=MODEL, version="1.1.0") >= 800
+        png = tmp_path / "drift.png"
+        report = subprocess.run(
+            [sys.executable, "-m", "server.cli", "drift", "--admin", server.admin_target,
+             "--model", MODEL, "--version", "1.1.0", "--plot", str(png)],
+            capture_output=True, text=True, timeout=60, check=True).stdout
+    first_feature = report.splitlines()[2].split()
+    assert first_feature[0] == "zip_code" and float(first_feature[2]) > 0.25, report
+    assert f"{MODEL} 1.1.0: window" in report and ", ok;" in report
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     post = next(p for p in received if p["status"] == "firing")
     assert post["version"] == "4"
     (alert,) = post["alerts"]
