@@ -271,6 +271,9 @@ class AlertRule(_Frozen):
     severity: Severity = Severity.WARNING
     action: Action = Action.NOTIFY
     feature: Annotated[str, Strict()] | None = None
+    # Features a largest-PSI rule skips: calendar features (day of year, holidays) differ
+    # from a multi-year training mix in every short window, by design.
+    exclude: tuple[Annotated[str, Strict()], ...] = ()
     quantile: Annotated[float, Strict()] = 0.99
     status_class: StatusClass = StatusClass.SERVER
     summary: Annotated[str, Strict(), Field(max_length=200)] = ""
@@ -292,6 +295,9 @@ class AlertRule(_Frozen):
         if self.feature is not None and self.metric != Metric.FEATURE_PSI:
             raise _rule(f"only applies to metric {Metric.FEATURE_PSI.value!r}",
                         "feature", self.feature)
+        if self.exclude and (self.metric != Metric.FEATURE_PSI or self.feature is not None):
+            raise _rule(f"only applies to metric {Metric.FEATURE_PSI.value!r} without "
+                        "`feature`", "exclude", list(self.exclude))
         if not 0.5 <= self.quantile < 1.0:
             raise _rule("must be from 0.5 to below 1", "quantile", self.quantile)
         if self.window <= 0 and self.metric in WINDOWED:

@@ -37,8 +37,10 @@ Per feature and for the prediction (the median), over the reference bins:
 A test alone is not enough: with thousands of rows a test finds shifts far too
 small to matter, and PSI alone is noisy on small windows; PSI >= 0.25 is the
 usual "major shift" line, 0.1 the usual "moderate" one. A window with fewer than
-``min_rows`` rows never says drifted. A change in the missing rate alone is
-reported but is not part of the verdict.
+``min_rows`` rows never says drifted, open or closed. A change in the missing
+rate alone is reported but is not part of the verdict. A feature that follows
+the calendar (day of year, a holiday ahead) drifts in any window much shorter
+than the reference period: the verdict is right, and expected.
 
 Memory is fixed per tracker: count arrays and lookup tables are sized from the
 reference, the reservoir by ``sample_size``, the history by ``keep``.
@@ -66,7 +68,7 @@ SHARE_FLOOR = 1e-4
 PSI_DRIFT = 0.25  # drifted on PSI alone ("major shift")
 PSI_NOTABLE = 0.1  # drifted when a test is also significant ("moderate shift")
 TOP_BINS = 3
-SMALL_BATCH = 8  # batches up to this many rows update the reservoir row by row
+SMALL_BATCH = 16  # up to this many rows, the hot path takes its few-rows shortcuts
 PREDICTION = "prediction"  # the name of the prediction's FeatureDrift
 # Manifests store the reference quantiles with this many significant digits
 # (models/training.py). Live values are compared at the same precision: medians
@@ -400,12 +402,20 @@ class DriftTracker:
         if matrix.ndim != 2 or matrix.shape[1] != layout.n_columns:
             raise ValueError(f"matrix shape {matrix.shape}, expected (rows, {layout.n_columns})")
         # Numbers (and the medians as the last column) -> absolute bin slots. A value's
-        # bin is the number of edges <= it (searchsorted side="right"), counted for every
-        # number at once against the edge matrix, padded with NaN (never <=).
+        # bin is the number of edges <= it (searchsorted side="right").
         values = np.empty((n, len(layout.numeric)), dtype=np.float64)
         values[:, :-1] = matrix[:, layout.numeric_columns]
         values[:, -1] = medians
-        bins = (values[:, :, None] >= layout.edges).sum(axis=2)
+        if n <= SMALL_BATCH:
+            # One comparison against every number's edges (padded with NaN, never <=)
+            # costs less than a searchsorted call per number for a few rows.
+            bins = (values[:, :, None] >= layout.edges).sum(axis=2)
+        else:
+            columns = np.ascontiguousarray(values.T)
+            bins = np.empty((len(layout.numeric), n), dtype=np.intp)
+            for j, number in enumerate(layout.numeric):
+                bins[j] = np.searchsorted(number.edges, columns[j], side="right")
+            bins = bins.T
         slots = np.where(np.isnan(values), layout.value_missing, bins + layout.value_base)
         # Categories -> absolute slots: one dict lookup per value.
         block = matrix[:, layout.categorical_columns].T.tolist()
@@ -420,7 +430,7 @@ class DriftTracker:
         with self._lock:
             window = self._window
             if window.rows and self._too_old(window, now):
-                window = self._close(now)
+                window = self._close()
             if window.rows == 0:  # the age counts from the first row
                 window.started = now
                 window.started_at = self._wall()
@@ -428,7 +438,7 @@ class DriftTracker:
             self._sample(window, values, draws)
             window.rows += n
             if self.settings.window_rows and window.rows >= self.settings.window_rows:
-                self._close(now)
+                self._close()
 
     def _sample(self, window: _Window, values: np.ndarray, draws: np.ndarray) -> None:
         """Algorithm R over the batch's rows (caller holds the lock).
@@ -438,28 +448,25 @@ class DriftTracker:
         """
         size = len(window.sample)
         seen, n = window.rows, len(values)
-        if seen + n <= size:
-            window.sample[seen:seen + n] = values
-            return
-        if n <= SMALL_BATCH:
-            # A few rows: plain Python is cheaper than a dozen numpy calls.
+        if n <= SMALL_BATCH:  # a few rows: plain Python beats a handful of numpy calls
             for i, draw in enumerate(draws.tolist()):
                 row = seen + i
                 slot = row if row < size else int(draw * (row + 1))
                 if slot < size:
                     window.sample[slot] = values[i]
             return
-        index = np.arange(seen, seen + n)
-        slots = np.where(index < size, index, (draws * (index + 1)).astype(np.intp))
-        keep = slots < size
-        chosen, rows = slots[keep], values[keep]
-        if len(chosen) > 1:
-            # Sequential Algorithm R lets a later row overwrite an earlier one in the same
-            # slot; numpy does not promise an order for repeated indices, so keep the last.
-            _, first_of_reversed = np.unique(chosen[::-1], return_index=True)
-            last = len(chosen) - 1 - first_of_reversed
-            chosen, rows = chosen[last], rows[last]
-        window.sample[chosen] = rows
+        filling = max(0, min(size - seen, n))
+        window.sample[seen:seen + filling] = values[:filling]
+        if filling == n:
+            return
+        # Replacements in row order, so a later row overwrites an earlier one in the same
+        # slot as sequential Algorithm R does; once the reservoir is full they are few
+        # (about n * size / seen), so a Python loop over them is cheap.
+        rows = np.arange(seen + filling, seen + n)
+        slots = (draws[filling:] * (rows + 1)).astype(np.intp)
+        kept = np.flatnonzero(slots < size)
+        for i, slot in zip(kept.tolist(), slots[kept].tolist(), strict=True):
+            window.sample[slot] = values[filling + i]
 
     # --- windows --------------------------------------------------------------------------------
 
@@ -472,7 +479,7 @@ class DriftTracker:
         seconds = self.settings.window_seconds
         return bool(seconds) and now - window.started >= seconds
 
-    def _close(self, now: float) -> _Window:
+    def _close(self) -> _Window:
         """Freeze the current window and open a fresh one (caller holds the lock)."""
         closed = self._window
         closed.ended_at = self._wall()
@@ -485,7 +492,7 @@ class DriftTracker:
         now = self._clock()
         with self._lock:
             if self._window.rows and self._too_old(self._window, now):
-                self._close(now)
+                self._close()
 
     # --- reports --------------------------------------------------------------------------------
 

@@ -74,10 +74,13 @@ def _unknown_features(config: RoutingConfig, loaded: Mapping[Key, LoadedVersion]
     for name, model in config.models.items():
         known = set().union(*(v.feature_names for (m, _), v in loaded.items() if m == name))
         for i, rule in enumerate(model.alerts):
-            if rule.feature is not None and rule.feature not in known:
-                problems.append(f"models.{name}.alerts[{i}].feature = {rule.feature!r}: no "
-                                f"version of {name} has this feature (known: "
-                                f"{', '.join(sorted(known))})")
+            named = [("feature", rule.feature)] if rule.feature is not None else []
+            named += [(f"exclude[{j}]", f) for j, f in enumerate(rule.exclude)]
+            for path, feature in named:
+                if feature not in known:
+                    problems.append(f"models.{name}.alerts[{i}].{path} = {feature!r}: no "
+                                    f"version of {name} has this feature (known: "
+                                    f"{', '.join(sorted(known))})")
     return problems
 
 

@@ -159,7 +159,9 @@ class Signals:
         if rule.metric == Metric.PREDICTION_PSI:
             return Reading(window.prediction.psi, window.rows)
         if rule.feature is None:
-            return Reading(window.max_psi, window.rows)
+            psis = [f.psi for f in window.features
+                    if f.psi is not None and f.name not in rule.exclude]
+            return Reading(max(psis) if psis else None, window.rows)
         for feature in window.features:
             if feature.name == rule.feature:
                 return Reading(feature.psi, window.rows)

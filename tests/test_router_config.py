@@ -232,6 +232,8 @@ def test_alert_rules_parse_with_defaults_and_durations() -> None:
         ('scope = "1.1.0"\naction = "rollback"',
          'models.delivery_eta.alerts[0].action = "rollback": names the stable version 1.1.0; '
          'a rollback goes back to it and cannot take it out'),
+        ('exclude = ["hour"]', "models.delivery_eta.alerts[0].exclude = [\"hour\"]: only applies "
+                               "to metric 'feature_psi' without `feature`"),
         ('feature = "zip_code"', "models.delivery_eta.alerts[0].feature = \"zip_code\": only "
                                  "applies to metric 'feature_psi'"),
         ("min_samples = 0", "models.delivery_eta.alerts[0].min_samples = 0: must be at least 1: "
@@ -266,7 +268,8 @@ def test_alert_rule_names_are_unique_and_operators_known() -> None:
          "models.delivery_eta.shadow.sample: unknown key (allowed here: version, fraction)"),
         (config_text(extra=ALERT + 'colour = "red"'),
          "models.delivery_eta.alerts[0].colour: unknown key (allowed here: name, metric, "
-         "scope, op, threshold, for, window, min_samples, severity, action, feature, quantile, "
+         "scope, op, threshold, for, window, min_samples, severity, action, feature, exclude, "
+         "quantile, "
          "status_class, summary)"),
     ],
 )
