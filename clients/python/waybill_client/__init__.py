@@ -7,15 +7,19 @@
     with WaybillClient("127.0.0.1:50051") as client:
         result = client.predict("delivery_eta", [{"zip_code": "94107", "order_date": "2026-11-26"}])
         print(result.version, result.route_reason, result.predictions[0].delivery_date)
+        # Later, once the parcel arrived:
+        client.report_outcomes([(result.predictions[0].prediction_id, "2026-11-30")])
 
 The generated stubs are importable as ``waybill.v1.prediction_pb2`` and
 ``waybill.v1.prediction_pb2_grpc``; ``pin()`` and ``routing_key()`` build their metadata.
 """
 
 from ._convert import (
+    MAX_OUTCOMES,
     METADATA_MODEL_VERSION,
     METADATA_ROUTING_KEY,
     Metadata,
+    OutcomeReport,
     PredictionResult,
     PredictResult,
     pin,
@@ -27,6 +31,7 @@ from ._convert import (
 from .aio import AsyncWaybillClient
 from .client import WaybillClient
 from .errors import (
+    AlreadyExists,
     DeadlineExceeded,
     FieldViolation,
     InvalidArgument,
@@ -43,14 +48,17 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_OUTCOMES",
     "METADATA_MODEL_VERSION",
     "METADATA_ROUTING_KEY",
+    "AlreadyExists",
     "AsyncWaybillClient",
     "DeadlineExceeded",
     "FieldViolation",
     "InvalidArgument",
     "Metadata",
     "NotFound",
+    "OutcomeReport",
     "PermissionDenied",
     "PredictResult",
     "PredictionResult",

@@ -10,6 +10,7 @@ import datetime as _dt
 import importlib
 import math
 import numbers
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -20,14 +21,18 @@ from waybill.v1 import prediction_pb2
 _C = TypeVar("_C")
 
 __all__ = [
+    "MAX_OUTCOMES",
     "METADATA_MODEL_VERSION",
     "METADATA_ROUTING_KEY",
     "Metadata",
+    "OutcomeReport",
     "PredictResult",
     "PredictionResult",
     "build_predict_request",
+    "build_report_outcome_request",
     "call_metadata",
     "normalize_metadata",
+    "outcome_report",
     "pin",
     "predict_result",
     "route_reason_name",
@@ -43,9 +48,13 @@ METADATA_ROUTING_KEY = "x-routing-key"
 #: gRPC metadata as the stubs take it: ``(key, value)`` pairs, ``bytes`` values for ``-bin`` keys.
 Metadata = tuple[tuple[str, str | bytes], ...]
 
+#: Outcomes per ``ReportOutcome`` call the server accepts; split bigger batches.
+MAX_OUTCOMES = 1000
+
 # Struct numbers are IEEE doubles: integers beyond 2**53 would silently change value.
 _MAX_EXACT_INT = 2**53
 _ROUTE_REASON_PREFIX = "ROUTE_REASON_"
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
 # --------------------------------------------------------------------------- rows
@@ -146,6 +155,89 @@ def build_predict_request(
     if not isinstance(model, str) or not model:
         raise ValueError("model must be a non-empty string")
     return prediction_pb2.PredictRequest(model=model, rows=rows_to_structs(rows))
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+def build_report_outcome_request(
+    outcomes: Iterable[tuple[str, object]],
+) -> prediction_pb2.ReportOutcomeRequest:
+    """The ``ReportOutcomeRequest`` for ``(prediction_id, actual)`` pairs.
+
+    ``actual`` is the transit time in days (an ``int`` or ``float``; numpy numbers work), or the
+    delivery date as a ``datetime.date`` or a ``YYYY-MM-DD`` string. Wrong types raise
+    ``TypeError``, and NaN, infinities and strings that are not ``YYYY-MM-DD`` dates raise
+    ``ValueError``, naming the item as ``outcomes[<i>]`` before anything is sent. The server
+    judges the rest (negative days, a date before the order date, unknown ids, batch size).
+    """
+    if isinstance(outcomes, Mapping):
+        raise TypeError(
+            "outcomes must be an iterable of (prediction_id, actual) pairs; "
+            "use mapping.items() to report a dict"
+        )
+    if isinstance(outcomes, str | bytes) or not isinstance(outcomes, Iterable):
+        raise TypeError(
+            f"outcomes must be an iterable of (prediction_id, actual) pairs, "
+            f"not {type(outcomes).__name__}"
+        )
+    return prediction_pb2.ReportOutcomeRequest(
+        outcomes=[_outcome(item, index) for index, item in enumerate(outcomes)]
+    )
+
+
+def _outcome(item: object, index: int) -> prediction_pb2.Outcome:
+    where = f"outcomes[{index}]"
+    if isinstance(item, str | bytes | Mapping) or not isinstance(item, Sequence) or len(item) != 2:
+        raise TypeError(f"{where} must be a (prediction_id, actual) pair, got {item!r}")
+    prediction_id, actual = item
+    if not isinstance(prediction_id, str):
+        raise TypeError(
+            f"{where}.prediction_id must be a str, not {type(prediction_id).__name__}"
+        )
+    outcome = prediction_pb2.Outcome(prediction_id=prediction_id)
+    # Order matters: bool is an int, and datetime is a date.
+    if isinstance(actual, bool):
+        raise TypeError(f"{where}: bool is not an actual; pass transit days or a delivery date")
+    if isinstance(actual, numbers.Real):
+        days = float(actual)
+        if not math.isfinite(days):
+            raise ValueError(f"{where}.transit_days: {days} is not a finite number")
+        outcome.transit_days = days
+    elif isinstance(actual, _dt.datetime):
+        raise TypeError(
+            f"{where}: datetime is not accepted; pass a datetime.date or a 'YYYY-MM-DD' string"
+        )
+    elif isinstance(actual, _dt.date):
+        outcome.delivery_date = actual.isoformat()
+    elif isinstance(actual, str):
+        if not _DATE_RE.fullmatch(actual):
+            raise ValueError(f"{where}.delivery_date: {actual!r} is not a YYYY-MM-DD date")
+        _parse_date(actual, f"{where}.delivery_date")  # raises ValueError for 2025-02-30
+        outcome.delivery_date = actual
+    else:
+        raise TypeError(
+            f"{where}: {type(actual).__name__} is not an actual; pass transit days "
+            "(int or float) or a delivery date (datetime.date or 'YYYY-MM-DD')"
+        )
+    return outcome
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeReport:
+    """A ``ReportOutcome`` response.
+
+    ``recorded`` outcomes were new; ``duplicates`` had already been recorded with the same
+    actual (by an earlier call, a retry, or a repeat in the same batch) and changed nothing.
+    """
+
+    recorded: int
+    duplicates: int
+
+
+def outcome_report(response: prediction_pb2.ReportOutcomeResponse) -> OutcomeReport:
+    """Wrap a ``ReportOutcomeResponse`` in an ``OutcomeReport``."""
+    return OutcomeReport(recorded=int(response.recorded), duplicates=int(response.duplicates))
 
 
 # --------------------------------------------------------------------------- metadata

@@ -13,11 +13,14 @@ from waybill.v1 import prediction_pb2, prediction_pb2_grpc
 
 from ._convert import (
     Metadata,
+    OutcomeReport,
     PredictResult,
     build_predict_request,
+    build_report_outcome_request,
     call_metadata,
     normalize_metadata,
     open_channel,
+    outcome_report,
     predict_result,
 )
 from ._retry import CallAttempts, RetryPolicy, check_timeout
@@ -107,6 +110,16 @@ class AsyncWaybillClient:
             timeout,
         )
         return response.model_version
+
+    async def report_outcomes(
+        self, outcomes: Iterable[tuple[str, object]], *, timeout: float | None = None
+    ) -> OutcomeReport:
+        """Report actuals of predicted orders; see ``WaybillClient.report_outcomes``."""
+        request = build_report_outcome_request(outcomes)
+        response: prediction_pb2.ReportOutcomeResponse = await self._invoke(
+            self._stub.ReportOutcome, request, call_metadata(self._metadata), timeout
+        )
+        return outcome_report(response)
 
     async def _invoke(
         self,

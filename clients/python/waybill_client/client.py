@@ -12,11 +12,14 @@ from waybill.v1 import prediction_pb2, prediction_pb2_grpc
 
 from ._convert import (
     Metadata,
+    OutcomeReport,
     PredictResult,
     build_predict_request,
+    build_report_outcome_request,
     call_metadata,
     normalize_metadata,
     open_channel,
+    outcome_report,
     predict_result,
 )
 from ._retry import CallAttempts, RetryPolicy, check_timeout
@@ -116,6 +119,32 @@ class WaybillClient:
             timeout,
         )
         return response.model_version
+
+    def report_outcomes(
+        self, outcomes: Iterable[tuple[str, object]], *, timeout: float | None = None
+    ) -> OutcomeReport:
+        """Report what actually happened to predicted orders, for live accuracy per version.
+
+        ``outcomes`` is an iterable of ``(prediction_id, actual)`` pairs: ``prediction_id`` as
+        ``predict`` returned it, ``actual`` the transit time in days (``int`` or ``float``) or
+        the delivery date (``datetime.date`` or ``"YYYY-MM-DD"``; the server counts the days
+        from the prediction's order date). At most ``MAX_OUTCOMES`` (1000) per call.
+
+        A batch is all or nothing. Raises ``TypeError``/``ValueError`` for pairs that cannot
+        be sent (naming ``outcomes[<i>]``), ``InvalidArgument`` for outcomes the server
+        refuses (``violations`` name ``outcomes[<i>].<field>``; also an empty or oversized
+        batch), ``NotFound`` for prediction ids the server does not hold (unknown, or past
+        retention) and ``AlreadyExists`` for ids already reported with a different actual.
+
+        Idempotent: reporting the same actual again is a no-op, counted in
+        ``OutcomeReport.duplicates``, so the client's retries on UNAVAILABLE are safe; after a
+        retry, outcomes the lost attempt recorded come back as duplicates instead of recorded.
+        """
+        request = build_report_outcome_request(outcomes)
+        response: prediction_pb2.ReportOutcomeResponse = self._invoke(
+            self._stub.ReportOutcome, request, call_metadata(self._metadata), timeout
+        )
+        return outcome_report(response)
 
     def _invoke(
         self,

@@ -5,7 +5,8 @@ Every non-OK gRPC status becomes one of these; the original ``grpc.RpcError`` is
 
     WaybillError                 any non-OK status (.code, .message, .status)
      ├── InvalidArgument         INVALID_ARGUMENT: a row or field broke a rule (.violations)
-     ├── NotFound                NOT_FOUND: unknown model or version
+     ├── NotFound                NOT_FOUND: unknown model or version, or unknown prediction ids
+     ├── AlreadyExists           ALREADY_EXISTS: an outcome was already reported differently
      ├── Unavailable             UNAVAILABLE: unreachable, not ready or draining (retried)
      ├── DeadlineExceeded        DEADLINE_EXCEEDED: the call's deadline passed
      ├── ResourceExhausted       RESOURCE_EXHAUSTED: the server is shedding load
@@ -27,6 +28,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 __all__ = [
+    "AlreadyExists",
     "DeadlineExceeded",
     "FieldViolation",
     "InvalidArgument",
@@ -112,7 +114,19 @@ class InvalidArgument(WaybillError):
 
 
 class NotFound(WaybillError):
-    """NOT_FOUND: the model or version does not exist; the message lists what does."""
+    """NOT_FOUND: the model or version does not exist; the message lists what does.
+
+    From ``report_outcomes``: prediction ids the server's prediction log does not hold
+    (never issued by this server, or past retention), listed in the message. Nothing of the
+    batch was recorded.
+    """
+
+
+class AlreadyExists(WaybillError):
+    """ALREADY_EXISTS: outcomes were already reported for these prediction ids with a
+    different actual (listed in the message). Nothing of the batch was recorded; reporting
+    the same actual again is not an error.
+    """
 
 
 class Unavailable(WaybillError):
@@ -142,6 +156,7 @@ class UnexpectedStatus(WaybillError):
 _BY_CODE: dict[grpc.StatusCode, type[WaybillError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
