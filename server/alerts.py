@@ -97,6 +97,15 @@ def advance(instance: Instance, reading: Reading, now: float) -> tuple[Instance,
                          State.RESOLVED if state == State.FIRING else State.INACTIVE)
 
 
+def _ended(instance: Instance, now: float) -> list[Change]:
+    """A firing alert whose rule was edited or removed is resolved, so nobody is left
+    paged by a rule that no longer exists."""
+    if instance.state != State.FIRING:
+        return []
+    return [Change(replace(instance, state=State.INACTIVE, since=now), State.FIRING,
+                   State.RESOLVED)]
+
+
 def scoped_versions(rule: AlertRule, routes: ModelRoutes) -> list[str]:
     """The versions one rule watches in the table in force.
 
@@ -154,14 +163,17 @@ class AlertEngine:
         for key, rule, reading in readings:
             live.add(key)
             current = self._instances.get(key)
-            if current is None or current.rule != rule:  # new, or the rule was edited
+            if current is not None and current.rule != rule:  # edited: start again
+                changes.extend(_ended(current, now))
+                current = None
+            if current is None:
                 current = Instance(rule, key[0], key[2])
             nxt, change = advance(current, reading, now)
             self._instances[key] = nxt
             if change is not None:
                 changes.append(change)
         for key in set(self._instances) - live:  # rule or version no longer configured
-            del self._instances[key]
+            changes.extend(_ended(self._instances.pop(key), now))
         self.evaluations += 1
         for change in changes:
             await self._act(change)

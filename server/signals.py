@@ -23,7 +23,8 @@ from server.shadow import ShadowScorer
 from server.store import Accuracy, Store
 
 Key = tuple[str, str]  # (model, version)
-# Snapshots older than the longest window are dropped; at most this many are kept.
+# Snapshots older than the longest window are dropped, and the rest thinned so that
+# about this many cover it.
 MAX_SNAPSHOTS = 512
 
 
@@ -104,14 +105,18 @@ class Signals:
         if self._shadow is not None:
             for key, tally in self._shadow.stats().items():
                 snap.shadow[key] = (tally.compared_rows, tally.sum_abs_diff)
-        self._history.append(snap)
+        # Snapshots at least horizon / (MAX_SNAPSHOTS / 2) apart, the newest always kept:
+        # a new one replaces the previous newest while they are closer than that.
+        spacing = horizon_s / (MAX_SNAPSHOTS // 2)
+        history = self._history
+        if len(history) > 1 and now - history[-2].at < spacing:
+            history.pop()
+        history.append(snap)
         self._horizon = horizon_s
-        # Keep the zero snapshot until a window can reach past it, plus one older than the
-        # horizon so a full window always has a baseline; thin out when too many.
-        while len(self._history) > 2 and self._history[1].at <= now - horizon_s:
-            self._history.popleft()
-        if len(self._history) > MAX_SNAPSHOTS:
-            del self._history[1]
+        # Keep the zero snapshot until a window can reach past it, and one snapshot at or
+        # before the horizon so that a full window always has a baseline.
+        while len(history) > 2 and history[1].at <= now - horizon_s:
+            history.popleft()
         self._accuracy.clear()  # outcomes arrive between evaluations: read afresh
 
     def _window(self, window_s: float) -> tuple[_Cumulative, _Cumulative]:
