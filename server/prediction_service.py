@@ -84,7 +84,7 @@ class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc
         try:
             results = await asyncio.to_thread(self._store.report_outcomes, outcomes)
         except InvalidOutcome as err:
-            raise BadRequest(err.field, err.rule, str(err)) from None
+            raise BadRequest(err.field, err.rule, err.description) from None
         recorded = [r for r in results if not r.duplicate]
         if self.observer is not None:
             self.observer.outcomes_reported((r.model, r.version) for r in recorded)

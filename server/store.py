@@ -12,7 +12,7 @@ drains it every ``flush_interval_s`` in one transaction, and before every job, s
 sees every prediction queued before it was submitted. Readers open their own short-lived
 read-only connections: WAL lets them read while the writer writes.
 
-Errors (``server/errors.py`` maps them to gRPC statuses)::
+Errors, with the gRPC status each should map to in ``server/errors.py``::
 
     Exception
     ├── UnknownPredictions   -> NOT_FOUND (never logged here, or already purged)
@@ -186,6 +186,11 @@ class ConflictingOutcomes(Exception):
     def __init__(self, ids: Sequence[str]) -> None:
         self.ids = tuple(ids)
         super().__init__(f"outcomes already reported with a different actual: {_preview(self.ids)}")
+
+
+# One actual far off the scale would swamp a version's MAE and bias: a parcel a year
+# late is lost, not late.
+MAX_TRANSIT_DAYS = 365
 
 
 class InvalidOutcome(ValueError):
@@ -649,7 +654,8 @@ def _check_outcome(index: int, outcome: Outcome) -> _Checked:
         raise InvalidOutcome(f"{at}.prediction_id", "required", "a prediction id is required")
     days, when = outcome.transit_days, outcome.delivery_date
     if (days is None) == (when is None):
-        raise InvalidOutcome(at, "one_of", "give exactly one of transit_days and delivery_date")
+        raise InvalidOutcome(f"{at}.actual", "one_of",
+                             "give exactly one of transit_days and delivery_date")
     if days is not None:
         field = f"{at}.transit_days"
         if isinstance(days, bool) or not isinstance(days, int | float):
@@ -658,6 +664,9 @@ def _check_outcome(index: int, outcome: Outcome) -> _Checked:
             raise InvalidOutcome(field, "not_finite", f"expected a finite number, got {days!r}")
         if days < 0:
             raise InvalidOutcome(field, "negative", f"cannot be negative, got {days!r}")
+        if days > MAX_TRANSIT_DAYS:
+            raise InvalidOutcome(field, "too_large", f"more than {MAX_TRANSIT_DAYS} days: "
+                                 f"{days!r} is not a delivery (report it lost, not late)")
         return _Checked(index, pid, float(days), None)
     field = f"{at}.delivery_date"
     if not isinstance(when, str) or not _DATE_RE.match(when):
@@ -719,6 +728,9 @@ def _days_since_order(index: int, delivered: date, order_date: str | None) -> fl
     if ordered is None:
         raise InvalidOutcome(field, "no_order_date",
                              "the prediction had no order date; report transit_days instead")
+    if (delivered - ordered).days > MAX_TRANSIT_DAYS:
+        raise InvalidOutcome(field, "too_large", f"{delivered.isoformat()} is more than "
+                             f"{MAX_TRANSIT_DAYS} days after the order date {ordered.isoformat()}")
     if delivered < ordered:
         raise InvalidOutcome(field, "before_order_date",
                              f"{delivered.isoformat()} is before the order date"

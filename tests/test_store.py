@@ -1,0 +1,428 @@
+"""The SQLite store on real files: outcomes and accuracy on known numbers, all-or-nothing
+batches, the bounded hot-path queue, events and overrides across reopen and SIGKILL,
+retention. A settable clock makes time windows and retention deterministic; a long
+flush interval keeps predictions queued until a blocking call makes the writer flush."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.store import (
+    Accuracy,
+    ConflictingOutcomes,
+    InvalidOutcome,
+    LoggedPrediction,
+    Outcome,
+    Store,
+    UnknownPredictions,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "delivery_eta"
+T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pid() -> str:
+    return uuid.uuid4().hex
+
+
+def prediction(prediction_id: str, version: str = "1.0.0", *, model: str = MODEL,
+               order_date: str | None = "2025-01-01", median: float = 3.0, lower: float = 2.0,
+               upper: float = 5.0, promised_days: int | None = 4) -> LoggedPrediction:
+    return LoggedPrediction(prediction_id, model, version, order_date, median, lower, upper,
+                            promised_days)
+
+
+def count(path: Path, table: str) -> int:
+    with sqlite3.connect(path) as conn:
+        n: int = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    conn.close()
+    return n
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def open_store(tmp_path: Path, clock: Clock) -> Iterator[Callable[..., Store]]:
+    """Started stores on tmp_path/state.db; all closed at teardown."""
+    opened: list[Store] = []
+
+    def make(start: bool = True, **kwargs: Any) -> Store:
+        kwargs.setdefault("clock", clock)
+        kwargs.setdefault("flush_interval_s", 60.0)  # only blocking calls flush
+        store = Store(tmp_path / "state" / "state.db", **kwargs)
+        opened.append(store)
+        if start:
+            store.start()
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_store: Callable[..., Store]) -> Store:
+    return open_store()
+
+
+# -- outcomes and accuracy -----------------------------------------------------------------
+
+
+def test_accuracy_per_version_on_known_numbers(store: Store, clock: Clock) -> None:
+    a, b, c, d, other = (pid() for _ in range(5))
+    store.log_predictions([
+        prediction(a, median=3, lower=2, upper=5, promised_days=4),
+        prediction(b, median=5, lower=4, upper=6, promised_days=5),
+        prediction(c, median=2, lower=1, upper=3, promised_days=None, order_date=None),
+        prediction(d, "1.1.0", median=4, lower=3, upper=5, promised_days=None),
+        prediction(other, model="other"),
+    ])
+    results = store.report_outcomes([
+        Outcome(a, transit_days=4),  # error -1, covered, on time (4 <= 4)
+        Outcome(b, delivery_date="2025-01-08"),  # 7 days: error -2, not covered, late
+        Outcome(c, transit_days=1),  # error +1, covered (on the lower bound), no promise
+        Outcome(other, transit_days=9),  # another model: never in MODEL's figures
+    ])
+    assert [(r.prediction_id, r.model, r.version, r.duplicate) for r in results] == [
+        (a, MODEL, "1.0.0", False), (b, MODEL, "1.0.0", False), (c, MODEL, "1.0.0", False),
+        (other, "other", "1.0.0", False)]
+    clock.now += 1000
+    store.report_outcomes([Outcome(d, transit_days=4.5)])  # error -0.5, covered
+
+    old, new = store.accuracy(MODEL, since_s=2000)
+    assert old == Accuracy(MODEL, "1.0.0", 3, pytest.approx(4 / 3), pytest.approx(-2 / 3),
+                           pytest.approx(2 / 3), 0.5)
+    assert new == Accuracy(MODEL, "1.1.0", 1, 0.5, -0.5, 1.0, None)
+    # Reported 1000 s ago: outside a 500 s window (the window is on report time).
+    assert store.accuracy(MODEL, since_s=500) == [new]
+    assert store.accuracy("nobody", since_s=2000) == []
+
+
+def test_delivery_date_converts_via_order_date(store: Store) -> None:
+    a = pid()
+    store.log_predictions([prediction(a, order_date="2024-12-30", median=3, promised_days=3)])
+    store.report_outcomes([Outcome(a, delivery_date="2025-01-02")])  # across the year: 3 days
+    (acc,) = store.accuracy(MODEL, since_s=60)
+    assert (acc.mae, acc.bias, acc.on_time) == (0.0, 0.0, 1.0)
+    # The same date again is the same actual: idempotent.
+    (again,) = store.report_outcomes([Outcome(a, transit_days=3.0)])
+    assert again.duplicate
+
+
+def test_duplicate_report_is_idempotent_and_counted_once(store: Store) -> None:
+    a, b = pid(), pid()
+    store.log_predictions([prediction(a), prediction(b)])
+    first = store.report_outcomes([Outcome(a, transit_days=4), Outcome(b, transit_days=2),
+                                   Outcome(b, transit_days=2)])  # a repeat inside the batch
+    assert [r.duplicate for r in first] == [False, False, True]
+    again = store.report_outcomes([Outcome(a, transit_days=4 + 1e-12)])
+    assert [r.duplicate for r in again] == [True]
+    (acc,) = store.accuracy(MODEL, since_s=60)
+    assert acc.outcomes == 2
+
+
+def test_conflicting_actual_is_refused_and_nothing_recorded(store: Store) -> None:
+    a, b = pid(), pid()
+    store.log_predictions([prediction(a), prediction(b)])
+    store.report_outcomes([Outcome(a, transit_days=4)])
+    with pytest.raises(ConflictingOutcomes) as caught:
+        store.report_outcomes([Outcome(b, transit_days=3), Outcome(a, transit_days=5)])
+    assert caught.value.ids == (a,)
+    # b was before the conflict in the same batch, and still was not recorded.
+    assert [r.duplicate for r in store.report_outcomes([Outcome(b, transit_days=3)])] == [False]
+
+
+def test_unknown_ids_refuse_the_whole_batch(store: Store) -> None:
+    a, missing, also_missing = pid(), pid(), pid()
+    store.log_predictions([prediction(a)])
+    with pytest.raises(UnknownPredictions) as caught:
+        store.report_outcomes([Outcome(a, transit_days=4), Outcome(missing, transit_days=1),
+                               Outcome(also_missing, transit_days=1),
+                               Outcome(missing, transit_days=1)])
+    assert caught.value.ids == (missing, also_missing)
+    assert store.accuracy(MODEL, since_s=60) == []
+    # The writer survived the failed job.
+    assert [r.duplicate for r in store.report_outcomes([Outcome(a, transit_days=4)])] == [False]
+
+
+@pytest.mark.parametrize(("outcome", "field", "rule"), [
+    (Outcome("ID", transit_days=-1.0), "outcomes[1].transit_days", "negative"),
+    (Outcome("ID", transit_days=365.5), "outcomes[1].transit_days", "too_large"),
+    (Outcome("ID", delivery_date="2027-01-01"), "outcomes[1].delivery_date", "too_large"),
+    (Outcome("ID", transit_days=math.nan), "outcomes[1].transit_days", "not_finite"),
+    (Outcome("ID", transit_days=math.inf), "outcomes[1].transit_days", "not_finite"),
+    (Outcome("ID", transit_days="3"), "outcomes[1].transit_days", "wrong_type"),  # type: ignore[arg-type]
+    (Outcome("ID", transit_days=2, delivery_date="2025-01-03"), "outcomes[1].actual", "one_of"),
+    (Outcome("ID"), "outcomes[1].actual", "one_of"),
+    (Outcome("", transit_days=1), "outcomes[1].prediction_id", "required"),
+    (Outcome("ID", delivery_date="03/01/2025"), "outcomes[1].delivery_date", "wrong_type"),
+    (Outcome("ID", delivery_date="2025-02-30"), "outcomes[1].delivery_date", "invalid_date"),
+    (Outcome("ID", delivery_date="2024-12-31"), "outcomes[1].delivery_date",
+     "before_order_date"),
+    (Outcome("UNDATED", delivery_date="2025-01-03"), "outcomes[1].delivery_date",
+     "no_order_date"),
+])
+def test_invalid_outcomes_name_the_field(store: Store, outcome: Outcome, field: str,
+                                         rule: str) -> None:
+    ok, dated, undated = pid(), pid(), pid()
+    store.log_predictions([prediction(ok), prediction(dated),
+                           prediction(undated, order_date=None, promised_days=None)])
+    target = {"ID": dated, "UNDATED": undated}.get(outcome.prediction_id, outcome.prediction_id)
+    bad = Outcome(target, outcome.transit_days, outcome.delivery_date)
+    with pytest.raises(InvalidOutcome) as caught:
+        store.report_outcomes([Outcome(ok, transit_days=1), bad])
+    assert (caught.value.field, caught.value.rule) == (field, rule)
+    assert isinstance(caught.value, ValueError)
+    assert store.accuracy(MODEL, since_s=60) == []  # the valid first item was not recorded
+
+
+def test_a_prediction_still_queued_is_found(store: Store) -> None:
+    store.flush()  # the writer has done its start-up turn and now waits 60 s
+    a = pid()
+    store.log_predictions([prediction(a)])
+    assert store.pending == 1 and store.written == 0
+    (result,) = store.report_outcomes([Outcome(a, transit_days=3)])
+    assert (result.prediction_id, result.duplicate) == (a, False)
+    assert store.pending == 0 and store.written == 1
+
+
+def test_close_writes_what_is_queued(open_store: Callable[..., Store], tmp_path: Path) -> None:
+    store = open_store()
+    store.flush()
+    store.log_predictions([prediction(pid()) for _ in range(3)])
+    assert store.pending == 3
+    store.close()
+    assert (store.pending, store.written) == (0, 3)
+    assert count(tmp_path / "state" / "state.db", "predictions") == 3
+    with pytest.raises(RuntimeError, match="closed"):
+        store.flush()
+
+
+# -- the hot-path queue --------------------------------------------------------------------
+
+
+def test_queue_bound_drops_and_counts_without_raising(open_store: Callable[..., Store],
+                                                      tmp_path: Path) -> None:
+    store = open_store(start=False, queue_max=5)
+    store.log_predictions([prediction(pid()) for _ in range(3)])
+    store.log_predictions([prediction(pid()) for _ in range(4)])  # 2 fit, 2 dropped
+    store.log_predictions([prediction(pid())])
+    store.log_predictions([])
+    store.log_predictions(None)  # type: ignore[arg-type]  # a bug upstream still must not raise
+    assert (store.pending, store.dropped) == (5, 3)
+    with pytest.raises(RuntimeError, match="not started"):
+        store.flush()
+    store.close()  # writes what was queued, on the caller's thread
+    assert store.written == 5
+    assert count(tmp_path / "state" / "state.db", "predictions") == 5
+    store.log_predictions([prediction(pid())])  # after close: dropped, not raised
+    assert store.dropped == 4
+
+
+def test_a_failed_write_is_logged_counted_and_the_writer_goes_on(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="waybill.store"):
+        store.log_predictions([object()])  # type: ignore[list-item]
+        store.flush()
+    assert store.failed == 1
+    assert any(r.getMessage() == "prediction log write failed" for r in caplog.records)
+    a = pid()
+    store.log_predictions([prediction(a)])
+    assert store.report_outcomes([Outcome(a, transit_days=1)])[0].prediction_id == a
+
+
+# -- events and overrides ------------------------------------------------------------------
+
+
+def test_events_filter_page_and_survive_reopen(open_store: Callable[..., Store],
+                                               clock: Clock) -> None:
+    store = open_store()
+    recorded = [
+        store.record_event("rollback", MODEL, version="1.1.0", reason="mae above 2",
+                           actor="alice", detail={"to": "1.0.0"}),
+        store.record_event("alert", MODEL, version="1.1.0", rule="mae", state="firing",
+                           value=2.5),
+        store.record_event("config_applied", "", detail={"content_hash": "abc", "n": [1, 2]}),
+        store.record_event("alert", "other", rule="coverage", state="resolved", value=0.9),
+        store.record_event("override_cleared", MODEL, actor="bob"),
+    ]
+    first = recorded[0]
+    assert first.at == "2023-11-14T22:13:20.000Z"
+    assert (first.kind, first.model, first.version, first.reason, first.actor, first.detail,
+            first.value, first.rule, first.state) == (
+        "rollback", MODEL, "1.1.0", "mae above 2", "alice", {"to": "1.0.0"}, None, "", "")
+    ids = [e.id for e in recorded]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+
+    assert store.events() == recorded
+    assert store.events(after_id=ids[1], limit=2) == recorded[2:4]
+    assert store.events(model=MODEL) == [recorded[0], recorded[1], recorded[4]]
+    assert store.events(kinds=("alert",)) == [recorded[1], recorded[3]]
+    assert store.events(kinds="alert") == [recorded[1], recorded[3]]
+    assert store.events(model=MODEL, kinds={"alert", "rollback"}, after_id=ids[0]) == [
+        recorded[1]]
+    with pytest.raises(ValueError, match="limit"):
+        store.events(limit=0)
+    with pytest.raises(TypeError):
+        store.record_event("alert", MODEL, detail={"bad": object()})
+
+    store.close()
+    reopened = open_store(start=False)
+    assert reopened.events() == recorded
+
+
+def test_overrides_save_drop_and_survive_reopen(open_store: Callable[..., Store]) -> None:
+    store = open_store()
+    store.save_override(MODEL, {"version": "1.0.0", "reason": "mae"})
+    store.save_override("other", {"version": "2.0.0"})
+    store.save_override(MODEL, {"version": "0.9.0", "reason": "still bad"})  # replaces
+    store.drop_override("other")
+    store.drop_override("never-saved")  # nothing to drop is fine
+    assert store.overrides() == {MODEL: {"version": "0.9.0", "reason": "still bad"}}
+    store.close()
+    assert open_store(start=False).overrides() == {
+        MODEL: {"version": "0.9.0", "reason": "still bad"}}
+
+
+def test_event_and_override_survive_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "killed.db"
+    code = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from server.store import Store\n"
+        "store = Store(Path(sys.argv[1]))\n"
+        "store.start()\n"
+        "store.record_event('rollback', 'delivery_eta', version='1.1.0', actor='test')\n"
+        "store.save_override('delivery_eta', {'version': '1.0.0'})\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, env=env,
+                          capture_output=True, timeout=30)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+    store = Store(path)
+    try:
+        (event,) = store.events()
+        assert (event.kind, event.model, event.version, event.actor) == (
+            "rollback", MODEL, "1.1.0", "test")
+        assert store.overrides() == {MODEL: {"version": "1.0.0"}}
+    finally:
+        store.close()
+
+
+# -- retention and the file ------------------------------------------------------------------
+
+
+def test_purge_deletes_expired_predictions_with_their_outcomes(
+        open_store: Callable[..., Store], clock: Clock, tmp_path: Path) -> None:
+    store = open_store(retention_s=100)
+    old = [pid() for _ in range(4)]
+    store.log_predictions([prediction(i) for i in old])
+    store.report_outcomes([Outcome(i, transit_days=1) for i in old[:2]])
+    clock.now += 60
+    new = [pid() for _ in range(3)]
+    store.log_predictions([prediction(i) for i in new])
+    store.report_outcomes([Outcome(new[0], transit_days=1)])
+    assert store.purge() == 0  # nothing is older than 100 s yet
+
+    clock.now += 50  # the first batch is 110 s old, the second 50 s
+    assert store.purge() == 4
+    db = tmp_path / "state" / "state.db"
+    assert (count(db, "predictions"), count(db, "outcomes")) == (3, 1)
+    with pytest.raises(UnknownPredictions):
+        store.report_outcomes([Outcome(old[3], transit_days=1)])
+    (acc,) = store.accuracy(MODEL, since_s=1000)
+    assert acc.outcomes == 1
+
+
+def test_retention_runs_when_the_writer_starts(open_store: Callable[..., Store], clock: Clock,
+                                              tmp_path: Path) -> None:
+    first = open_store(start=False, retention_s=100)
+    first.log_predictions([prediction(pid()) for _ in range(3)])
+    first.close()
+    clock.now += 101
+    store = open_store(retention_s=100)
+    # The start-up purge runs after the jobs of the writer's first turn, so a second
+    # job is the first one certain to come after it.
+    store.flush()
+    store.flush()
+    assert count(tmp_path / "state" / "state.db", "predictions") == 0
+
+
+def test_purge_caps_the_count_keeping_the_newest(open_store: Callable[..., Store],
+                                                 tmp_path: Path) -> None:
+    store = open_store(max_predictions=5, max_events=3)
+    ids = [pid() for _ in range(12)]
+    for i in range(0, 12, 4):
+        store.log_predictions([prediction(j) for j in ids[i:i + 4]])
+    for n in range(5):
+        store.record_event("alert", MODEL, value=n)
+    assert store.purge() == 7
+    db = tmp_path / "state" / "state.db"
+    assert count(db, "predictions") == 5
+    store.report_outcomes([Outcome(i, transit_days=1) for i in ids[-5:]])  # the newest remain
+    assert [e.value for e in store.events()] == [2.0, 3.0, 4.0]
+
+
+def test_schema_version_and_wal_mode(store: Store, tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "state" / "state.db")
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    finally:
+        conn.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        Store(path)
+
+
+def test_throughput(open_store: Callable[..., Store]) -> None:
+    """Not a benchmark gate: prints the hot-path cost and the writer's rate (run with -s)."""
+    rows_per_call, calls = 32, 1500
+    store = open_store(queue_max=10 * rows_per_call * calls)  # no early wake, no drops
+    store.flush()
+    batches = [[prediction(pid(), median=3.0 + k % 7) for k in range(rows_per_call)]
+               for _ in range(calls)]
+    started = time.perf_counter()
+    for batch in batches:
+        store.log_predictions(batch)
+    logged = time.perf_counter() - started
+    started = time.perf_counter()
+    store.flush()
+    written = time.perf_counter() - started
+    n = rows_per_call * calls
+    assert store.written == n and store.dropped == 0
+    print(f"\nstore: log_predictions {logged / n * 1e6:.3f} us/row ({rows_per_call} rows/call);"
+          f" writer {n / written:,.0f} rows/s ({n} rows in one flush)")
