@@ -49,6 +49,10 @@ PREDICTION_SERVICE = prediction_pb2.DESCRIPTOR.services_by_name["PredictionServi
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 
+MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
+FOLLOW_INTERVAL_S = 0.5
+
+
 class StartupError(Exception):
     pass
 
@@ -82,7 +86,13 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
         # max_metadata_size alone is a soft limit; the absolute one is enforced.
         ("grpc.max_metadata_size", settings.max_metadata_bytes),
         ("grpc.absolute_max_metadata_size", settings.max_metadata_bytes),
-        ("grpc.so_reuseport", 0),
+        # Only workers share a port; a lone server must fail on a port already taken.
+        ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
+        # Clients keep one HTTP/2 connection for as long as it lives, so replicas added by
+        # the autoscaler would get no traffic from them: a GOAWAY after 5 minutes (calls
+        # in flight get 30 s more) makes every client reconnect through the balancer.
+        ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+        ("grpc.max_connection_age_grace_ms", 30_000),
     ]
 
 
@@ -276,6 +286,7 @@ class WaybillServer:
         self.alerts = AlertEngine(self.state, signals, self.journal, self.notifier,
                                   settings.alert_interval_s or 1.0, before=self.drift.roll)
         self._alerting: asyncio.Task[None] | None = None
+        self._following: asyncio.Task[None] | None = None
         self._health = health.aio.HealthServicer()
         self._watcher: asyncio.Task[None] | None = None
 
@@ -328,7 +339,8 @@ class WaybillServer:
         self.admin_port = self._bind(self._admin, s.admin_host, s.admin_port)
         if s.metrics_enabled:
             try:
-                self.metrics_port = self.telemetry.serve_metrics(s.host, s.metrics_port)
+                self.metrics_port = self.telemetry.serve_metrics(s.metrics_host or s.host,
+                                                                 s.metrics_port)
             except OSError as err:
                 raise StartupError(f"cannot bind metrics {s.host}:{s.metrics_port}: "
                                    f"{err.strerror or err}") from None
@@ -344,6 +356,10 @@ class WaybillServer:
         if s.alert_interval_s > 0:
             self._alerting = asyncio.get_running_loop().create_task(self.alerts.run(),
                                                                     name="alerts")
+        if s.reuse_port and self.store is not None:
+            # Sibling workers roll back and clear too: follow what they save.
+            self._following = asyncio.get_running_loop().create_task(
+                self.journal.follow_every(self.state, FOLLOW_INTERVAL_S), name="follow")
         for service in ("", PREDICTION_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if s.port_file is not None:
@@ -373,7 +389,7 @@ class WaybillServer:
         log.info("draining", extra={"fields": {"grace_s": self.settings.grace_s}})
         await self._health.enter_graceful_shutdown()
         start_draining()
-        for task in (self._watcher, self._alerting):
+        for task in (self._watcher, self._alerting, self._following):
             if task is not None:
                 task.cancel()
         try:

@@ -32,6 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
         "drift_window_rows": args.drift_window_rows, "drift_window_s": args.drift_window_s,
         "drift_min_rows": args.drift_min_rows, "alert_interval_s": args.alert_interval,
         "alert_webhook": args.alert_webhook, "accuracy_window_s": args.accuracy_window,
+        "workers": args.workers,
     }
     if args.no_routing:
         overrides["routing"] = ""  # empty turns routing off, as WAYBILL_ROUTING= does
@@ -43,6 +44,10 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"waybill: {err}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
+    if settings.workers > 1:
+        from server.workers import supervise
+
+        return supervise(settings)
     try:
         return asyncio.run(serve(settings))
     except StartupError as err:
@@ -190,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Prometheus /metrics port on --host (default 9464; 0 = any)")
     serve.add_argument("--no-metrics", action="store_true",
                        help="no Prometheus endpoint (OTLP export follows the OTEL_* variables)")
+    serve.add_argument("--workers", type=int,
+                       help="server processes sharing the port, one per core (default 1)")
     serve.add_argument("--database", type=Path,
                        help="prediction and event log, SQLite (default var/waybill.db)")
     serve.add_argument("--no-database", action="store_true",

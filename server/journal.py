@@ -13,14 +13,24 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from router.table import ModelRoutes, Override, RoutingTable, restore_overrides
-from server.state import Snapshot
+from router.table import (
+    ModelRoutes,
+    Override,
+    RoutingTable,
+    restore_overrides,
+    without_override,
+)
+from server.state import ServingState, Snapshot
 from server.store import Store
 
 if TYPE_CHECKING:
     from server.alerts import Change
 
 log = logging.getLogger("waybill.journal")
+
+
+def _with(current: Snapshot, table: RoutingTable) -> Snapshot:
+    return current if table == current.table else current.with_table(table)
 
 
 def _override_record(override: Override) -> dict[str, Any]:
@@ -40,6 +50,9 @@ class Journal:
     def __init__(self, store: Store | None) -> None:
         self._store = store
         self.rollbacks: dict[tuple[str, str], int] = {}  # (model, actor) -> count
+        # The saved overrides as this process last wrote or read them: what changes
+        # against this in the store was done by another process sharing it.
+        self._seen: dict[str, dict[str, Any]] = {}
 
     # ---- start-up (blocking; before the event loop serves) -------------------------------
     def restore(self, table: RoutingTable) -> RoutingTable:
@@ -54,9 +67,40 @@ class Journal:
             if routes is not None and routes.override == override:
                 log.warning("routing override restored", extra={"fields": {
                     "model": model, "actor": override.actor, "reason": override.reason}})
+                self._seen[model] = _override_record(override)
             else:
                 self._store.drop_override(model)
         return restored
+
+    async def follow_every(self, state: ServingState, interval_s: float) -> None:
+        while True:
+            try:
+                await self.follow(state)
+            except Exception:
+                log.exception("cannot follow saved overrides")
+            await asyncio.sleep(interval_s)
+
+    async def follow(self, state: ServingState) -> None:
+        """Apply overrides that another process sharing the store saved or dropped."""
+        if self._store is None:
+            return
+        stored = await asyncio.to_thread(self._store.overrides)
+        for model in sorted(set(stored) | set(self._seen)):
+            now, before = stored.get(model), self._seen.get(model)
+            if now == before:
+                continue
+            if now is None:
+                self._seen.pop(model, None)
+                state.update(lambda cur, m=model: _with(cur, without_override(cur.table, m)))
+                log.warning("routing override cleared by a sibling", extra={"fields": {
+                    "model": model}})
+            else:
+                self._seen[model] = now
+                override = _override_from(now)
+                state.update(lambda cur, m=model, o=override: _with(cur, restore_overrides(
+                    without_override(cur.table, m), {m: o})))
+                log.warning("routing override followed", extra={"fields": {
+                    "model": model, "actor": override.actor, "reason": override.reason}})
 
     def started(self, snapshot: Snapshot) -> None:
         if self._store is not None:
@@ -80,10 +124,12 @@ class Journal:
             return
         try:
             if routes is not None and routes.override is not None:
-                await asyncio.to_thread(store.save_override, model,
-                                        _override_record(routes.override))
+                record = _override_record(routes.override)
+                await asyncio.to_thread(store.save_override, model, record)
+                self._seen[model] = record
             else:
                 await asyncio.to_thread(store.drop_override, model)
+                self._seen.pop(model, None)
         except Exception:
             log.exception("cannot save the override of %s", model)
 

@@ -65,6 +65,12 @@ class Settings(BaseModel):
     # turns the endpoint off (OTLP export, set by OTEL_* variables, is independent).
     metrics_enabled: bool = True
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
+    # Server processes sharing the port (SO_REUSEPORT), one per core; see server/workers.py.
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    # Set by the supervisor for its workers, not by users.
+    worker_index: Annotated[int, Field(ge=0)] = 0
+    reuse_port: bool = False
+    metrics_host: str | None = None  # default: host
     # The prediction and event log (SQLite); relative paths are from the working
     # directory. "" turns it off: no outcome feedback, no accuracy, no durable overrides.
     database: Path | None = Path("var/waybill.db")
