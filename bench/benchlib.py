@@ -234,8 +234,10 @@ class Proc:
     """A child in its own process group, pinned with taskset; stop() ends the whole group."""
 
     def __init__(self, name: str, cmd: Sequence[str], cpus: str | None, log: Path,
-                 env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
+                 env: dict[str, str] | None = None, cwd: Path = ROOT,
+                 companion: Proc | None = None) -> None:
         self.name = name
+        self.companion = companion  # stopped after this one (e.g. its OTLP sink)
         self.cmd = (["taskset", "-c", cpus] if cpus is not None else []) + [str(c) for c in cmd]
         self.log = log
         self.env = {**os.environ, **(env or {})}
@@ -277,6 +279,8 @@ class Proc:
             os.killpg(pgid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(5)
+        if self.companion is not None:
+            self.companion.stop(timeout)
 
 
 def pingpong(seconds: float = 1.0, cpus: tuple[int, int] = (0, 1)) -> dict[str, float]:
@@ -395,10 +399,19 @@ def start_waybill(config: str, workdir: Path, src: Path = ROOT,
     spec = WAYBILL_CONFIGS[config]
     port_file = workdir / f"{config}.port"
     port_file.unlink(missing_ok=True)
+    args = [a.replace("{workdir}", str(workdir)) for a in spec["args"]]
+    for stale in workdir.glob("waybill.db*"):  # each run starts with an empty log
+        stale.unlink()
     cmd = [VENV_PY, "-m", "server.cli", "serve", "--host", HOST, "--port", "0",
-           "--port-file", port_file, "--registry", src / "models", *spec["args"]]
-    env = {"PYTHONPATH": str(src / "clients" / "python")} if src != ROOT else None
-    proc = Proc(config, cmd, spec["cpus"], workdir / f"{config}.log", env=env, cwd=src).start()
+           "--port-file", port_file, "--registry", src / "models", *args]
+    env = {"PYTHONPATH": str(src / "clients" / "python")} if src != ROOT else {}
+    sink: Proc | None = None
+    if spec.get("otlp"):
+        sink, sink_port = start_otlp_sink(workdir)
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{HOST}:{sink_port}",
+                   OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
+    proc = Proc(config, cmd, spec["cpus"], workdir / f"{config}.log", env=env, cwd=src,
+                companion=sink).start()
     deadline = time.monotonic() + timeout
     try:
         while not port_file.exists():
@@ -412,6 +425,21 @@ def start_waybill(config: str, workdir: Path, src: Path = ROOT,
         proc.stop()
         raise
     return proc, port
+
+
+def start_otlp_sink(workdir: Path) -> tuple[Proc, int]:
+    """bench/otlp_sink.py on the load generator's core; stopped with its server."""
+    port_file = workdir / "otlp-sink.port"
+    port_file.unlink(missing_ok=True)
+    sink = Proc("otlp-sink", [VENV_PY, BENCH / "otlp_sink.py", "--port-file", port_file],
+                CLIENT_CPU, workdir / "otlp-sink.log").start()
+    deadline = time.monotonic() + 30
+    while not port_file.exists() or not port_file.read_text().strip():
+        if not sink.alive() or time.monotonic() > deadline:
+            sink.stop()
+            raise RuntimeError(f"the OTLP sink did not start:\n{sink.tail()}")
+        time.sleep(0.05)
+    return sink, int(port_file.read_text())
 
 
 def read_port_file(path: Path) -> int:

@@ -11,30 +11,43 @@ from __future__ import annotations
 from typing import TypedDict
 
 
-class WaybillConfig(TypedDict):
-    args: list[str]  # after `waybill serve --host 127.0.0.1 --port 0 --port-file F --registry R`
+class WaybillConfig(TypedDict, total=False):
+    # after `waybill serve --host 127.0.0.1 --port 0 --port-file F --registry R`;
+    # "{workdir}" is replaced by the run's working directory
+    args: list[str]
     cpus: str
     description: str
+    otlp: bool  # export traces (default sampling) and metrics to bench/otlp_sink.py
 
 
 WAYBILL_CONFIGS: dict[str, WaybillConfig] = {
-    # Everything optional off: no tracing, no drift, no prediction log.
+    # Everything optional off.
     "waybill-off": {
         "args": ["--model", "delivery_eta", "--admin-port", "0", "--no-routing", "--no-metrics",
+                 "--no-database", "--no-drift", "--alert-interval", "0",
                  "--log-level", "warning"],
         "cpus": "0",
-        "description": "no routing file, no metrics endpoint, no access log; batching on "
-                       "(tracing is off unless OTEL_* is set)",
+        "description": "no routing file, no metrics endpoint, no access log, no prediction "
+                       "log, no drift, no alerts, no tracing; batching on",
     },
     # Everything on, as production runs it.
     "waybill-on": {
-        "args": ["--model", "delivery_eta", "--admin-port", "0", "--metrics-port", "0"],
+        "args": ["--model", "delivery_eta", "--admin-port", "0", "--metrics-port", "0",
+                 "--database", "{workdir}/waybill.db"],
         "cpus": "0",
-        "description": "routing file with 5% shadow, metrics, JSON access log, batching "
-                       "(no OTLP collector here, so no tracing; drift and the prediction "
-                       "log do not exist yet)",
+        "otlp": True,
+        "description": "committed routing file (5% shadow, 7 alert rules), metrics endpoint, "
+                       "JSON access log, prediction log (SQLite), drift, tracing at the "
+                       "default 10% sampling exported over OTLP to a sink on core 1, batching",
     },
-    # Example for later (the target "2 workers >= 1.7x one"):
-    # "waybill-on-2w": {"args": ["--model", "delivery_eta", "--workers", "2"], "cpus": "0,1",
-    #                   "description": "two worker processes (shares core 1 with the generator)"},
+    # Two workers on one port: the server gets both cores, so the load generator shares
+    # a core with it; compare with waybill-on only as "what a second core buys".
+    "waybill-on-2w": {
+        "args": ["--model", "delivery_eta", "--admin-port", "0", "--metrics-port", "0",
+                 "--database", "{workdir}/waybill.db", "--workers", "2"],
+        "cpus": "0,1",
+        "otlp": True,
+        "description": "waybill-on with --workers 2 on cores 0,1 (the load generator shares "
+                       "core 1)",
+    },
 }

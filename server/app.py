@@ -164,7 +164,9 @@ def _observe_monitoring(observer: Observer, server: WaybillServer) -> None:
     state, drift, store, engine = server.state, server.drift, server.store, server.alerts
 
     def latest_windows() -> list[tuple[str, str, Any]]:
-        out = []
+        out: list[tuple[str, str, Any]] = []
+        if drift is None:
+            return out
         for model, versions in state.current.versions.items():
             for version, loaded in versions.items():
                 window = drift.tracker(loaded).latest()
@@ -275,16 +277,20 @@ class WaybillServer:
         self.telemetry.histograms.add(self.observer.histograms)
         self._executor = ThreadPoolExecutor(settings.predict_threads, "waybill-predict")
         self.shadow = ShadowScorer(self._executor, settings.shadow_queue, self.observer.tracer)
-        self.drift = DriftBook(DriftSettings(
-            window_rows=settings.drift_window_rows, window_seconds=settings.drift_window_s,
-            min_rows=settings.drift_min_rows))
-        state = self.state
+        self.drift: DriftBook | None = None
+        if settings.drift_enabled:
+            self.drift = DriftBook(DriftSettings(
+                window_rows=settings.drift_window_rows, window_seconds=settings.drift_window_s,
+                min_rows=settings.drift_min_rows))
+        state, drift = self.state, self.drift
         signals = Signals(self.observer,
-                          lambda model, version: self.drift.find(state.current, model, version),
+                          lambda model, version: (drift.find(state.current, model, version)
+                                                  if drift is not None else None),
                           self.store, self.shadow)
         self.notifier = Notifier(self.observer.tracer, settings.alert_webhook)
         self.alerts = AlertEngine(self.state, signals, self.journal, self.notifier,
-                                  settings.alert_interval_s or 1.0, before=self.drift.roll)
+                                  settings.alert_interval_s or 1.0,
+                                  before=drift.roll if drift is not None else lambda: None)
         self._alerting: asyncio.Task[None] | None = None
         self._following: asyncio.Task[None] | None = None
         self._health = health.aio.HealthServicer()

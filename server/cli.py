@@ -32,7 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
         "drift_window_rows": args.drift_window_rows, "drift_window_s": args.drift_window_s,
         "drift_min_rows": args.drift_min_rows, "alert_interval_s": args.alert_interval,
         "alert_webhook": args.alert_webhook, "accuracy_window_s": args.accuracy_window,
-        "workers": args.workers,
+        "workers": args.workers, "drift_enabled": False if args.no_drift else None,
     }
     if args.no_routing:
         overrides["routing"] = ""  # empty turns routing off, as WAYBILL_ROUTING= does
@@ -201,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="prediction and event log, SQLite (default var/waybill.db)")
     serve.add_argument("--no-database", action="store_true",
                        help="no prediction/event log: no outcomes, accuracy or saved overrides")
+    serve.add_argument("--no-drift", action="store_true",
+                       help="no drift tracking (no drift metrics, GetDrift, drift rules)")
     serve.add_argument("--drift-window-rows", type=int,
                        help="rows per drift window (default 5000; 0 = by time only)")
     serve.add_argument("--drift-window-s", type=float,

@@ -79,6 +79,7 @@ class Settings(BaseModel):
     accuracy_window_s: Annotated[float, Field(gt=0)] = 3600.0
     # Drift: tumbling windows of drift_window_rows rows or drift_window_s seconds,
     # whichever ends first; a window under drift_min_rows gives no verdict.
+    drift_enabled: bool = True
     drift_window_rows: Annotated[int, Field(ge=0)] = 5_000
     drift_window_s: Annotated[float, Field(ge=0)] = 300.0
     drift_min_rows: Annotated[int, Field(ge=1)] = 500
@@ -108,7 +109,7 @@ class Settings(BaseModel):
                 f"admin_host {self.admin_host!r} is beyond loopback: set an admin token "
                 "(WAYBILL_ADMIN_TOKEN or --admin-token-file)"
             )
-        if self.drift_window_rows == 0 and self.drift_window_s == 0:
+        if self.drift_enabled and self.drift_window_rows == 0 and self.drift_window_s == 0:
             raise ValueError("drift windows need drift_window_rows or drift_window_s")
         if self.alert_webhook is not None and not self.alert_webhook.startswith(
                 ("http://", "https://")):
