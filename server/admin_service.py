@@ -212,10 +212,12 @@ class AdminService(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         for model, versions in sorted(snapshot.versions.items()):
             if request.model and model != request.model:
                 continue
-            if request.version and request.version not in versions:
-                resolve(snapshot.table, model, request.version)  # NOT_FOUND listing versions
+            # A version or a label (by what it names, even while rolled back).
+            wanted = snapshot.table.routes(model).labels.get(request.version, request.version)
+            if wanted and wanted not in versions:
+                resolve(snapshot.table, model, wanted)  # NOT_FOUND listing what exists
             for version, loaded in versions.items():
-                if not request.version or version == request.version:
+                if not wanted or version == wanted:
                     trackers.append(self._drift.tracker(loaded))
         # Statistics are computed here, on demand, never on the request path.
         reports = await asyncio.to_thread(lambda: [t.report() for t in trackers])

@@ -137,8 +137,16 @@ class AlertEngine:
         self._before = before  # e.g. close idle drift windows
         self._clock = clock
         self._instances: dict[tuple[str, str, str], Instance] = {}
+        # (model, rule, version) -> wall time, for alerts the event log says were firing
+        # when the process last stopped: they start firing, so that clearing is reported
+        # as resolved, and a condition still true does not page a second time.
+        self._firing_before: dict[tuple[str, str, str], str] = {}
         self.evaluations = 0
         self.transitions: dict[tuple[str, str, str], int] = {}  # (rule, severity, state)
+
+    def seed(self, firing: dict[tuple[str, str, str], str]) -> None:
+        """Alerts firing when the process last stopped (from the event log)."""
+        self._firing_before = dict(firing)
 
     def instances(self) -> list[Instance]:
         return sorted(self._instances.values(), key=lambda i: (i.model, i.rule.name, i.version))
@@ -159,6 +167,7 @@ class AlertEngine:
         readings = await asyncio.to_thread(self._read, snapshot, rules, horizon)
         now = self._clock()
         changes: list[Change] = []
+        rollbacks: list[Instance] = []
         live: set[tuple[str, str, str]] = set()
         for key, rule, reading in readings:
             live.add(key)
@@ -167,16 +176,26 @@ class AlertEngine:
                 changes.extend(_ended(current, now))
                 current = None
             if current is None:
-                current = Instance(rule, key[0], key[2])
+                started = self._firing_before.pop(key, None)
+                current = (Instance(rule, key[0], key[2], State.FIRING, now, started)
+                           if started is not None else Instance(rule, key[0], key[2]))
             nxt, change = advance(current, reading, now)
             self._instances[key] = nxt
             if change is not None:
                 changes.append(change)
+            elif (nxt.state == State.FIRING and rule.action == Action.ROLLBACK
+                  and breached(rule, reading)):
+                # Level-triggered: a canary that gets traffic back (an operator cleared
+                # the override, or the rollback was refused) while the rule still fires
+                # is taken out again. _rollback does nothing when it has no traffic.
+                rollbacks.append(nxt)
         for key in set(self._instances) - live:  # rule or version no longer configured
             changes.extend(_ended(self._instances.pop(key), now))
         self.evaluations += 1
         for change in changes:
             await self._act(change)
+        for instance in rollbacks:
+            await self._rollback(instance)
         return changes
 
     @staticmethod

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -227,10 +228,11 @@ def _observe_monitoring(observer: Observer, server: WaybillServer) -> None:
     observer.observe_counter(
         "waybill.alerts.transitions", "{transition}", "Alert state changes",
         lambda: [(n, {"rule": r, "severity": sev, "state": st})
-                 for (r, sev, st), n in engine.transitions.items()])
+                 for (r, sev, st), n in list(engine.transitions.items())])
     observer.observe_counter(
         "waybill.rollbacks", "{rollback}", "Rollbacks by model and actor",
-        lambda: [(n, {"model": m, "actor": a}) for (m, a), n in server.journal.rollbacks.items()])
+        lambda: [(n, {"model": m, "actor": a})
+                 for (m, a), n in list(server.journal.rollbacks.items())])
 
 
 class WaybillServer:
@@ -287,10 +289,12 @@ class WaybillServer:
                           lambda model, version: (drift.find(state.current, model, version)
                                                   if drift is not None else None),
                           self.store, self.shadow)
-        self.notifier = Notifier(self.observer.tracer, settings.alert_webhook)
+        self.notifier = Notifier(self.observer.tracer, settings.alert_webhook, labels={
+            "instance": socket.gethostname(), "worker": str(settings.worker_index)})
         self.alerts = AlertEngine(self.state, signals, self.journal, self.notifier,
                                   settings.alert_interval_s or 1.0,
                                   before=drift.roll if drift is not None else lambda: None)
+        self.alerts.seed(self.journal.firing())
         self._alerting: asyncio.Task[None] | None = None
         self._following: asyncio.Task[None] | None = None
         self._health = health.aio.HealthServicer()
@@ -307,7 +311,7 @@ class WaybillServer:
         _observe(self.observer, self, predictor)
         prediction_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(predictor, self.state, settings.default_deadline_s, self.observer,
-                              self.store),
+                              self.store, siblings=settings.reuse_port),
             self._server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from router.table import (
@@ -53,6 +54,10 @@ class Journal:
         # The saved overrides as this process last wrote or read them: what changes
         # against this in the store was done by another process sharing it.
         self._seen: dict[str, dict[str, Any]] = {}
+        # One writer of saved overrides at a time, in order: a rollback then a quick clear
+        # must reach the store in that order, and `follow` must not read between a local
+        # change and its save.
+        self._lock = asyncio.Lock()
 
     # ---- start-up (blocking; before the event loop serves) -------------------------------
     def restore(self, table: RoutingTable) -> RoutingTable:
@@ -84,7 +89,11 @@ class Journal:
         """Apply overrides that another process sharing the store saved or dropped."""
         if self._store is None:
             return
-        stored = await asyncio.to_thread(self._store.overrides)
+        async with self._lock:
+            await self._follow(state, self._store)
+
+    async def _follow(self, state: ServingState, store: Store) -> None:
+        stored = await asyncio.to_thread(store.overrides)
         for model in sorted(set(stored) | set(self._seen)):
             now, before = stored.get(model), self._seen.get(model)
             if now == before:
@@ -101,6 +110,19 @@ class Journal:
                     without_override(cur.table, m), {m: o})))
                 log.warning("routing override followed", extra={"fields": {
                     "model": model, "actor": override.actor, "reason": override.reason}})
+
+    def firing(self) -> dict[tuple[str, str, str], str]:
+        """(model, rule, version) -> when it began, for alerts whose last recorded state is
+        firing (blocking; at start)."""
+        if self._store is None:
+            return {}
+        last: dict[tuple[str, str, str], tuple[str, str]] = {}
+        after = 0
+        while batch := self._store.events(kinds=("alert",), after_id=after, limit=1000):
+            for event in batch:
+                last[(event.model, event.rule, event.version)] = (event.state, event.at)
+            after = batch[-1].id
+        return {key: at for key, (state, at) in last.items() if state == "firing"}
 
     def started(self, snapshot: Snapshot) -> None:
         if self._store is not None:
@@ -122,6 +144,10 @@ class Journal:
         store = self._store
         if store is None:
             return
+        async with self._lock:
+            await self._save(store, model, routes)
+
+    async def _save(self, store: Store, model: str, routes: ModelRoutes | None) -> None:
         try:
             if routes is not None and routes.override is not None:
                 record = _override_record(routes.override)
@@ -152,16 +178,18 @@ class Journal:
                            detail={"stable": routes.default})
 
     async def config_applied(self, before: Snapshot, after: Snapshot, trigger: str) -> None:
+        # An override the new config ends stays saved: each process (worker) drops it by
+        # the same rule when it applies the config, and a restart re-checks it against
+        # the config it starts with (restore). Deleting it here would make sibling
+        # workers still on the old config follow the deletion and serve the bad canary.
         dropped = [name for name, routes in before.table.models.items()
                    if routes.override is not None
                    and (after.table.models.get(name) is None
                         or after.table.models[name].override is None)]
-        for name in dropped:
-            await self._sync(name, None)
         await self._record("config_applied", "", reason=trigger, actor=trigger,
                            detail={"source": after.source, "content_hash": after.content_hash,
                                    "generation": after.generation,
-                                   "overrides_dropped": dropped})
+                                   "overrides_dropped": dropped, "pid": os.getpid()})
 
     async def alert(self, change: Change) -> None:
         instance, rule = change.instance, change.instance.rule

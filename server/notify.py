@@ -31,13 +31,18 @@ QUEUE_MAX = 256
 _STOP = object()
 
 
-def alertmanager_payload(change: Change, external_url: str = "") -> dict[str, Any]:
-    """One alert as Alertmanager's webhook JSON (``version`` "4")."""
+def alertmanager_payload(change: Change, external_url: str = "",
+                         extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """One alert as Alertmanager's webhook JSON (``version`` "4").
+
+    ``extra_labels`` name the process (host, worker): each one evaluates its own share of
+    traffic, so one's "resolved" must not close another's "firing".
+    """
     instance, rule = change.instance, change.instance.rule
     status = "resolved" if change.state.value in ("resolved", "inactive") else "firing"
     labels = {"alertname": rule.name, "severity": rule.severity.value,
               "model": instance.model, "version": instance.version,
-              "metric": rule.metric.value, "service": "waybill"}
+              "metric": rule.metric.value, "service": "waybill", **(extra_labels or {})}
     value = "no data" if instance.value is None else f"{instance.value:.4g}"
     annotations = {
         "summary": rule.summary or f"{rule.metric.value} {rule.op} {rule.threshold:g} "
@@ -61,8 +66,10 @@ def alertmanager_payload(change: Change, external_url: str = "") -> dict[str, An
 
 class Notifier:
     def __init__(self, tracer: trace.Tracer | None, webhook_url: str | None = None,
-                 external_url: str = "", timeout_s: float = 5.0) -> None:
+                 external_url: str = "", timeout_s: float = 5.0,
+                 labels: dict[str, str] | None = None) -> None:
         self._tracer = tracer
+        self._labels = dict(labels or {})
         self._url = webhook_url
         self._external_url = external_url
         self._timeout = timeout_s
@@ -92,7 +99,8 @@ class Notifier:
         if change.state.value == "inactive":
             return  # a pending alert that cleared never fired: nobody was told
         try:
-            self._queue.put_nowait(alertmanager_payload(change, self._external_url))
+            self._queue.put_nowait(alertmanager_payload(change, self._external_url,
+                                                        self._labels))
         except queue.Full:
             self.dropped += 1
             log.warning("webhook queue full: notification dropped",

@@ -15,9 +15,11 @@ from server.observe import Observer
 from server.predictor import Predictor
 from server.rpc import annotate, handler
 from server.state import ServingState
-from server.store import InvalidOutcome, Store
+from server.store import InvalidOutcome, Store, UnknownPredictions
 
 MAX_OUTCOMES = 1000
+# Longer than a sibling worker's prediction-log flush interval (0.2 s).
+SIBLING_FLUSH_S = 0.5
 
 
 class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc]
@@ -25,10 +27,14 @@ class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc
 
     def __init__(
         self, predictor: Predictor, state: ServingState, default_deadline_s: float,
-        observer: Observer | None = None, store: Store | None = None,
+        observer: Observer | None = None, store: Store | None = None, *,
+        siblings: bool = False,
     ) -> None:
         self._predictor = predictor
         self._store = store
+        # Worker processes share the log, each writing its own queue: a prediction
+        # another worker answered a moment ago may not be written yet.
+        self._siblings = siblings
         self._state = state
         self.default_deadline_s = default_deadline_s  # read by server.rpc.handler
         self.observer = observer  # read by server.rpc.handler
@@ -82,7 +88,13 @@ class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc
         outcomes = convert.outcomes(request)
         annotate(rows=len(outcomes))
         try:
-            results = await asyncio.to_thread(self._store.report_outcomes, outcomes)
+            try:
+                results = await asyncio.to_thread(self._store.report_outcomes, outcomes)
+            except UnknownPredictions:
+                if not self._siblings:
+                    raise
+                await asyncio.sleep(SIBLING_FLUSH_S)
+                results = await asyncio.to_thread(self._store.report_outcomes, outcomes)
         except InvalidOutcome as err:
             raise BadRequest(err.field, err.rule, err.description) from None
         recorded = [r for r in results if not r.duplicate]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import random
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -34,6 +34,8 @@ from server.trackers import DriftBook
 
 TrackFn = Callable[[np.ndarray, np.ndarray], None]
 
+log = logging.getLogger("waybill.predictor")
+
 MAX_HEADER_VALUE = 128
 VERSION_HEADER = "x-model-version"
 # Up to this many rows are converted and validated on the event loop (microseconds);
@@ -45,8 +47,16 @@ def _score_tracked(score: Callable[[np.ndarray], Scored], track: TrackFn,
                    matrix: np.ndarray) -> Scored:
     """Score a batch, then bin it for drift (one vectorised pass per batch, off the loop)."""
     scored = score(matrix)
-    track(matrix, scored.median)
+    _track_safely(track, matrix, scored.median)
     return scored
+
+
+def _track_safely(track: TrackFn, matrix: np.ndarray, medians: np.ndarray) -> None:
+    # Drift is a by-product: a bug there must not fail the predictions of a whole batch.
+    try:
+        track(matrix, medians)
+    except Exception:
+        log.exception("drift tracking failed; the predictions are unaffected")
 
 
 def _validate_and_score(version: LoadedVersion, rows: Sequence[Mapping[str, Any]],
@@ -59,7 +69,7 @@ def _validate_and_score(version: LoadedVersion, rows: Sequence[Mapping[str, Any]
     scored = version.score(validated.matrix)
     marks.append(time.time_ns())
     if track is not None:
-        track(validated.matrix, scored.median)
+        _track_safely(track, validated.matrix, scored.median)
     return validated, scored
 
 
@@ -116,9 +126,11 @@ class Predictor:
         self._shadow = shadow
         self._batch_max_rows = batch_max_rows
         self._batch_delay_s = batch_delay_s
-        # One batcher per loaded version; it goes when the version is freed.
-        self._batchers: weakref.WeakKeyDictionary[LoadedVersion, MicroBatcher] = (
-            weakref.WeakKeyDictionary())
+        # One batcher per served version. A batcher holds its version (it calls its
+        # score method), so entries are dropped explicitly when a new snapshot no longer
+        # serves the version; then the version, its model and its drift tracker can go.
+        self._batchers: dict[LoadedVersion, MicroBatcher] = {}
+        self._batchers_generation = 0
         self._max_inflight = max_inflight
         self._inflight = 0
         self._observer = observer or Observer()
@@ -134,6 +146,7 @@ class Predictor:
     def batcher(self, version: LoadedVersion) -> MicroBatcher:
         batcher = self._batchers.get(version)
         if batcher is None:
+            self._forget_unserved()
             observer = self._observer
             track = self._track(version)
             score = (version.score if track is None
@@ -145,6 +158,15 @@ class Predictor:
             )
             self._batchers[version] = batcher
         return batcher
+
+    def _forget_unserved(self) -> None:
+        snapshot = self._state.current
+        if snapshot.generation == self._batchers_generation:
+            return
+        self._batchers_generation = snapshot.generation
+        served = {id(v) for vs in snapshot.versions.values() for v in vs.values()}
+        for version in [v for v in self._batchers if id(v) not in served]:
+            del self._batchers[version]
 
     def _track(self, version: LoadedVersion) -> TrackFn | None:
         return self._drift.tracker(version).add if self._drift is not None else None

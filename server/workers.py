@@ -27,6 +27,7 @@ import http.server
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -205,9 +206,7 @@ def supervise(settings: Settings) -> int:
             httpd.server_close()
         main.close()
         admin.close()
-        for worker in workers:
-            worker.port_file.unlink(missing_ok=True)
-        workdir.rmdir()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _watch(workers: list[Worker], merged: MergedMetrics, stop: threading.Event,

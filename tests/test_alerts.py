@@ -31,6 +31,7 @@ import pytest
 from models.loaded import LoadedVersion
 from router.config import AlertRule, RoutingConfig, parse_routing
 from router.table import Override, RoutingTable, with_override
+from server import routing
 from server.alerts import AlertEngine, Change, Instance, State, advance, breached, scoped_versions
 from server.drift import FeatureDrift, WindowReport
 from server.journal import Journal
@@ -690,6 +691,42 @@ def test_rollback_rule_rolls_the_canary_back_once(rig: Any) -> None:
         "pending", "firing", "resolved", "pending", "firing"]
     assert r.engine.transitions[("canary-errors", "critical", "firing")] == 2
     assert r.engine.transitions[("canary-errors", "critical", "resolved")] == 1
+
+
+def test_a_canary_given_back_its_traffic_while_the_rule_fires_is_rolled_back_again(
+        rig: Any) -> None:
+    r: Rig = rig(ROLLBACK_RULE.replace('"30s"', '"0s"'))
+    add_calls(r.observer, CANARY, ok=80, INTERNAL=20)
+    assert r.evaluate() == [("canary-errors", CANARY, State.FIRING)]
+    assert r.routes.override is not None
+    # An operator clears the override while the canary is still bad.
+    changed, routes = routing.clear_override(r.state, MODEL, "admin")
+    asyncio.run(Journal(r.store).cleared(MODEL, routes, "admin"))
+    assert changed and r.routes.effective_weight(CANARY) == 20
+    add_calls(r.observer, CANARY, ok=8, INTERNAL=2)
+    assert r.evaluate() == []  # no state change: it never stopped firing ...
+    assert r.routes.override is not None  # ... and the canary is out again
+    assert r.routes.override.actor == "alert:canary-errors"
+    assert len(r.events("rollback")) == 2
+    assert r.evaluate() == [] and len(r.events("rollback")) == 2  # idempotent after that
+
+
+def test_an_alert_firing_before_a_restart_resolves_or_stays_without_a_second_page(
+        rig: Any) -> None:
+    r: Rig = rig(ROLLBACK_RULE.replace('"30s"', '"0s"').replace('"rollback"', '"notify"'))
+    key = (MODEL, "canary-errors", CANARY)
+    r.engine.seed({key: "2026-01-01T00:00:00.000Z"})
+    add_calls(r.observer, CANARY, ok=80, INTERNAL=20)  # still bad: no second "firing"
+    assert r.evaluate() == []
+    firing = next(i for i in r.engine.instances() if i.version == CANARY)
+    assert (firing.state, firing.started_at) == (State.FIRING, "2026-01-01T00:00:00.000Z")
+    add_calls(r.observer, CANARY, ok=1000)
+    assert r.evaluate(200) == [("canary-errors", CANARY, State.RESOLVED)]
+    # Journal.firing reads the seed back from the event log.
+    assert Journal(r.store).firing() == {}  # resolved last
+    asyncio.run(Journal(r.store).alert(Change(dataclasses.replace(firing), State.PENDING,
+                                              State.FIRING)))
+    assert Journal(r.store).firing() == {key: r.events("alert")[-1].at}
 
 
 def test_rollback_rule_never_rolls_back_the_stable_version(rig: Any) -> None:

@@ -250,9 +250,10 @@ def send(target: str, rows: list[dict[str, Any]], per_call: int = 100) -> None:
                          timeout=30)
 
 
-def closed_windows(target: str) -> list[admin_pb2.DriftWindow]:
-    reply = admin(target).GetDrift(admin_pb2.GetDriftRequest(model=MODEL, version="1.1.0"),
+def closed_windows(target: str, version: str = "1.1.0") -> list[admin_pb2.DriftWindow]:
+    reply = admin(target).GetDrift(admin_pb2.GetDriftRequest(model=MODEL, version=version),
                                    timeout=30)
+    assert [v.version for v in reply.versions] == ["1.1.0"]
     return list(reply.versions[0].completed)
 
 
@@ -265,7 +266,7 @@ def test_drifted_inputs_raise_a_warning_and_move_no_traffic(
         wait_for(lambda: any(a.rule == "input-drift" and a.state == "firing"
                              for a in alerts(server.admin_target)), "the drift alert")
         wait_for(lambda: any(p["status"] == "firing" for p in received), "the webhook post")
-        window = closed_windows(server.admin_target)[0]
+        window = closed_windows(server.admin_target, version="stable")[0]
         assert window.status == "ok"
         assert window.max_psi_feature == "zip_code"
         assert not routing(server.admin_target).models[0].HasField("override")

@@ -1,0 +1,45 @@
+"""A version the routing no longer serves is freed: its batcher (which holds it) and its
+drift tracker go with the snapshot that dropped it, so reloads do not leak models."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from models.loaded import LoadedVersion
+from router.table import RoutingTable
+from server.drift import DriftSettings
+from server.predictor import Predictor, PredictQuery
+from server.state import ServingState, Snapshot
+from server.trackers import DriftBook
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "delivery_eta"
+
+
+def snapshot_of(*versions: LoadedVersion) -> Snapshot:
+    table = RoutingTable.from_versions({MODEL: [v.version for v in versions]})
+    return Snapshot.build(table, {(MODEL, v.version): v for v in versions})
+
+
+def test_an_unserved_version_is_freed_after_the_next_snapshot(
+        rows: list[dict[str, object]]) -> None:
+    old = LoadedVersion.load(ROOT / "models", MODEL, "1.0.0")
+    new = LoadedVersion.load(ROOT / "models", MODEL, "1.1.0")
+    state = ServingState(snapshot_of(old))
+    drift = DriftBook(DriftSettings())
+    with ThreadPoolExecutor(1) as executor:
+        predictor = Predictor(state, executor, 100, batch_delay_s=0.0, drift=drift)
+        asyncio.run(predictor.predict(PredictQuery(MODEL, [
+            {k: v for k, v in rows[0].items() if k in old.feature_names}])))
+        tracker = weakref.ref(drift.tracker(old))
+        gone = weakref.ref(old)
+        state.update(lambda _cur: snapshot_of(new))
+        del old
+        asyncio.run(predictor.predict(PredictQuery(MODEL, [rows[0]])))
+        gc.collect()
+        assert gone() is None, gc.get_referrers(gone())
+        assert tracker() is None
