@@ -35,6 +35,7 @@ import benchlib as bl
 import grpc
 
 MAX_REQUESTS = 5_000_000  # hard bound besides the time bound
+CHANNELS = 4
 clock = time.perf_counter_ns
 
 
@@ -53,88 +54,110 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     state = {"drops": 0, "inflight": 0, "late": array("q"), "sent": 0}
     marks: dict[str, float] = {}
 
-    async with grpc.aio.insecure_channel(spec["target"], options=options) as channel:
-        await asyncio.wait_for(channel.channel_ready(), 10)
+    # Several connections, as many clients would open: a server with worker processes
+    # on one port (SO_REUSEPORT) balances connections, not calls. A local subchannel
+    # pool makes each channel its own connection.
+    n_channels = int(spec.get("channels", CHANNELS))
+    channels = [grpc.aio.insecure_channel(
+        spec["target"], options=[*options, ("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(n_channels)]
+    try:
+        for channel in channels:
+            await asyncio.wait_for(channel.channel_ready(), 10)
         # No serializers: requests go out as the bytes they are, answers stay bytes.
-        call = channel.unary_unary(spec["method"])
-        start = clock()
-        t_meas, t_end = start + warmup_ns, start + warmup_ns + duration_ns
+        calls = [channel.unary_unary(spec["method"]) for channel in channels]
+        return await _drive(spec, calls, payloads, metadata, timeout, warmup_ns, duration_ns,
+                            latencies, errors, state, marks)
+    finally:
+        for channel in channels:
+            await channel.close()
 
-        async def sample() -> None:
-            await asyncio.sleep(max(0.0, (t_meas - clock()) / 1e9))
-            marks["srv0"] = bl.tree_cpu_seconds(spec["server_pid"])
-            marks["busy0"], marks["steal0"] = bl.machine_cpu_seconds()
-            marks["gen0"], marks["t0"] = bl.self_cpu_seconds(), clock()
-            await asyncio.sleep(max(0.0, (t_end - clock()) / 1e9))
-            marks["srv1"] = bl.tree_cpu_seconds(spec["server_pid"])
-            marks["busy1"], marks["steal1"] = bl.machine_cpu_seconds()
-            marks["gen1"], marks["t1"] = bl.self_cpu_seconds(), clock()
 
-        async def one(payload: bytes, t0: int) -> None:
-            code = "OK"
+async def _drive(spec: dict[str, Any], calls: list[Any], payloads: list[bytes],
+                 metadata: tuple[tuple[str, str], ...], timeout: float, warmup_ns: int,
+                 duration_ns: int, latencies: array[int], errors: Counter[str],
+                 state: dict[str, Any], marks: dict[str, float]) -> dict[str, Any]:
+    rotation = [0]
+    start = clock()
+    t_meas, t_end = start + warmup_ns, start + warmup_ns + duration_ns
+
+    async def sample() -> None:
+        await asyncio.sleep(max(0.0, (t_meas - clock()) / 1e9))
+        marks["srv0"] = bl.tree_cpu_seconds(spec["server_pid"])
+        marks["busy0"], marks["steal0"] = bl.machine_cpu_seconds()
+        marks["gen0"], marks["t0"] = bl.self_cpu_seconds(), clock()
+        await asyncio.sleep(max(0.0, (t_end - clock()) / 1e9))
+        marks["srv1"] = bl.tree_cpu_seconds(spec["server_pid"])
+        marks["busy1"], marks["steal1"] = bl.machine_cpu_seconds()
+        marks["gen1"], marks["t1"] = bl.self_cpu_seconds(), clock()
+
+    async def one(payload: bytes, t0: int) -> None:
+        code = "OK"
+        call = calls[rotation[0] % len(calls)]
+        rotation[0] += 1
+        try:
+            await call(payload, metadata=metadata, timeout=timeout)
+        except grpc.aio.AioRpcError as err:
+            code = err.code().name
+        if t0 >= t_meas and t0 < t_end:
+            if code == "OK":
+                latencies.append(clock() - t0)
+            else:
+                errors[code] += 1
+
+    sampler = asyncio.ensure_future(sample())
+    if spec["mode"] == "closed":
+        conc = int(spec["concurrency"])
+
+        async def caller(k: int) -> None:
+            i = k
+            while i < MAX_REQUESTS:
+                t0 = clock()
+                if t0 >= t_end:
+                    return
+                await one(payloads[i % len(payloads)], t0)
+                i += conc
+
+        await asyncio.gather(*(caller(k) for k in range(conc)))
+    else:
+        interval = 1e9 / float(spec["rate"])
+        max_inflight = int(spec.get("max_inflight", 2000))
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def tracked(payload: bytes, due: int) -> None:
+            state["inflight"] += 1
             try:
-                await call(payload, metadata=metadata, timeout=timeout)
-            except grpc.aio.AioRpcError as err:
-                code = err.code().name
-            if t0 >= t_meas and t0 < t_end:
-                if code == "OK":
-                    latencies.append(clock() - t0)
-                else:
-                    errors[code] += 1
+                await one(payload, due)
+            finally:
+                state["inflight"] -= 1
 
-        sampler = asyncio.ensure_future(sample())
-        if spec["mode"] == "closed":
-            conc = int(spec["concurrency"])
-
-            async def caller(k: int) -> None:
-                i = k
-                while i < MAX_REQUESTS:
-                    t0 = clock()
-                    if t0 >= t_end:
-                        return
-                    await one(payloads[i % len(payloads)], t0)
-                    i += conc
-
-            await asyncio.gather(*(caller(k) for k in range(conc)))
-        else:
-            interval = 1e9 / float(spec["rate"])
-            max_inflight = int(spec.get("max_inflight", 2000))
-            tasks: set[asyncio.Task[None]] = set()
-
-            async def tracked(payload: bytes, due: int) -> None:
-                state["inflight"] += 1
-                try:
-                    await one(payload, due)
-                finally:
-                    state["inflight"] -= 1
-
-            n = 0
-            while n < MAX_REQUESTS:
-                due = start + int(n * interval)
-                if due >= t_end:
-                    break
+        n = 0
+        while n < MAX_REQUESTS:
+            due = start + int(n * interval)
+            if due >= t_end:
+                break
+            now = clock()
+            if due > now:
+                await asyncio.sleep((due - now) / 1e9)
                 now = clock()
-                if due > now:
-                    await asyncio.sleep((due - now) / 1e9)
-                    now = clock()
-                elif n % 32 == 0:
-                    await asyncio.sleep(0)  # catching up: still let answers in
+            elif n % 32 == 0:
+                await asyncio.sleep(0)  # catching up: still let answers in
+            if due >= t_meas:
+                state["late"].append(now - due)
+            if state["inflight"] >= max_inflight:
                 if due >= t_meas:
-                    state["late"].append(now - due)
-                if state["inflight"] >= max_inflight:
-                    if due >= t_meas:
-                        state["drops"] += 1
-                else:
-                    task = asyncio.ensure_future(tracked(payloads[n % len(payloads)], due))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                n += 1
-            if tasks:
-                _, pending = await asyncio.wait(tasks, timeout=timeout + 2)
-                for task in pending:
-                    task.cancel()
-                    errors["ABANDONED"] += 1
-        await sampler
+                    state["drops"] += 1
+            else:
+                task = asyncio.ensure_future(tracked(payloads[n % len(payloads)], due))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            n += 1
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout + 2)
+            for task in pending:
+                task.cancel()
+                errors["ABANDONED"] += 1
+    await sampler
 
     window_s = (marks["t1"] - marks["t0"]) / 1e9
     done = len(latencies) + sum(errors.values())
