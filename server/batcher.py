@@ -1,16 +1,17 @@
 """Dynamic micro-batching: concurrent requests for one version share a CatBoost call.
 
 CatBoost costs about the same for 1 row as for 8, so scoring requests one by one
-wastes most of a core. When no batch of the version is running, a request is
-scored at once (light load adds no wait). While one runs, arriving requests
-gather in an open batch, which goes when the running batch returns, when it holds
-``max_rows`` rows, or ``max_delay`` seconds after it opened, whichever is first:
-one call on the predict executor. Results go back to each caller in order; an
-error goes to every caller of that batch.
+wastes most of a core. A request that finds the version idle (no batch running,
+none in the last ``max_delay`` seconds) is scored at once: light load adds no
+wait. Otherwise it opens (or joins) a batch that goes ``max_delay`` seconds after
+it opened or when it holds ``max_rows`` rows, whichever is first: one call on the
+predict executor. Results go back to each caller in order; an error goes to every
+caller of that batch.
 
-Gathering while a batch runs is what makes batches form: grpc.aio hands new
-requests to the application only while the event loop is free, and the loop is
-free while CatBoost runs on the executor. A caller whose deadline passes while it
+The window is what makes batches form: grpc.aio hands new requests to the
+application one per turn of a busy event loop, so taking what is queued when a
+running batch returns gives batches of about one request (measured: 1.03 requests
+per batch at 32 concurrent callers). A caller whose deadline passes while it
 waits is cancelled by its own timeout; its rows are dropped before scoring if the
 batch has not started yet.
 
@@ -34,6 +35,7 @@ ScoreFn = Callable[[np.ndarray], Scored]
 # Called once per CatBoost call with (requests, rows).
 OnBatch = Callable[[int, int], None]
 _Part = tuple[np.ndarray, "asyncio.Future[Scored]", "trace.Span | None"]
+PROBE_EVERY = 16
 
 
 @dataclass(slots=True)
@@ -64,6 +66,10 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._open: _Batch | None = None
         self._running = 0  # batches on the executor now
+        self._last_arrival = float("-inf")
+        # Windows that gathered nobody but their opener (a lone sequential caller): after
+        # one, requests go at once, and only every PROBE_EVERY-th tries a window again.
+        self._lonely = 0
         self.batches = 0
         self.rows = 0
         self.requests = 0
@@ -83,17 +89,27 @@ class MicroBatcher:
                 raise
             finally:
                 _end(span, failure)
+        now = loop.time()
+        # A stream: the previous request came less than a window ago, so others are
+        # coming too. Waiting the window is what lets them meet: grpc.aio hands the
+        # application one request per turn of a busy loop, so "whatever is queued now"
+        # is about one request.
+        stream = now - self._last_arrival < self._max_delay
+        self._last_arrival = now
+        if stream and self._lonely:
+            self._lonely = (self._lonely + 1) % PROBE_EVERY
+            stream = self._lonely == 0
         batch = self._open
         if batch is None:
             batch = self._open = _Batch()
-            if self._running:
+            if stream or self._running:
                 batch.timer = loop.call_later(self._max_delay, self._flush, batch)
         future: asyncio.Future[Scored] = loop.create_future()
         batch.parts.append((matrix, future, parent))
         batch.rows += len(matrix)
         # Idle: nobody to wait for, so go now (no added latency under light load).
-        # Busy: gather until the running batch returns, the window ends or it is full.
-        if not self._running or batch.rows >= self._max_rows:
+        # Otherwise gather until the window ends or the batch is full.
+        if batch.timer is None or batch.rows >= self._max_rows:
             self._flush(batch)
         return await future
 
@@ -119,6 +135,8 @@ class MicroBatcher:
             self._open = None
         if batch.timer is not None:
             batch.timer.cancel()
+            if len(batch.parts) == 1 and batch.rows < self._max_rows:
+                self._lonely = 1  # the window bought nothing: stop waiting for a while
         live = [p for p in batch.parts if not p[1].done()]  # drop cancelled callers
         if not live:
             return
@@ -133,8 +151,6 @@ class MicroBatcher:
               span: trace.Span | None) -> None:
         self._running -= 1
         _deliver(done, live, span)
-        if self._open is not None:
-            self._flush(self._open)  # a thread is free: those who gathered meanwhile go now
 
     def stats(self) -> BatchStats:
         return BatchStats(self.batches, self.rows, self.requests)

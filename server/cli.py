@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--routing-poll", type=float,
                        help="seconds between routing file checks (default 1; 0 = no watching)")
     serve.add_argument("--batch-delay-us", type=int,
-                       help="micro-batching window in microseconds (default 1000; 0 = off)")
+                       help="micro-batching window in microseconds (default 3000; 0 = off)")
     serve.add_argument("--batch-max-rows", type=int, help="rows per batch at most (default 256)")
     serve.add_argument("--max-inflight", type=int,
                        help="predictions in flight at most, then RESOURCE_EXHAUSTED (default 1024)")

@@ -51,7 +51,7 @@ class Settings(BaseModel):
     predict_threads: Annotated[int, Field(ge=1, le=64)] = 2
     # Micro-batching: concurrent requests for a version wait up to batch_delay_us for
     # others (0 = no batching) and share one CatBoost call of at most batch_max_rows.
-    batch_delay_us: Annotated[int, Field(ge=0, le=100_000)] = 1_000
+    batch_delay_us: Annotated[int, Field(ge=0, le=100_000)] = 3_000
     batch_max_rows: Annotated[int, Field(ge=1, le=100_000)] = 256
     # Predictions in flight at most; beyond, RESOURCE_EXHAUSTED at once.
     max_inflight: Annotated[int, Field(ge=1, le=1_000_000)] = 1_024

@@ -1,7 +1,8 @@
 """Micro-batching: callers share one scoring call, get their own rows back, errors and
-deadlines stay with the right callers. The scoring function is a deterministic stand-in
-for CatBoost so each call and its rows can be observed; a gate holds the first call on
-the executor so the others arrive while a batch is running."""
+deadlines stay with the right callers, a stream waits the window while a lone caller
+stops paying for it. The scoring function is a deterministic stand-in for CatBoost so
+each call and its rows can be observed; a gate holds the first call on the executor so
+the others arrive while a batch is running."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def test_an_idle_batcher_scores_at_once(executor: ThreadPoolExecutor) -> None:
 def test_callers_arriving_during_a_batch_share_the_next_call(
         executor: ThreadPoolExecutor) -> None:
     score = Recorder()
-    batcher = MicroBatcher(score, executor, max_rows=100, max_delay=10.0)
+    batcher = MicroBatcher(score, executor, max_rows=100, max_delay=0.05)
     results = asyncio.run(while_busy(batcher, score, rows(1), rows(2, 3), rows(4)))
     assert results == [[0.0], [1.0], [2.0, 3.0], [4.0]]
     assert score.calls == [1, 4]
@@ -77,10 +78,48 @@ def test_callers_arriving_during_a_batch_share_the_next_call(
 
 def test_a_full_batch_goes_at_once_and_the_rest_waits(executor: ThreadPoolExecutor) -> None:
     score = Recorder()
-    batcher = MicroBatcher(score, executor, max_rows=3, max_delay=10.0)
+    batcher = MicroBatcher(score, executor, max_rows=3, max_delay=0.05)
     results = asyncio.run(while_busy(batcher, score, rows(1, 2), rows(3), rows(4)))
     assert results == [[0.0], [1.0, 2.0], [3.0], [4.0]]
     assert sorted(score.calls) == [1, 1, 3]
+
+
+def test_a_stream_of_callers_waits_the_window_and_shares_one_call(
+        executor: ThreadPoolExecutor) -> None:
+    """A free executor does not end the window: callers one event-loop turn apart (as
+    grpc.aio hands them over under load) meet in one call."""
+    score = Recorder()
+    score.gate.set()
+    batcher = MicroBatcher(score, executor, max_rows=100, max_delay=0.2)
+
+    async def go() -> list[list[float]]:
+        tasks = []
+        for value in range(6):
+            tasks.append(asyncio.create_task(batcher.score(rows(value))))
+            await asyncio.sleep(0.001)  # another request, a little later
+        return [list(r.median) for r in await asyncio.gather(*tasks)]
+
+    assert asyncio.run(go()) == [[float(v)] for v in range(6)]
+    assert score.calls == [1, 5]  # the first went at once (idle), the stream waited
+
+
+def test_a_lone_sequential_caller_stops_paying_for_the_window(
+        executor: ThreadPoolExecutor) -> None:
+    score = Recorder()
+    score.gate.set()
+    batcher = MicroBatcher(score, executor, max_rows=100, max_delay=0.2)
+
+    async def go() -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for value in range(12):  # each waits for its answer before sending the next
+            await batcher.score(rows(value))
+        return loop.time() - start
+
+    elapsed = asyncio.run(go())
+    assert score.calls == [1] * 12
+    # One window was tried and bought nothing; the next ones went at once.
+    assert 0.2 <= elapsed < 0.2 * 2
 
 
 def test_the_window_bounds_the_wait_for_a_busy_executor(executor: ThreadPoolExecutor) -> None:
@@ -112,7 +151,7 @@ def test_no_window_means_no_batching(executor: ThreadPoolExecutor) -> None:
 
 def test_an_error_reaches_every_caller_of_the_batch(executor: ThreadPoolExecutor) -> None:
     score = Recorder(fail=True)
-    batcher = MicroBatcher(score, executor, max_rows=100, max_delay=10.0)
+    batcher = MicroBatcher(score, executor, max_rows=100, max_delay=0.05)
     outcomes = asyncio.run(while_busy(batcher, score, rows(1), rows(2)))
     assert [str(o) for o in outcomes] == ["model exploded"] * 3
     assert score.calls == [1, 2]
@@ -121,7 +160,7 @@ def test_an_error_reaches_every_caller_of_the_batch(executor: ThreadPoolExecutor
 def test_a_caller_whose_deadline_passes_is_dropped_before_scoring(
         executor: ThreadPoolExecutor) -> None:
     score = Recorder()
-    batcher = MicroBatcher(score, executor, max_rows=100, max_delay=10.0)
+    batcher = MicroBatcher(score, executor, max_rows=100, max_delay=0.05)
 
     async def go() -> tuple[bool, list[float]]:
         first = asyncio.create_task(batcher.score(rows(0)))
