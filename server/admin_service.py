@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterable
 
 import grpc
 from waybill.v1 import admin_pb2 as pb
@@ -12,7 +13,7 @@ from waybill.v1 import admin_pb2_grpc as pb_grpc
 from router.table import ModelRoutes, resolve
 from server import routing
 from server.alerts import AlertEngine, Instance
-from server.drift import DriftReport, FeatureDrift, WindowReport
+from server.drift import BinShare, DriftReport, FeatureDrift, WindowReport
 from server.errors import BadRequest, Unavailable
 from server.journal import Journal
 from server.observe import Observer
@@ -47,15 +48,17 @@ def model_routing(routes: ModelRoutes) -> pb.ModelRouting:
     return message
 
 
+def _bin_shares(bins: Iterable[BinShare]) -> list[pb.BinShare]:
+    return [pb.BinShare(label=b.label, reference=b.reference, current=b.current,
+                        contribution=b.contribution) for b in bins]
+
+
 def feature_drift(feature: FeatureDrift) -> pb.FeatureDrift:
     message = pb.FeatureDrift(
         name=feature.name, kind=feature.kind, rows=feature.rows, psi=feature.psi,
         missing_rate=feature.missing_rate, reference_missing_rate=feature.reference_missing_rate,
         drifted=feature.drifted,
-        bins=[pb.BinShare(label=b.label, reference=b.reference, current=b.current,
-                          contribution=b.contribution) for b in feature.bins],
-        top_bins=[pb.BinShare(label=b.label, reference=b.reference, current=b.current,
-                              contribution=b.contribution) for b in feature.top_bins],
+        bins=_bin_shares(feature.bins), top_bins=_bin_shares(feature.top_bins),
     )
     for name in ("ks_statistic", "ks_pvalue", "chi2_statistic", "chi2_pvalue", "unseen_rate"):
         value = getattr(feature, name)

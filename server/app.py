@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sqlite3
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -431,6 +432,15 @@ def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def run(settings: Settings, name: str = "waybill") -> int:
+    """Serve until SIGTERM or SIGINT; a server that cannot start says why and returns 1."""
+    try:
+        return asyncio.run(serve(settings))
+    except StartupError as err:
+        print(f"{name}: cannot start: {err}", file=sys.stderr)
+        return 1
 
 
 async def serve(settings: Settings) -> int:

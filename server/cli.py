@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from models.registry import DEFAULT_ROOT
 
 def _serve(args: argparse.Namespace) -> int:
     from server import logs
-    from server.app import StartupError, serve
+    from server.app import run
     from server.settings import SettingsError, load_settings
 
     overrides = {
@@ -48,11 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
         from server.workers import supervise
 
         return supervise(settings)
-    try:
-        return asyncio.run(serve(settings))
-    except StartupError as err:
-        print(f"waybill: cannot start: {err}", file=sys.stderr)
-        return 1
+    return run(settings)
 
 
 def _registry_list(args: argparse.Namespace) -> int:

@@ -30,10 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("waybill.journal")
 
 
-def _with(current: Snapshot, table: RoutingTable) -> Snapshot:
-    return current if table == current.table else current.with_table(table)
-
-
 def _override_record(override: Override) -> dict[str, Any]:
     return {"reason": override.reason, "at": override.at, "actor": override.actor,
             "rolled_back": list(override.rolled_back)}
@@ -100,13 +96,13 @@ class Journal:
                 continue
             if now is None:
                 self._seen.pop(model, None)
-                state.update(lambda cur, m=model: _with(cur, without_override(cur.table, m)))
+                state.update(lambda cur, m=model: cur.with_table(without_override(cur.table, m)))
                 log.warning("routing override cleared by a sibling", extra={"fields": {
                     "model": model}})
             else:
                 self._seen[model] = now
                 override = _override_from(now)
-                state.update(lambda cur, m=model, o=override: _with(cur, restore_overrides(
+                state.update(lambda cur, m=model, o=override: cur.with_table(restore_overrides(
                     without_override(cur.table, m), {m: o})))
                 log.warning("routing override followed", extra={"fields": {
                     "model": model, "actor": override.actor, "reason": override.reason}})

@@ -176,7 +176,7 @@ def rollback(state: ServingState, model: str, reason: str, actor: str) -> tuple[
     """Send the model's traffic to its stable version; idempotent. Returns (changed, routes)."""
     before = state.current
     published = state.update(
-        lambda cur: _with_table(cur, with_override(
+        lambda cur: cur.with_table(with_override(
             cur.table, model, reason, utc_now(), actor=actor, loaded=cur.versions.get(model, {})))
     )
     changed = published.table.routes(model) != before.table.routes(model)
@@ -188,17 +188,12 @@ def rollback(state: ServingState, model: str, reason: str, actor: str) -> tuple[
 
 def clear_override(state: ServingState, model: str, actor: str) -> tuple[bool, ModelRoutes]:
     before = state.current
-    published = state.update(lambda cur: _with_table(cur, without_override(cur.table, model)))
+    published = state.update(lambda cur: cur.with_table(without_override(cur.table, model)))
     changed = published.table.routes(model) != before.table.routes(model)
     if changed:
         log.warning("routing override cleared", extra={"fields": {
             "model": model, "actor": actor, "generation": published.generation}})
     return changed, published.table.routes(model)
-
-
-def _with_table(current: Snapshot, table: RoutingTable) -> Snapshot:
-    # Unchanged table: keep the same snapshot so no new generation is published.
-    return current if table == current.table else current.with_table(table)
 
 
 def file_signature(path: Path) -> Signature | None:

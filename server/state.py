@@ -66,6 +66,10 @@ class Snapshot:
         return cls.build(RoutingTable.from_versions(ordered), loaded)
 
     def with_table(self, table: RoutingTable) -> Snapshot:
+        """This snapshot with ``table``; itself when the table is unchanged, so that
+        publishing it starts no new generation."""
+        if table == self.table:
+            return self
         return dataclasses.replace(self, table=table, loaded_at=utc_now())
 
     def keys(self) -> list[Key]:

@@ -262,10 +262,8 @@ def _die_with_parent() -> None:
 
 def _child() -> int:
     """A worker: the settings the supervisor passed, then the ordinary server."""
-    import asyncio
-
     from server import logs
-    from server.app import StartupError, serve
+    from server.app import run
 
     _die_with_parent()
     data = json.loads(os.environ.pop(SETTINGS_ENV))
@@ -274,11 +272,7 @@ def _child() -> int:
         data["admin_token"] = token
     settings = Settings.model_validate(data)
     logs.configure(settings.log_level)
-    try:
-        return asyncio.run(serve(settings))
-    except StartupError as err:
-        print(f"waybill worker {settings.worker_index}: cannot start: {err}", file=sys.stderr)
-        return 1
+    return run(settings, f"waybill worker {settings.worker_index}")
 
 
 if __name__ == "__main__":

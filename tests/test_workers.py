@@ -9,6 +9,7 @@ worker that dies comes back; SIGTERM (or SIGKILL) of the supervisor leaves no wo
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -40,8 +41,6 @@ def workers(registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def worker_pids(server: ServerProcess) -> list[int]:
-    import json
-
     return list(json.loads(server.port_file.read_text())["workers"])
 
 
