@@ -276,7 +276,8 @@ class WaybillServer:
         except TelemetryError as err:
             self._close_store()
             raise StartupError(f"telemetry: {err}") from None
-        self.observer = Observer(self.telemetry.meter, self.telemetry.tracer)
+        self.observer = Observer(self.telemetry.meter, self.telemetry.tracer,
+                                 root_ratio=self.telemetry.root_ratio)
         self.telemetry.histograms.add(self.observer.histograms)
         self._executor = ThreadPoolExecutor(settings.predict_threads, "waybill-predict")
         self.shadow = ShadowScorer(self._executor, settings.shadow_queue, self.observer.tracer)

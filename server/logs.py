@@ -4,6 +4,12 @@ Call sites pass structured fields with ``log.info("event", extra={"fields": {...
 A line written inside a span carries ``trace_id`` and ``span_id`` (lowercase hex, as in
 W3C ``traceparent``), so it leads to its trace; the RPC access line is written inside the
 call's server span.
+
+The access line (one per RPC) has its own writer, :data:`ACCESS`: through ``logging``
+it cost about 50 us in place (a LogRecord, the generic formatter looking up the current
+span, the handler lock and flush), a sixth of a whole Predict. The writer makes the same
+object from what the RPC wrapper already holds and writes it with the handler's stream
+and lock, for about a tenth of that.
 """
 
 from __future__ import annotations
@@ -11,37 +17,105 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
 
 _RESERVED = {"ts", "level", "logger", "event", "trace_id", "span_id"}
+ACCESS_LOGGER = "waybill.access"
+
+
+def _timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+
+
+def _entry(ts: float, level: str, logger: str, event: str,
+           span: trace.SpanContext | None, fields: Mapping[str, Any] | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"ts": _timestamp(ts), "level": level, "logger": logger,
+                             "event": event}
+    if span is not None and span.is_valid:
+        entry["trace_id"] = format(span.trace_id, "032x")
+        entry["span_id"] = format(span.span_id, "016x")
+    if fields:
+        entry.update({k: v for k, v in fields.items() if k not in _RESERVED})
+    return entry
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
-        }
-        span = trace.get_current_span().get_span_context()
-        if span.is_valid:
-            entry["trace_id"] = format(span.trace_id, "032x")
-            entry["span_id"] = format(span.span_id, "016x")
-        fields = getattr(record, "fields", None)
-        if fields:
-            entry.update({k: v for k, v in fields.items() if k not in _RESERVED})
+        entry = _entry(record.created, record.levelname.lower(), record.name,
+                       record.getMessage(), trace.get_current_span().get_span_context(),
+                       getattr(record, "fields", None))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
+class AccessLog:
+    """Writes the ``rpc`` line of each call: the same JSON object the formatter makes.
+
+    Until :func:`configure` binds it to a handler (unit tests, embedding), lines go
+    through the ``waybill.access`` logger like any other.
+    """
+
+    _HEAD = '{"ts": "%s", "level": "info", "logger": "%s", "event": "rpc", '
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger(ACCESS_LOGGER)
+        self._handler: logging.StreamHandler[Any] | None = None
+        self._second = -1
+        self._second_text = ""
+
+    def bind(self, handler: logging.StreamHandler[Any] | None) -> None:
+        self._handler = handler
+
+    def _ts(self, now: float) -> str:
+        # The formatter's timestamp, with the date and time part made once a second.
+        second = int(now)
+        if second != self._second:
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        return f"{self._second_text}.{int((now - second) * 1000):03d}+00:00"
+
+    def write(self, fields: Mapping[str, Any], span: trace.Span | None) -> None:
+        logger = self._logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        handler = self._handler
+        if handler is None:
+            logger.info("rpc", extra={"fields": fields})
+            return
+        if not _RESERVED.isdisjoint(fields):
+            fields = {k: v for k, v in fields.items() if k not in _RESERVED}
+        head = self._HEAD % (self._ts(time.time()), ACCESS_LOGGER)
+        context = span.get_span_context() if span is not None else None
+        if context is not None and context.is_valid:
+            head += f'"trace_id": "{context.trace_id:032x}", "span_id": "{context.span_id:016x}", '
+        body = json.dumps(fields, default=str)
+        line = head + body[1:] + "\n" if len(body) > 2 else head[:-2] + "}\n"
+        handler.acquire()
+        try:
+            handler.stream.write(line)
+        except Exception:
+            handler.handleError(logging.makeLogRecord({"msg": "rpc", "name": ACCESS_LOGGER}))
+        finally:
+            handler.release()
+
+
+ACCESS = AccessLog()
+
+
 def configure(level: str = "info") -> None:
+    # The standard library's own advice for speed: skip what the JSON lines never show.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    ACCESS.bind(handler)

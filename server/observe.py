@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import contextvars
 import os
+import random
 import re
 import threading
 import time
@@ -267,10 +268,15 @@ class Observer:
 
     ``tracer`` is None when tracing is not configured: then no span work is done at all.
     ``meter`` is None in unit tests: aggregation still happens, nothing is exported.
+    ``root_ratio`` (see :class:`server.telemetry.Sampling`): the share of calls without a
+    caller's trace that get a span; the others do no span work either.
     """
 
-    def __init__(self, meter: Meter | None = None, tracer: trace.Tracer | None = None) -> None:
+    def __init__(self, meter: Meter | None = None, tracer: trace.Tracer | None = None,
+                 root_ratio: float | None = None) -> None:
         self.tracer = tracer
+        self._root_ratio = root_ratio
+        self._coin = random.Random().random
         self._meter = meter
         # The metadata keys the configured propagators read (traceparent, tracestate, ...).
         self._trace_fields = frozenset(propagate.get_global_textmap().fields)
@@ -369,6 +375,11 @@ class Observer:
             fields = self._trace_fields
             if any(k in fields for k, _ in metadata):
                 parent = propagate.extract(metadata, getter=_GETTER)
+        root_ratio = self._root_ratio
+        if (root_ratio is not None and root_ratio < 1.0 and self._coin() >= root_ratio
+                and (parent is None
+                     or not trace.get_current_span(parent).get_span_context().is_valid)):
+            return None  # a new trace the sampler drops: no span, no context
         span = tracer.start_span(rpc.span_name, context=parent, kind=trace.SpanKind.SERVER,
                                  attributes=rpc.span_attributes)
         context = trace.set_span_in_context(span, parent)

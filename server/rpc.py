@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 import grpc
 
 from server.errors import Unavailable, to_status
+from server.logs import ACCESS, ACCESS_LOGGER
 from server.observe import UNKNOWN, Observer, begin_call, current_call
 
-log = logging.getLogger("waybill.access")
+log = logging.getLogger(ACCESS_LOGGER)
 errors_log = logging.getLogger("waybill.errors")
 
 # Servicers built without an observer still aggregate (cheaply) and export nothing.
@@ -95,7 +96,7 @@ def handler(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
                     fields["version"], fields["route"] = call.version, call.route  # failed late
                 fields["code"] = code.name
                 fields["duration_ms"] = round(elapsed * 1000, 3)
-                log.info("rpc", extra={"fields": fields})  # inside the span: carries its ids
+                ACCESS.write(fields, span[1] if span is not None else None)
                 observer.end_span(span, call, code.name, code.value[0], failure)
                 observer.finish(rpc, call, code.name, code.value[0], elapsed)
 

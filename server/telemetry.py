@@ -8,8 +8,8 @@ What is switched on, by the standard ``OTEL_*`` environment variables:
   ``OTEL_EXPORTER_OTLP_ENDPOINT``) and ``OTEL_TRACES_EXPORTER`` is not ``none``; otherwise
   there is no tracer at all and the request path does no span work. The sampler is
   ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG``; unset, it is
-  ``parentbased_traceidratio`` at 0.1 (a sampled-out request costs a fraction of a
-  recorded one, see docs/observability.md).
+  ``parentbased_traceidratio`` at 0.01 (a recorded request costs more than the rest of
+  it, see docs/observability.md). A new trace the sampler would drop gets no span at all.
 - **Metrics** always: a Prometheus ``/metrics`` endpoint on its own port (a Waybill
   setting), plus OTLP every ``OTEL_METRIC_EXPORT_INTERVAL`` when an endpoint is set
   (``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` or the generic one) and
@@ -69,7 +69,7 @@ from server.observe import HistogramSource
 log = logging.getLogger("waybill.telemetry")
 
 SERVICE_NAME = "waybill"
-DEFAULT_SAMPLE_RATIO = 0.1
+DEFAULT_SAMPLE_RATIO = 0.01
 PROTOCOLS = ("grpc", "http/protobuf")
 # The final flush at shutdown gets the rest of the grace period, but never more than this:
 # a dead collector must not hold a stopping process for the whole grace.
@@ -91,7 +91,23 @@ class OtlpPlan:
 
     traces: str | None  # the protocol
     metrics: str | None
-    sampler: Sampler | None
+    sampling: Sampling | None
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """The configured sampler, split so that a request it would drop costs nothing.
+
+    ``root_ratio`` is the share of requests *without* a caller's trace context that get a
+    span at all: :class:`server.observe.Observer` draws it before any span work, and
+    ``sdk`` (which the SDK then applies) samples every root that got that far. With a
+    caller's context ``sdk`` decides alone, exactly as the configured sampler would.
+    ``None``: the SDK decides everything (samplers that are not parent-based).
+    """
+
+    sdk: Sampler
+    root_ratio: float | None
+    description: str  # the configured sampler, as the SDK would describe it
 
 
 def _flag(environ: Mapping[str, str], name: str) -> bool:
@@ -125,8 +141,8 @@ def _signal(environ: Mapping[str, str], signal: str) -> str | None:
     return protocol
 
 
-def sampler_from(environ: Mapping[str, str]) -> Sampler:
-    """OTEL_TRACES_SAMPLER/_ARG; unset means parentbased_traceidratio at 0.1."""
+def sampler_from(environ: Mapping[str, str]) -> Sampling:
+    """OTEL_TRACES_SAMPLER/_ARG; unset means parentbased_traceidratio at 0.01."""
     name = (environ.get("OTEL_TRACES_SAMPLER") or "parentbased_traceidratio").strip().lower()
     raw = environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
     ratio = DEFAULT_SAMPLE_RATIO
@@ -137,17 +153,27 @@ def sampler_from(environ: Mapping[str, str]) -> Sampler:
             ratio = -1.0
         if not 0.0 <= ratio <= 1.0:
             raise TelemetryError(f"OTEL_TRACES_SAMPLER_ARG={raw!r}: not a ratio in [0, 1]")
-    samplers: dict[str, Callable[[], Sampler]] = {
+    # A parent-based sampler's root decision for a new trace is a coin with the ratio
+    # (TraceIdRatioBased reads random trace id bits): the Observer tosses it, up front.
+    parent_based: dict[str, tuple[Sampler, float]] = {
+        "parentbased_always_on": (ALWAYS_ON, 1.0),
+        "parentbased_always_off": (ALWAYS_OFF, 0.0),
+        "parentbased_traceidratio": (TraceIdRatioBased(ratio), ratio),
+    }
+    alone: dict[str, Callable[[], Sampler]] = {
         "always_on": lambda: ALWAYS_ON,
         "always_off": lambda: ALWAYS_OFF,
         "traceidratio": lambda: TraceIdRatioBased(ratio),
-        "parentbased_always_on": lambda: ParentBased(ALWAYS_ON),
-        "parentbased_always_off": lambda: ParentBased(ALWAYS_OFF),
-        "parentbased_traceidratio": lambda: ParentBased(TraceIdRatioBased(ratio)),
     }
-    if name not in samplers:
-        raise TelemetryError(f"OTEL_TRACES_SAMPLER={name!r}: use one of {sorted(samplers)}")
-    return samplers[name]()
+    if name in parent_based:
+        root, root_ratio = parent_based[name]
+        return Sampling(ParentBased(ALWAYS_ON), root_ratio,
+                        ParentBased(root).get_description())
+    if name not in alone:
+        raise TelemetryError(f"OTEL_TRACES_SAMPLER={name!r}: use one of "
+                             f"{sorted([*parent_based, *alone])}")
+    sampler = alone[name]()
+    return Sampling(sampler, None, sampler.get_description())
 
 
 def plan(environ: Mapping[str, str]) -> OtlpPlan:
@@ -292,9 +318,11 @@ class Telemetry:
         self._metric_exporter: MetricExporter | None = None
         self.tracer_provider: TracerProvider | None = None
         self.tracer: trace.Tracer | None = None
-        if self.plan.traces is not None:
+        self.root_ratio: float | None = None
+        if self.plan.traces is not None and self.plan.sampling is not None:
+            self.root_ratio = self.plan.sampling.root_ratio
             # shutdown_on_exit=False: an atexit flush would not be bounded; shutdown() is.
-            self.tracer_provider = TracerProvider(sampler=self.plan.sampler,
+            self.tracer_provider = TracerProvider(sampler=self.plan.sampling.sdk,
                                                   resource=self.resource,
                                                   shutdown_on_exit=False)
             self._span_exporter = _span_exporter(self.plan.traces)
@@ -313,7 +341,7 @@ class Telemetry:
         self.meter: Meter = self.meter_provider.get_meter(SERVICE_NAME, VERSION)
         log.info("telemetry", extra={"fields": {
             "traces": self.plan.traces or "off",
-            "sampler": self.plan.sampler.get_description() if self.plan.sampler else None,
+            "sampler": self.plan.sampling.description if self.plan.sampling else None,
             "otlp_metrics": self.plan.metrics or "off", "prometheus": prometheus,
             "service_name": self.resource.attributes.get("service.name")}})
 

@@ -6,6 +6,7 @@ into its log lines; a dead collector costs requests nothing and does not hold sh
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import signal
 import socket
@@ -29,7 +30,7 @@ from waybill.v1 import prediction_pb2_grpc as pb_grpc
 from waybill_client import WaybillClient
 
 from server import telemetry
-from server.observe import Histogram, Observer, bounded_field
+from server.observe import Histogram, Observer, begin_call, bounded_field
 from tests.harness import ServerProcess
 from tests.otlp_receiver import (
     SERVER_KIND,
@@ -294,15 +295,76 @@ def test_the_otel_variables_decide_what_is_exported(
 
 
 @pytest.mark.parametrize(("environ", "description"), [
-    ({}, "ParentBased{root:TraceIdRatioBased{0.1}"),
+    ({}, "ParentBased{root:TraceIdRatioBased{0.01}"),
     ({"OTEL_TRACES_SAMPLER_ARG": "0.25"}, "ParentBased{root:TraceIdRatioBased{0.25}"),
     ({"OTEL_TRACES_SAMPLER": "always_on"}, "AlwaysOnSampler"),
     ({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"},
      "TraceIdRatioBased{0.5}"),
 ])
-def test_the_sampler_defaults_to_a_tenth_of_new_traces(
+def test_the_sampler_defaults_to_a_hundredth_of_new_traces(
         environ: dict[str, str], description: str) -> None:
-    assert telemetry.sampler_from(environ).get_description().startswith(description)
+    assert telemetry.sampler_from(environ).description.startswith(description)
+
+
+def _observed(environ: dict[str, str]) -> tuple[Observer, InMemorySpanExporter]:
+    sampling = telemetry.sampler_from(environ)
+    exported = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampling.sdk)
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    observer = Observer(tracer=provider.get_tracer("t"), root_ratio=sampling.root_ratio)
+    observer._coin = random.Random(7).random  # a fixed seed: the counts below never vary
+    return observer, exported
+
+
+def _calls(observer: Observer, metadata: tuple[tuple[str, str], ...], n: int) -> int:
+    """Start and end n server spans; returns how many calls got any span at all."""
+    rpc = observer.rpc_method("waybill.v1.PredictionService", "Predict")
+    spanned = 0
+    for _ in range(n):
+        call = begin_call({})
+        started = observer.start_span(rpc, metadata, call)
+        spanned += started is not None
+        observer.end_span(started, call, "OK", 0, None)
+    return spanned
+
+
+@pytest.mark.parametrize(("environ", "low", "high"), [
+    ({}, 4, 40),  # 0.01 of 2000: 20 expected; bounds far outside the binomial spread
+    ({"OTEL_TRACES_SAMPLER_ARG": "0.25"}, 400, 600),
+    ({"OTEL_TRACES_SAMPLER": "parentbased_always_off"}, 0, 0),
+    ({"OTEL_TRACES_SAMPLER": "parentbased_always_on"}, 2000, 2000),
+])
+def test_a_new_trace_the_sampler_drops_costs_no_span_at_all(
+        environ: dict[str, str], low: int, high: int) -> None:
+    observer, exported = _observed(environ)
+    spanned = _calls(observer, (), 2000)
+    # Every call that got a span was recorded and exported: nothing was made to be dropped.
+    assert low <= spanned <= high
+    assert len(exported.get_finished_spans()) == spanned
+
+
+@pytest.mark.parametrize(("flags", "recorded"), [("01", 50), ("00", 0)])
+def test_a_callers_trace_decides_whatever_the_root_ratio(flags: str, recorded: int) -> None:
+    observer, exported = _observed({"OTEL_TRACES_SAMPLER": "parentbased_always_off"})
+    trace_id = secrets.token_hex(16)
+    parent = (("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"),)
+    assert _calls(observer, parent, 50) == 50  # the caller's context is always continued
+    spans = exported.get_finished_spans()
+    assert len(spans) == recorded
+    assert all(format(s.context.trace_id, "032x") == trace_id for s in spans)
+
+
+def test_a_malformed_traceparent_is_a_new_trace_for_the_root_ratio() -> None:
+    observer, exported = _observed({"OTEL_TRACES_SAMPLER": "parentbased_always_off"})
+    assert _calls(observer, (("traceparent", "00-not-a-trace-01"),), 50) == 0
+    assert exported.get_finished_spans() == ()
+
+
+@pytest.mark.parametrize("name", ["always_on", "always_off", "traceidratio"])
+def test_samplers_that_are_not_parent_based_decide_in_the_sdk(name: str) -> None:
+    sampling = telemetry.sampler_from({"OTEL_TRACES_SAMPLER": name})
+    assert sampling.root_ratio is None
+    assert sampling.sdk.get_description() == sampling.description
 
 
 @pytest.mark.parametrize(("environ", "named"), [
