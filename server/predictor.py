@@ -13,7 +13,6 @@ import functools
 import logging
 import random
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from server.errors import BadRequest, Overloaded
 from server.observe import UNKNOWN, Call, Observer, current_call, fail
 from server.shadow import ShadowScorer
 from server.state import ServingState, Snapshot
-from server.store import LoggedPrediction, Store
+from server.store import LoggedPrediction, Store, new_prediction_ids
 from server.trackers import DriftBook
 
 TrackFn = Callable[[np.ndarray, np.ndarray], None]
@@ -241,11 +240,11 @@ class Predictor:
                                    query.rows, also_known, scored, parent=call.span)
         medians = scored.median.tolist()
         rows = []
-        for order_date, median, lower, upper in zip(
-                validated.dates, medians, scored.lower.tolist(), scored.upper.tolist(),
-                strict=True):
+        for prediction_id, order_date, median, lower, upper in zip(
+                new_prediction_ids(n_rows), validated.dates, medians, scored.lower.tolist(),
+                scored.upper.tolist(), strict=True):
             expected, latest = delivery_dates(order_date, median, upper)
-            rows.append(RowPrediction(uuid.uuid4().hex, median, lower, upper, expected, latest))
+            rows.append(RowPrediction(prediction_id, median, lower, upper, expected, latest))
         if self._store is not None:
             self._log(version, validated.dates, rows)
         observer.predicted(call, n_rows, medians)

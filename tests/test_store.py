@@ -28,6 +28,7 @@ from server.store import (
     Outcome,
     Store,
     UnknownPredictions,
+    new_prediction_ids,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -426,3 +427,17 @@ def test_throughput(open_store: Callable[..., Store]) -> None:
     assert store.written == n and store.dropped == 0
     print(f"\nstore: log_predictions {logged / n * 1e6:.3f} us/row ({rows_per_call} rows/call);"
           f" writer {n / written:,.0f} rows/s ({n} rows in one flush)")
+
+
+def test_prediction_ids_are_version_7_uuids_that_sort_in_minting_order() -> None:
+    first = new_prediction_ids(1000)
+    minted = time.time_ns() // 1_000_000
+    while time.time_ns() // 1_000_000 == minted:  # the next millisecond, not a sleep
+        pass
+    second = new_prediction_ids(1000)
+    parsed = [uuid.UUID(i) for i in first + second]
+    assert {(u.version, u.variant) for u in parsed} == {(7, uuid.RFC_4122)}
+    assert len(set(first + second)) == 2000
+    assert all(len(i) == 32 and i == i.lower() for i in first)
+    # Later ids sort after earlier ones, so the log's key index only grows at its end.
+    assert max(first) < min(second)
