@@ -20,7 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
         "host": args.host, "port": args.port, "port_file": args.port_file,
         "registry": args.registry, "models": tuple(args.model) if args.model else None,
         "max_rows": args.max_rows, "default_deadline_s": args.default_deadline,
-        "grace_s": args.grace, "log_level": args.log_level,
+        "grace_s": args.grace, "log_level": args.log_level, "access_log": args.access_log,
         "routing": args.routing, "routing_poll_s": args.routing_poll,
         "shadow_queue": args.shadow_queue, "batch_delay_us": args.batch_delay_us,
         "batch_max_rows": args.batch_max_rows, "max_inflight": args.max_inflight,
@@ -42,7 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as err:
         print(f"waybill: {err}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.access_log)
     if settings.workers > 1:
         from server.workers import supervise
 
@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds allowed when the caller sets no deadline (default 5)")
     serve.add_argument("--grace", type=float, help="drain time on SIGTERM, seconds (default 10)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--access-log", choices=("all", "sampled"),
+                       help="an rpc line for every call, or (default) for failed and slow "
+                            "calls and calls whose trace is recorded")
     serve.add_argument("--routing", type=Path,
                        help="routing config (default deploy/routing.toml), hot-reloaded")
     serve.add_argument("--no-routing", action="store_true",

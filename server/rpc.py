@@ -96,7 +96,8 @@ def handler(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
                     fields["version"], fields["route"] = call.version, call.route  # failed late
                 fields["code"] = code.name
                 fields["duration_ms"] = round(elapsed * 1000, 3)
-                ACCESS.write(fields, span[1] if span is not None else None)
+                ACCESS.write(fields, span[1] if span is not None else None,
+                             ok=code is grpc.StatusCode.OK, seconds=elapsed)
                 observer.end_span(span, call, code.name, code.value[0], failure)
                 observer.finish(rpc, call, code.name, code.value[0], elapsed)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -56,6 +56,9 @@ class Settings(BaseModel):
     # Predictions in flight at most; beyond, RESOURCE_EXHAUSTED at once.
     max_inflight: Annotated[int, Field(ge=1, le=1_000_000)] = 1_024
     log_level: Annotated[str, Field(pattern=r"^(debug|info|warning|error)$")] = "info"
+    # The per-call "rpc" line: "all" calls, or "sampled": failed and slow calls and those
+    # whose trace is recorded (the prediction log, metrics and traces cover the rest).
+    access_log: Literal["all", "sampled"] = "sampled"
     # Routing config; None serves every registry version with the newest as default.
     routing: Path | None = DEFAULT_ROUTING
     # How often the routing file is checked for changes; 0 turns watching off.

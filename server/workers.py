@@ -271,7 +271,7 @@ def _child() -> int:
     if token:
         data["admin_token"] = token
     settings = Settings.model_validate(data)
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.access_log)
     return run(settings, f"waybill worker {settings.worker_index}")
 
 

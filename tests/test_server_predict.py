@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -205,12 +206,32 @@ def test_list_and_get_model(stub: pb_grpc.PredictionServiceStub) -> None:
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_access_log_is_json_with_model_version_and_status(
+def _rpc_lines(server: ServerProcess, rows: int) -> list[dict[str, object]]:
+    # A line is written before its call is answered, so no wait is needed.
+    return [e for e in server.log_events() if e.get("event") == "rpc"
+            and e.get("method") == "Predict" and e.get("rows") == rows]
+
+
+def test_by_default_failed_calls_get_an_access_line_and_untraced_successes_do_not(
     server: ServerProcess, stub: pb_grpc.PredictionServiceStub, rows: list[dict[str, object]]
 ) -> None:
-    predict(stub, rows[:1], version="1.0.0")
-    lines = [e for e in server.log_events() if e.get("event") == "rpc"
-             and e.get("method") == "Predict" and e.get("version") == "1.0.0"]
-    assert lines, server.log_text()[-2000:]
+    # Row counts no other test of this module sends mark the two calls' lines.
+    predict(stub, rows[:7], version="1.0.0")
+    with pytest.raises(grpc.RpcError):
+        predict(stub, [*rows[:4], {**rows[4], "distance_km": -1.0}], version="1.0.0")
+    failed = _rpc_lines(server, 5)
+    assert failed, server.log_text()[-2000:]
+    assert failed[-1]["code"] == "INVALID_ARGUMENT"
+    assert failed[-1]["model"] == "delivery_eta" and failed[-1]["version"] == "1.0.0"
+    assert [e for e in _rpc_lines(server, 7) if e.get("duration_ms", 0) < 250] == []
+
+
+def test_access_log_all_writes_json_with_model_version_and_status_for_every_call(
+    registry: Path, tmp_path: Path, rows: list[dict[str, object]]
+) -> None:
+    with ServerProcess(tmp_path, "--registry", str(registry), "--access-log", "all") as proc:
+        predict(pb_grpc.PredictionServiceStub(proc.channel()), rows[:7], version="1.0.0")
+        lines = _rpc_lines(proc, 7)
+    assert lines, proc.log_text()[-2000:]
     assert lines[-1]["code"] == "OK"
-    assert lines[-1]["model"] == "delivery_eta"
+    assert lines[-1]["model"] == "delivery_eta" and lines[-1]["version"] == "1.0.0"
