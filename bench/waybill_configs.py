@@ -36,9 +36,10 @@ WAYBILL_CONFIGS: dict[str, WaybillConfig] = {
                  "--database", "{workdir}/waybill.db"],
         "cpus": "0",
         "otlp": True,
-        "description": "committed routing file (5% shadow, 7 alert rules), metrics endpoint, "
-                       "JSON access log, prediction log (SQLite), drift, tracing at the "
-                       "default 10% sampling exported over OTLP to a sink on core 1, batching",
+        "description": "every default: committed routing file (5% shadow, 7 alert rules), "
+                       "metrics endpoint, JSON access log (failed, slow and traced calls), "
+                       "prediction log (SQLite), drift, tracing at the default 1% sampling "
+                       "exported over OTLP to a sink on core 1, batching",
     },
     # Two workers on one port: the server gets both cores, so the load generator shares
     # a core with it; compare with waybill-on only as "what a second core buys".
