@@ -1,10 +1,15 @@
 """Drift of live inputs and predictions against a version's training reference.
 
 One :class:`DriftTracker` per served (model, version). The hot path,
-:meth:`DriftTracker.add`, only bins and counts: every numeric value goes to its
-reference bin (``searchsorted``), every category to its reference category (one
-dict lookup), and all of a batch's bins become one ``bincount`` added to the
-open window under a short lock. A uniform reservoir of rows keeps a bounded
+:meth:`DriftTracker.add`, only queues a scored batch (its matrix and medians, no
+copy). Queued batches are counted together once ``PENDING_ROWS`` rows or
+``PENDING_S`` seconds have gathered, or when anything is read: one vectorised pass
+costs about 1 us per row at a few hundred rows against about 4 us at 8 (a micro-batch
+at load), and drift needs no answer sooner. Counting bins: every numeric value goes to
+its reference bin (``searchsorted``), every category to its reference category (one
+dict lookup), and all of the rows' bins become one ``bincount`` added to the open window
+under a short lock. Each batch keeps the time it was added, so windows close exactly
+as if every batch had been counted on arrival. A uniform reservoir of rows keeps a bounded
 sample of the numbers for Kolmogorov-Smirnov tests. Statistics are computed
 only when someone asks (:meth:`DriftTracker.report`), outside the lock, and
 cached per completed window, which never changes again.
@@ -68,7 +73,11 @@ SHARE_FLOOR = 1e-4
 PSI_DRIFT = 0.25  # drifted on PSI alone ("major shift")
 PSI_NOTABLE = 0.1  # drifted when a test is also significant ("moderate shift")
 TOP_BINS = 3
-SMALL_BATCH = 16  # up to this many rows, the hot path takes its few-rows shortcuts
+SMALL_BATCH = 16  # up to this many rows, counting takes its few-rows shortcuts
+# Queued batches are counted together once they hold this many rows or the oldest is
+# this old (readers count them at once).
+PENDING_ROWS = 256
+PENDING_S = 1.0
 PREDICTION = "prediction"  # the name of the prediction's FeatureDrift
 # Manifests store the reference quantiles with this many significant digits
 # (models/training.py). Live values are compared at the same precision: medians
@@ -388,19 +397,89 @@ class DriftTracker:
         self._lock = threading.Lock()
         self._window = self._new_window()
         self._closed: deque[_Window] = deque(maxlen=settings.keep)
+        # Batches added and not yet counted: (matrix, medians, monotonic time added).
+        self._pending: list[tuple[np.ndarray, np.ndarray, float]] = []
+        self._pending_rows = 0
+        self._pending_lock = threading.Lock()
+        # One counter at a time, so queued batches are counted in the order they came.
+        self._counting = threading.Lock()
 
     # --- hot path -------------------------------------------------------------------------------
 
     def add(self, matrix: np.ndarray, medians: np.ndarray) -> None:
-        """Count one scored batch: the validated matrix and its predicted medians."""
+        """Queue one scored batch: the validated matrix and its predicted medians.
+
+        Neither array may change afterwards (the serving path never touches them again).
+        """
         n = matrix.shape[0]
         if len(medians) != n:
             raise ValueError(f"{n} matrix rows but {len(medians)} medians")
         if n == 0:
             return
+        if matrix.ndim != 2 or matrix.shape[1] != self._layout.n_columns:
+            raise ValueError(f"matrix shape {matrix.shape}, expected "
+                             f"(rows, {self._layout.n_columns})")
+        now = self._clock()
+        with self._pending_lock:
+            self._pending.append((matrix, medians, now))
+            self._pending_rows += n
+            if self._pending_rows < PENDING_ROWS and now - self._pending[0][2] < PENDING_S:
+                return
+        self.flush()
+
+    def flush(self) -> None:
+        """Count every queued batch now (readers call it first)."""
+        with self._counting:
+            self._flush_counting()
+
+    def _flush_counting(self) -> None:
+        with self._pending_lock:
+            pending, self._pending, self._pending_rows = self._pending, [], 0
+        if pending:
+            self._count(pending)
+
+    def _count(self, pending: list[tuple[np.ndarray, np.ndarray, float]]) -> None:
+        """Count queued batches in order, in runs that share a window (holds _counting).
+
+        A window closes before a batch that finds it too old, and after the batch that
+        fills it, as if each batch had been counted when it came.
+        """
+        window_rows = self.settings.window_rows
+        with self._lock:
+            rows, started = self._window.rows, self._window.started
+        run: list[tuple[np.ndarray, np.ndarray, float]] = []
+        for batch in pending:
+            at = batch[2]
+            if rows and self._age_exceeded(started, at):
+                self._merge(run, close_after=True)
+                run, rows = [], 0
+            if rows == 0:
+                started = at
+            run.append(batch)
+            rows += len(batch[0])
+            if window_rows and rows >= window_rows:
+                self._merge(run, close_after=True)
+                run, rows = [], 0
+        if run:
+            self._merge(run, close_after=False)
+
+    def _age_exceeded(self, started: float, at: float) -> bool:
+        seconds = self.settings.window_seconds
+        return bool(seconds) and at - started >= seconds
+
+    def _merge(self, run: list[tuple[np.ndarray, np.ndarray, float]], *,
+               close_after: bool) -> None:
+        """Bin a run of batches and add it to the open window (then close it if asked)."""
+        if not run:
+            if close_after:
+                with self._lock:
+                    if self._window.rows:
+                        self._close()
+            return
+        matrix = run[0][0] if len(run) == 1 else np.concatenate([b[0] for b in run])
+        medians = run[0][1] if len(run) == 1 else np.concatenate([b[1] for b in run])
+        n = matrix.shape[0]
         layout = self._layout
-        if matrix.ndim != 2 or matrix.shape[1] != layout.n_columns:
-            raise ValueError(f"matrix shape {matrix.shape}, expected (rows, {layout.n_columns})")
         # Numbers (and the medians as the last column) -> absolute bin slots. A value's
         # bin is the number of edges <= it (searchsorted side="right").
         values = np.empty((n, len(layout.numeric)), dtype=np.float64)
@@ -425,19 +504,16 @@ class DriftTracker:
             np.concatenate((slots.ravel(), np.asarray(codes, dtype=np.intp))),
             minlength=layout.size,
         )
-        draws = self._rng.random((n,))  # the Generator serialises concurrent callers itself
-        now = self._clock()
+        draws = self._rng.random((n,))
         with self._lock:
             window = self._window
-            if window.rows and self._too_old(window, now):
-                window = self._close()
             if window.rows == 0:  # the age counts from the first row
-                window.started = now
+                window.started = run[0][2]
                 window.started_at = self._wall()
             window.counts += delta
             self._sample(window, values, draws)
             window.rows += n
-            if self.settings.window_rows and window.rows >= self.settings.window_rows:
+            if close_after:
                 self._close()
 
     def _sample(self, window: _Window, values: np.ndarray, draws: np.ndarray) -> None:
@@ -476,8 +552,7 @@ class DriftTracker:
                        self._clock(), self._wall())
 
     def _too_old(self, window: _Window, now: float) -> bool:
-        seconds = self.settings.window_seconds
-        return bool(seconds) and now - window.started >= seconds
+        return self._age_exceeded(window.started, now)
 
     def _close(self) -> _Window:
         """Freeze the current window and open a fresh one (caller holds the lock)."""
@@ -489,14 +564,17 @@ class DriftTracker:
 
     def roll(self) -> None:
         """Close the current window if it is too old; call periodically (idle versions too)."""
-        now = self._clock()
-        with self._lock:
-            if self._window.rows and self._too_old(self._window, now):
-                self._close()
+        with self._counting:
+            self._flush_counting()
+            now = self._clock()
+            with self._lock:
+                if self._window.rows and self._too_old(self._window, now):
+                    self._close()
 
     # --- reports --------------------------------------------------------------------------------
 
     def report(self) -> DriftReport:
+        self.flush()
         with self._lock:
             closed = tuple(self._closed)
             current = self._snapshot(self._window)
@@ -508,6 +586,7 @@ class DriftTracker:
         )
 
     def latest(self) -> WindowReport | None:
+        self.flush()
         with self._lock:
             newest = self._closed[-1] if self._closed else None
         return None if newest is None else self._closed_report(newest)
@@ -530,6 +609,7 @@ class DriftTracker:
 
     def _closed_samples(self, newest: int = 0) -> dict[str, np.ndarray]:
         """What KS compared per number in a completed window (0 = newest); for tests."""
+        self.flush()
         with self._lock:
             window = self._closed[-1 - newest]
         filled = window.sample[: min(window.rows, len(window.sample))]

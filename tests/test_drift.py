@@ -25,6 +25,8 @@ from models import datagen
 from models.artifact import NumericReference
 from models.loaded import LoadedVersion
 from server.drift import (
+    PENDING_ROWS,
+    PENDING_S,
     PREDICTION,
     DriftSettings,
     DriftTracker,
@@ -323,6 +325,34 @@ def test_window_closes_on_rows(version: LoadedVersion,
     tracker.add(matrix[195:205], medians[195:205])  # crosses 100: the batch is not split
     assert [w.rows for w in tracker.report().completed] == [105, 100]
     assert (tracker.report().model, tracker.report().version) == ("delivery_eta", "1.1.0")
+
+
+def test_batches_are_counted_together_once_enough_rows_or_time_have_gathered(
+        version: LoadedVersion, small: tuple[np.ndarray, np.ndarray]) -> None:
+    matrix, medians = small
+    clock = FakeClock()
+    tracker = DriftTracker(version.manifest, DriftSettings(window_rows=0, window_seconds=600),
+                           clock=clock)
+
+    def counted() -> int:  # rows in the open window, without the flush a reader does
+        with tracker._lock:
+            return tracker._window.rows
+
+    for start in range(0, 40, 8):  # 40 rows within a second: queued, not yet counted
+        tracker.add(matrix[start:start + 8], medians[start:start + 8])
+    assert counted() == 0
+    assert tracker.report().current.rows == 40  # a reader counts what is queued first
+    tracker.add(matrix[40:48], medians[40:48])
+    clock.now += PENDING_S - 0.01
+    tracker.add(matrix[48:56], medians[48:56])
+    assert counted() == 40
+    clock.now += 0.01  # the oldest queued batch is now PENDING_S old
+    tracker.add(matrix[56:64], medians[56:64])
+    assert counted() == 64
+    rows = PENDING_ROWS // 8 * 8  # enough rows, at one instant
+    for start in range(0, rows, 8):
+        tracker.add(matrix[start:start + 8], medians[start:start + 8])
+    assert counted() == 64 + rows
 
 
 def test_window_closes_on_age_with_an_injected_clock(
