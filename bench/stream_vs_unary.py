@@ -19,9 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
-
 import benchlib as bl
+import grpc
 
 SERVICE = "bench.Echo"
 UNARY = f"/{SERVICE}/Unary"
