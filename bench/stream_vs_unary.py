@@ -1,14 +1,18 @@
-"""Would a bidirectional streaming Predict beat unary calls? Measure the transport first.
+"""Does a bidirectional streaming Predict beat unary calls? Transport first, then Waybill.
 
-Both sides do nothing but gRPC: the server (grpc.aio, pinned to core 0) answers every
-message with an empty one, over a unary method and over a bidirectional stream; the
-client (core 1) sends the same Predict request bytes as the main suite. Unary: 32
-concurrent callers. Streaming: 4 streams with 8 messages in flight on each (32 in all).
-A Predict does its own work on top of either, so if the do-nothing stream is not much
-cheaper per message than the do-nothing unary call, streaming cannot make Predict much
-faster. Prints messages/s and server CPU per message for both, and the ratio.
+Echo (the default): both sides do nothing but gRPC. The server (grpc.aio, pinned to
+core 0) answers every message with an empty one, over a unary method and over a
+bidirectional stream; the client (core 1) sends the same Predict request bytes as the
+main suite. Unary: 32 concurrent callers. Streaming: 4 streams with 8 messages in flight
+on each (32 in all). A Predict does its own work on top of either, so this bounds what
+streaming can save per message.
 
-    .venv/bin/python bench/stream_vs_unary.py [--duration 5]
+``--waybill CONFIG`` (a name from waybill_configs.py, e.g. waybill-on): the same two
+loads against a real Waybill server, Predict against PredictStream, single-row requests
+cycling through the suite's rows. Prints messages/s and server CPU per message for both,
+and the ratio.
+
+    .venv/bin/python bench/stream_vs_unary.py [--duration 5] [--waybill waybill-on]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import benchlib as bl
 import grpc
+from waybill.v1 import prediction_pb2 as pb
 
 SERVICE = "bench.Echo"
 UNARY = f"/{SERVICE}/Unary"
@@ -48,58 +53,89 @@ async def serve(port_file: Path) -> None:
     await server.wait_for_termination()
 
 
-async def unary_load(target: str, seconds: float, payload: bytes) -> int:
+async def unary_load(target: str, seconds: float, payloads: list[bytes],
+                     method: str) -> int:
     done = 0
     async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(UNARY)
+        call = channel.unary_unary(method)
         deadline = time.monotonic() + seconds
 
-        async def caller() -> None:
+        async def caller(k: int) -> None:
             nonlocal done
+            i = k
             while time.monotonic() < deadline:
-                await call(payload)
+                await call(payloads[i % len(payloads)])
                 done += 1
+                i += CALLERS
 
-        await asyncio.gather(*(caller() for _ in range(CALLERS)))
+        await asyncio.gather(*(caller(k) for k in range(CALLERS)))
     return done
 
 
-async def stream_load(target: str, seconds: float, payload: bytes) -> int:
+async def stream_load(target: str, seconds: float, payloads: list[bytes],
+                      method_name: str) -> int:
     done = 0
     async with grpc.aio.insecure_channel(target) as channel:
-        method = channel.stream_stream(STREAM)
+        method = channel.stream_stream(method_name)
         deadline = time.monotonic() + seconds
 
-        async def one_stream() -> None:
+        async def one_stream(k: int) -> None:
             nonlocal done
             call = method()
+            i = k
             for _ in range(IN_FLIGHT):  # keep IN_FLIGHT messages outstanding
-                await call.write(payload)
+                await call.write(payloads[i % len(payloads)])
+                i += STREAMS
             while time.monotonic() < deadline:
                 await call.read()
                 done += 1
-                await call.write(payload)
+                await call.write(payloads[i % len(payloads)])
+                i += STREAMS
             await call.done_writing()
             while await call.read() is not grpc.aio.EOF:
                 done += 1
 
-        await asyncio.gather(*(one_stream() for _ in range(STREAMS)))
+        await asyncio.gather(*(one_stream(k) for k in range(STREAMS)))
     return done
 
 
-def measure(kind: str, target: str, pid: int, seconds: float, payload: bytes) -> tuple[float,
-                                                                                        float]:
-    load = unary_load if kind == "unary" else stream_load
-    asyncio.run(load(target, 0.5, payload))  # warm-up
+def measure(kind: str, target: str, pid: int, seconds: float,
+            payloads: tuple[list[bytes], list[bytes]],
+            methods: tuple[str, str]) -> tuple[float, float]:
+    """(messages/s, server CPU us per message); payloads and methods: (unary, stream)."""
+    def load(duration: float) -> int:
+        if kind == "unary":
+            return asyncio.run(unary_load(target, duration, payloads[0], methods[0]))
+        return asyncio.run(stream_load(target, duration, payloads[1], methods[1]))
+
+    load(0.5)  # warm-up
     cpu0, t0 = bl.tree_cpu_seconds(pid), time.monotonic()
-    done = asyncio.run(load(target, seconds, payload))
+    done = load(seconds)
     cpu1, t1 = bl.tree_cpu_seconds(pid), time.monotonic()
     return done / (t1 - t0), (cpu1 - cpu0) / done * 1e6
+
+
+def start_echo(work: Path) -> bl.Proc:
+    port_file = work / "port"
+    port_file.unlink(missing_ok=True)
+    return bl.Proc("echo", [bl.VENV_PY, Path(__file__), "--serve", port_file], bl.SERVER_CPU,
+                   work / "server.log", cwd=bl.BENCH).start()
+
+
+def wait_echo(server: bl.Proc, port_file: Path) -> int:
+    deadline = time.monotonic() + 30
+    while not port_file.exists() or not port_file.read_text():
+        if not server.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the echo server did not start:\n{server.tail()}")
+        time.sleep(0.05)
+    return int(port_file.read_text())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--waybill", metavar="CONFIG",
+                        help="measure Predict against PredictStream on this Waybill config")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # the child's mode
     args = parser.parse_args()
     if args.serve is not None:
@@ -108,20 +144,23 @@ def main() -> int:
     bl.pin_self({int(bl.CLIENT_CPU)})
     work = bl.RUN_DIR / "stream_vs_unary"
     work.mkdir(parents=True, exist_ok=True)
-    port_file = work / "port"
-    port_file.unlink(missing_ok=True)
-    server = bl.Proc("echo", [bl.VENV_PY, Path(__file__), "--serve", port_file], bl.SERVER_CPU,
-                     work / "server.log", cwd=bl.BENCH).start()
+    if args.waybill:
+        server, port = bl.start_waybill(args.waybill, work)
+        unary = [bl.waybill_request_bytes([row]) for row in bl.load_rows()]
+        streamed = [pb.PredictStreamRequest(request=pb.PredictRequest.FromString(p))
+                    .SerializeToString() for p in unary]
+        payloads = (unary, streamed)
+        methods = (bl.PREDICT_METHOD, bl.PREDICT_METHOD + "Stream")
+    else:
+        server, port = start_echo(work), 0
+        echo = [bl.waybill_request_bytes(bl.load_rows(1))]
+        payloads = (echo, echo)
+        methods = (UNARY, STREAM)
     try:
-        deadline = time.monotonic() + 30
-        while not port_file.exists() or not port_file.read_text():
-            if not server.alive() or time.monotonic() > deadline:
-                print(f"the echo server did not start:\n{server.tail()}", file=sys.stderr)
-                return 1
-            time.sleep(0.05)
-        target = f"{bl.HOST}:{port_file.read_text()}"
-        payload = bl.waybill_request_bytes(bl.load_rows(1))
-        results = {kind: measure(kind, target, server.pid, args.duration, payload)
+        if not args.waybill:
+            port = wait_echo(server, work / "port")
+        target = f"{bl.HOST}:{port}"
+        results = {kind: measure(kind, target, server.pid, args.duration, payloads, methods)
                    for kind in ("unary", "stream", "unary", "stream")}  # the second pair wins
     finally:
         server.stop()

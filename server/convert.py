@@ -6,12 +6,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, overload
 
 from google.protobuf import json_format, struct_pb2
+from google.rpc import error_details_pb2
 from waybill.v1 import prediction_pb2 as pb
 
 from models.artifact import FeatureType
 from models.loaded import LoadedVersion
 from router.table import ModelRoutes, RouteReason
-from server.errors import BadRequest
+from server.errors import BadRequest, WireStatus
 from server.predictor import VERSION_HEADER, PredictOutcome, PredictQuery
 from server.store import Outcome
 
@@ -120,6 +121,18 @@ def predict_response(outcome: PredictOutcome) -> pb.PredictResponse:
             for p in outcome.predictions
         ],
     )
+
+
+def predict_error(status: WireStatus) -> pb.PredictError:
+    """A failed stream request's answer: the status a unary Predict would have ended with."""
+    violations: list[pb.FieldViolation] = []
+    for detail in status.details.details if status.details is not None else ():
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            violations.extend(pb.FieldViolation(field=v.field, description=v.description)
+                              for v in bad.field_violations)
+    return pb.PredictError(code=status.code.value[0], message=status.message,
+                           field_violations=violations)
 
 
 def response_headers(outcome: PredictOutcome) -> tuple[tuple[str, str], ...]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from models.validation import ValidationFailed, Violation
@@ -97,6 +98,8 @@ def to_status(error: BaseException) -> WireStatus:
         return WireStatus(grpc.StatusCode.UNAVAILABLE, str(error) or "server is not ready")
     if isinstance(error, Overloaded):
         return WireStatus(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error) or "server is overloaded")
+    if isinstance(error, DecodeError):  # a stream message that is not what the method reads
+        return WireStatus(grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {error}")
     if isinstance(error, TimeoutError):
         return WireStatus(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
     error_id = uuid.uuid4().hex[:12]

@@ -415,6 +415,10 @@ class Observer:
     def finish(self, rpc: RpcMethod, call: Call, code: str, code_value: int,
                seconds: float) -> None:
         self.rpc_duration.record(("grpc", rpc.service, rpc.method, code_value), seconds)
+        self.request_done(call, code, seconds)
+
+    def request_done(self, call: Call, code: str, seconds: float) -> None:
+        """A prediction request ended: a unary Predict, or one message of a stream."""
         if call.model is not None:
             self.requests.add((call.model, call.version, call.route, code))
             self.request_duration.record((call.model, call.version), seconds)

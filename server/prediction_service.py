@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
+from opentelemetry import trace
 from waybill.v1 import prediction_pb2 as pb
 from waybill.v1 import prediction_pb2_grpc as pb_grpc
 
 from router.table import resolve
 from server import convert
 from server.errors import BadRequest, Unavailable
-from server.observe import Observer
+from server.logs import ACCESS
+from server.observe import Call, Observer, begin_call, current_call
 from server.predictor import Predictor
-from server.rpc import annotate, handler
+from server.rpc import annotate, draining, failure, handler
 from server.state import ServingState
 from server.store import InvalidOutcome, Store, UnknownPredictions
 
 MAX_OUTCOMES = 1000
+# Requests of one PredictStream scored or waiting to be answered; beyond, it stops reading
+# (HTTP/2 flow control then holds the caller back).
+STREAM_IN_FLIGHT = 64
 # Longer than a sibling worker's prediction-log flush interval (0.2 s).
 SIBLING_FLUSH_S = 0.5
 
@@ -49,6 +56,75 @@ class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc
         annotate(version=outcome.version, route=outcome.reason.value)
         await context.send_initial_metadata(convert.response_headers(outcome))
         return convert.predict_response(outcome)
+
+    @handler("PredictStream", streaming=True)
+    async def PredictStream(
+        self, requests: AsyncIterator[pb.PredictStreamRequest],
+        context: grpc.aio.ServicerContext
+    ) -> None:
+        metadata = tuple(context.invocation_metadata() or ())
+        stream = current_call()
+        pending: asyncio.Queue[asyncio.Task[pb.PredictStreamResponse] | None] = (
+            asyncio.Queue(STREAM_IN_FLIGHT))
+        read = 0
+
+        async def answer_in_order() -> None:
+            while (task := await pending.get()) is not None:
+                await context.write(await task)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                writer = group.create_task(answer_in_order())
+                async for message in requests:
+                    if draining():
+                        break
+                    read += 1
+                    await pending.put(group.create_task(self._answer(message.request, metadata,
+                                                                     stream)))
+                await pending.put(None)
+                await writer
+        except BaseExceptionGroup as errors:
+            raise errors.exceptions[0] from None  # the first failure, mapped by the wrapper
+        finally:
+            annotate(messages=read)
+        if draining():
+            raise Unavailable("server is draining; send the unanswered requests to another "
+                              "replica")
+
+    async def _answer(self, request: pb.PredictRequest, metadata: Sequence[tuple[str, str]],
+                      stream: Call | None) -> pb.PredictStreamResponse:
+        """One stream request, observed like a Predict: metrics, access line, spans."""
+        fields: dict[str, object] = {"method": "PredictStream"}
+        call = begin_call(fields)  # this task's own call scope
+        observer = self.observer
+        span = (observer.child_span(stream, "waybill.stream.request")
+                if observer is not None else None)
+        if span is not None:
+            call.span, call.context = span, trace.set_span_in_context(span)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            async with asyncio.timeout(self.default_deadline_s):
+                query = convert.predict_query(request, metadata)
+                fields.update(model=query.model, rows=len(query.rows))
+                outcome = await self._predictor.predict(query)
+            fields.update(version=outcome.version, route=outcome.reason.value)
+            return pb.PredictStreamResponse(response=convert.predict_response(outcome))
+        except Exception as error:
+            status = failure(error, "PredictStream")
+            code = status.code
+            fields["error"] = status.message
+            return pb.PredictStreamResponse(error=convert.predict_error(status))
+        finally:
+            elapsed = time.perf_counter() - started
+            fields["code"] = code.name
+            fields["duration_ms"] = round(elapsed * 1000, 3)
+            ACCESS.write(fields, span, ok=code is grpc.StatusCode.OK, seconds=elapsed)
+            if span is not None:
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                span.end()
+            if observer is not None:
+                observer.request_done(call, code.name, elapsed)
 
     @handler("ListModels")
     async def ListModels(

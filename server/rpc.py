@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from server.errors import Unavailable, to_status
+from server.errors import Unavailable, WireStatus, to_status
 from server.logs import ACCESS, ACCESS_LOGGER
 from server.observe import UNKNOWN, Observer, begin_call, current_call
 
@@ -37,6 +37,19 @@ def start_draining() -> None:
     _draining.set()
 
 
+def draining() -> bool:
+    return _draining.is_set()
+
+
+def failure(error: Exception, method: str) -> WireStatus:
+    """The status an exception maps to; an unexpected one is logged with its error id."""
+    status = to_status(error)
+    if status.error_id is not None:
+        errors_log.error("unhandled error", exc_info=error,
+                         extra={"fields": {"error_id": status.error_id, "method": method}})
+    return status
+
+
 def annotate(**fields: Any) -> None:
     """Attach fields to the current call's access-log line."""
     call = current_call()
@@ -44,9 +57,13 @@ def annotate(**fields: Any) -> None:
         call.fields.update(fields)
 
 
-def handler(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
+def handler(method: str, *, streaming: bool = False,
+            ) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
     """Wrap a servicer method: default deadline, server span, map any exception to its
     status, log once, record the call's duration and outcome.
+
+    A ``streaming`` call gets no default deadline (it lives as long as its caller wants;
+    its messages get one each, see PredictionService.PredictStream).
 
     The servicer must have ``default_deadline_s`` and ``service`` (the full gRPC service
     name) attributes, and may have ``observer`` (a :class:`server.observe.Observer`).
@@ -65,11 +82,12 @@ def handler(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("rpc started", extra={"fields": {"method": method}})
             code = grpc.StatusCode.OK
-            failure: BaseException | None = None
+            failed: BaseException | None = None
             # A caller without a deadline gets the server's default, so nothing hangs.
-            budget = self.default_deadline_s if context.time_remaining() is None else None
+            budget = (self.default_deadline_s
+                      if context.time_remaining() is None and not streaming else None)
             try:
-                if _draining.is_set():
+                if draining():
                     raise Unavailable("server is draining; retry on another replica")
                 async with asyncio.timeout(budget):
                     return await func(self, request, context)
@@ -77,14 +95,10 @@ def handler(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
                 code = grpc.StatusCode.CANCELLED  # the caller went away or its deadline passed
                 raise
             except Exception as error:
-                status = to_status(error)
+                status = failure(error, method)
                 code = status.code
-                failure = error
+                failed = error
                 fields["error"] = status.message
-                if status.error_id is not None:
-                    errors_log.error("unhandled error", exc_info=error,
-                                     extra={"fields": {"error_id": status.error_id,
-                                                       "method": method}})
                 trailing: tuple[tuple[str, bytes], ...] = ()
                 if status.details is not None:
                     trailing = (("grpc-status-details-bin", status.details.SerializeToString()),)
@@ -98,7 +112,7 @@ def handler(method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
                 fields["duration_ms"] = round(elapsed * 1000, 3)
                 ACCESS.write(fields, span[1] if span is not None else None,
                              ok=code is grpc.StatusCode.OK, seconds=elapsed)
-                observer.end_span(span, call, code.name, code.value[0], failure)
+                observer.end_span(span, call, code.name, code.value[0], failed)
                 observer.finish(rpc, call, code.name, code.value[0], elapsed)
 
         return run

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from ._convert import (
     predict_result,
 )
 from ._retry import CallAttempts, RetryPolicy, check_timeout
+from .errors import WaybillError, from_predict_error, from_rpc_error
 
 __all__ = ["WaybillClient"]
 
@@ -95,6 +96,41 @@ class WaybillClient:
             self._stub.Predict, request, metadata, timeout
         )
         return predict_result(response)
+
+    def predict_stream(
+        self,
+        model: str,
+        requests: Iterable[Sequence[Mapping[str, object]]],
+        *,
+        version: str | None = None,
+        routing_key: str | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[PredictResult | WaybillError]:
+        """Score many requests over one ``PredictStream`` call, for high-volume callers.
+
+        Each item of ``requests`` is the rows of one request (as for ``predict``); it is
+        sent as the server reads (at most 64 unanswered), and the answers come back in the
+        same order: a ``PredictResult``, or the ``WaybillError`` a ``predict`` of the same
+        rows would have raised (returned, not raised: the stream goes on). ``version`` and
+        ``routing_key`` apply to every request. ``timeout`` bounds the whole stream. A
+        stream that ends early (its deadline, or ``Unavailable`` from a draining server)
+        raises after the answers it got; nothing is retried, so resend the unanswered rest.
+        """
+        if self._closed:
+            raise RuntimeError("WaybillClient is closed")
+        budget = self._timeout if timeout is None else check_timeout(timeout)
+        metadata = call_metadata(self._metadata, version=version, routing_key=routing_key)
+        sent = (prediction_pb2.PredictStreamRequest(request=build_predict_request(model, rows))
+                for rows in requests)
+        call = self._stub.PredictStream(sent, timeout=budget, metadata=metadata)
+        try:
+            for answer in call:
+                if answer.WhichOneof("result") == "response":
+                    yield predict_result(answer.response)
+                else:
+                    yield from_predict_error(answer.error)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
 
     def list_models(
         self, *, timeout: float | None = None

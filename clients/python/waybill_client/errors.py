@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from waybill.v1 import prediction_pb2
 
 __all__ = [
     "AlreadyExists",
@@ -39,6 +40,7 @@ __all__ = [
     "Unavailable",
     "UnexpectedStatus",
     "WaybillError",
+    "from_predict_error",
     "from_rpc_error",
 ]
 
@@ -180,6 +182,20 @@ def from_rpc_error(error: grpc.RpcError) -> WaybillError:
     if cls is InvalidArgument:
         return InvalidArgument(code, message, status=status, violations=_violations(status))
     return cls(code, message, status=status)
+
+
+def from_predict_error(error: prediction_pb2.PredictError) -> WaybillError:
+    """The ``WaybillError`` a unary Predict would have raised, for one PredictStream answer."""
+    code = _CODES.get(error.code, grpc.StatusCode.UNKNOWN)
+    cls = _BY_CODE.get(code, UnexpectedStatus)
+    if cls is InvalidArgument:
+        violations = tuple(FieldViolation(field=v.field, description=v.description)
+                           for v in error.field_violations)
+        return InvalidArgument(code, error.message, violations=violations)
+    return cls(code, error.message)
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def _call_code(error: grpc.RpcError) -> grpc.StatusCode:

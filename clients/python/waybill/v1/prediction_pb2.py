@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bwaybill/v1/prediction.proto\x12\nwaybill.v1\x1a\x1cgoogle/protobuf/struct.proto\"=\n\x14ReportOutcomeRequest\x12%\n\x08outcomes\x18\x01 \x03(\x0b\x32\x13.waybill.v1.Outcome\"[\n\x07Outcome\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x16\n\x0ctransit_days\x18\x02 \x01(\x01H\x00\x12\x17\n\rdelivery_date\x18\x03 \x01(\tH\x00\x42\x08\n\x06\x61\x63tual\"=\n\x15ReportOutcomeResponse\x12\x10\n\x08recorded\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\"l\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x04rows\x18\x02 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x13\n\x0brouting_key\x18\x04 \x01(\t\"\x8d\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12-\n\x0croute_reason\x18\x03 \x01(\x0e\x32\x17.waybill.v1.RouteReason\x12+\n\x0bpredictions\x18\x04 \x03(\x0b\x32\x16.waybill.v1.Prediction\"\x96\x01\n\nPrediction\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x14\n\x0ctransit_days\x18\x02 \x01(\x01\x12&\n\x08interval\x18\x03 \x01(\x0b\x32\x14.waybill.v1.Interval\x12\x15\n\rdelivery_date\x18\x04 \x01(\t\x12\x1c\n\x14latest_delivery_date\x18\x05 \x01(\t\":\n\x08Interval\x12\r\n\x05lower\x18\x01 \x01(\x01\x12\r\n\x05upper\x18\x02 \x01(\x01\x12\x10\n\x08\x63overage\x18\x03 \x01(\x01\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.waybill.v1.ModelSummary\"c\n\x0cModelSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x02 \x01(\t\x12,\n\x08versions\x18\x03 \x03(\x0b\x32\x1a.waybill.v1.VersionSummary\"E\n\x0eVersionSummary\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x12\n\ncreated_at\x18\x03 \x01(\t\"1\n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"C\n\x10GetModelResponse\x12/\n\rmodel_version\x18\x01 \x01(\x0b\x32\x18.waybill.v1.ModelVersion\"\xc5\x02\n\x0cModelVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12%\n\x08\x66\x65\x61tures\x18\x04 \x03(\x0b\x32\x13.waybill.v1.Feature\x12\"\n\x06output\x18\x05 \x01(\x0b\x32\x12.waybill.v1.Output\x12\x36\n\x07metrics\x18\x06 \x03(\x0b\x32%.waybill.v1.ModelVersion.MetricsEntry\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x12\n\ncreated_at\x18\x08 \x01(\t\x12\x15\n\rcode_revision\x18\t \x01(\t\x12\x18\n\x10model_size_bytes\x18\n \x01(\x03\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xc4\x01\n\x07\x46\x65\x61ture\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04type\x18\x02 \x01(\x0e\x32\x17.waybill.v1.FeatureType\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x10\n\x03min\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\ncategories\x18\x06 \x03(\t\x12\x15\n\rallow_unknown\x18\x07 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\tB\x06\n\x04_minB\x06\n\x04_max\"\x86\x01\n\x06Output\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x19\n\x11interval_coverage\x18\x04 \x01(\x01\x12\x12\n\ndate_field\x18\x05 \x01(\t\x12\x1a\n\x12\x64\x65livery_date_rule\x18\x06 \x01(\t*\xc5\x01\n\x0bRouteReason\x12\x1c\n\x18ROUTE_REASON_UNSPECIFIED\x10\x00\x12\x17\n\x13ROUTE_REASON_PINNED\x10\x01\x12\x16\n\x12ROUTE_REASON_LABEL\x10\x02\x12\x18\n\x14ROUTE_REASON_DEFAULT\x10\x03\x12\x17\n\x13ROUTE_REASON_STICKY\x10\x04\x12\x19\n\x15ROUTE_REASON_WEIGHTED\x10\x05\x12\x19\n\x15ROUTE_REASON_OVERRIDE\x10\x06*\xae\x01\n\x0b\x46\x65\x61tureType\x12\x1c\n\x18\x46\x45\x41TURE_TYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46\x45\x41TURE_TYPE_NUMERIC\x10\x01\x12\x18\n\x14\x46\x45\x41TURE_TYPE_INTEGER\x10\x02\x12\x18\n\x14\x46\x45\x41TURE_TYPE_BOOLEAN\x10\x03\x12\x1c\n\x18\x46\x45\x41TURE_TYPE_CATEGORICAL\x10\x04\x12\x15\n\x11\x46\x45\x41TURE_TYPE_DATE\x10\x05\x32\xc1\x02\n\x11PredictionService\x12\x42\n\x07Predict\x12\x1a.waybill.v1.PredictRequest\x1a\x1b.waybill.v1.PredictResponse\x12K\n\nListModels\x12\x1d.waybill.v1.ListModelsRequest\x1a\x1e.waybill.v1.ListModelsResponse\x12\x45\n\x08GetModel\x12\x1b.waybill.v1.GetModelRequest\x1a\x1c.waybill.v1.GetModelResponse\x12T\n\rReportOutcome\x12 .waybill.v1.ReportOutcomeRequest\x1a!.waybill.v1.ReportOutcomeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bwaybill/v1/prediction.proto\x12\nwaybill.v1\x1a\x1cgoogle/protobuf/struct.proto\"=\n\x14ReportOutcomeRequest\x12%\n\x08outcomes\x18\x01 \x03(\x0b\x32\x13.waybill.v1.Outcome\"[\n\x07Outcome\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x16\n\x0ctransit_days\x18\x02 \x01(\x01H\x00\x12\x17\n\rdelivery_date\x18\x03 \x01(\tH\x00\x42\x08\n\x06\x61\x63tual\"=\n\x15ReportOutcomeResponse\x12\x10\n\x08recorded\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\"l\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x04rows\x18\x02 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x13\n\x0brouting_key\x18\x04 \x01(\t\"C\n\x14PredictStreamRequest\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x1a.waybill.v1.PredictRequest\"}\n\x15PredictStreamResponse\x12/\n\x08response\x18\x01 \x01(\x0b\x32\x1b.waybill.v1.PredictResponseH\x00\x12)\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.waybill.v1.PredictErrorH\x00\x42\x08\n\x06result\"c\n\x0cPredictError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x34\n\x10\x66ield_violations\x18\x03 \x03(\x0b\x32\x1a.waybill.v1.FieldViolation\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x8d\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12-\n\x0croute_reason\x18\x03 \x01(\x0e\x32\x17.waybill.v1.RouteReason\x12+\n\x0bpredictions\x18\x04 \x03(\x0b\x32\x16.waybill.v1.Prediction\"\x96\x01\n\nPrediction\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x14\n\x0ctransit_days\x18\x02 \x01(\x01\x12&\n\x08interval\x18\x03 \x01(\x0b\x32\x14.waybill.v1.Interval\x12\x15\n\rdelivery_date\x18\x04 \x01(\t\x12\x1c\n\x14latest_delivery_date\x18\x05 \x01(\t\":\n\x08Interval\x12\r\n\x05lower\x18\x01 \x01(\x01\x12\r\n\x05upper\x18\x02 \x01(\x01\x12\x10\n\x08\x63overage\x18\x03 \x01(\x01\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.waybill.v1.ModelSummary\"c\n\x0cModelSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x02 \x01(\t\x12,\n\x08versions\x18\x03 \x03(\x0b\x32\x1a.waybill.v1.VersionSummary\"E\n\x0eVersionSummary\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x12\n\ncreated_at\x18\x03 \x01(\t\"1\n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"C\n\x10GetModelResponse\x12/\n\rmodel_version\x18\x01 \x01(\x0b\x32\x18.waybill.v1.ModelVersion\"\xc5\x02\n\x0cModelVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12%\n\x08\x66\x65\x61tures\x18\x04 \x03(\x0b\x32\x13.waybill.v1.Feature\x12\"\n\x06output\x18\x05 \x01(\x0b\x32\x12.waybill.v1.Output\x12\x36\n\x07metrics\x18\x06 \x03(\x0b\x32%.waybill.v1.ModelVersion.MetricsEntry\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x12\n\ncreated_at\x18\x08 \x01(\t\x12\x15\n\rcode_revision\x18\t \x01(\t\x12\x18\n\x10model_size_bytes\x18\n \x01(\x03\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xc4\x01\n\x07\x46\x65\x61ture\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04type\x18\x02 \x01(\x0e\x32\x17.waybill.v1.FeatureType\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x10\n\x03min\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\ncategories\x18\x06 \x03(\t\x12\x15\n\rallow_unknown\x18\x07 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\tB\x06\n\x04_minB\x06\n\x04_max\"\x86\x01\n\x06Output\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x19\n\x11interval_coverage\x18\x04 \x01(\x01\x12\x12\n\ndate_field\x18\x05 \x01(\t\x12\x1a\n\x12\x64\x65livery_date_rule\x18\x06 \x01(\t*\xc5\x01\n\x0bRouteReason\x12\x1c\n\x18ROUTE_REASON_UNSPECIFIED\x10\x00\x12\x17\n\x13ROUTE_REASON_PINNED\x10\x01\x12\x16\n\x12ROUTE_REASON_LABEL\x10\x02\x12\x18\n\x14ROUTE_REASON_DEFAULT\x10\x03\x12\x17\n\x13ROUTE_REASON_STICKY\x10\x04\x12\x19\n\x15ROUTE_REASON_WEIGHTED\x10\x05\x12\x19\n\x15ROUTE_REASON_OVERRIDE\x10\x06*\xae\x01\n\x0b\x46\x65\x61tureType\x12\x1c\n\x18\x46\x45\x41TURE_TYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46\x45\x41TURE_TYPE_NUMERIC\x10\x01\x12\x18\n\x14\x46\x45\x41TURE_TYPE_INTEGER\x10\x02\x12\x18\n\x14\x46\x45\x41TURE_TYPE_BOOLEAN\x10\x03\x12\x1c\n\x18\x46\x45\x41TURE_TYPE_CATEGORICAL\x10\x04\x12\x15\n\x11\x46\x45\x41TURE_TYPE_DATE\x10\x05\x32\x9b\x03\n\x11PredictionService\x12\x42\n\x07Predict\x12\x1a.waybill.v1.PredictRequest\x1a\x1b.waybill.v1.PredictResponse\x12X\n\rPredictStream\x12 .waybill.v1.PredictStreamRequest\x1a!.waybill.v1.PredictStreamResponse(\x01\x30\x01\x12K\n\nListModels\x12\x1d.waybill.v1.ListModelsRequest\x1a\x1e.waybill.v1.ListModelsResponse\x12\x45\n\x08GetModel\x12\x1b.waybill.v1.GetModelRequest\x1a\x1c.waybill.v1.GetModelResponse\x12T\n\rReportOutcome\x12 .waybill.v1.ReportOutcomeRequest\x1a!.waybill.v1.ReportOutcomeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_ROUTEREASON']._serialized_start=1801
-  _globals['_ROUTEREASON']._serialized_end=1998
-  _globals['_FEATURETYPE']._serialized_start=2001
-  _globals['_FEATURETYPE']._serialized_end=2175
+  _globals['_ROUTEREASON']._serialized_start=2152
+  _globals['_ROUTEREASON']._serialized_end=2349
+  _globals['_FEATURETYPE']._serialized_start=2352
+  _globals['_FEATURETYPE']._serialized_end=2526
   _globals['_REPORTOUTCOMEREQUEST']._serialized_start=73
   _globals['_REPORTOUTCOMEREQUEST']._serialized_end=134
   _globals['_OUTCOME']._serialized_start=136
@@ -46,32 +46,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPORTOUTCOMERESPONSE']._serialized_end=290
   _globals['_PREDICTREQUEST']._serialized_start=292
   _globals['_PREDICTREQUEST']._serialized_end=400
-  _globals['_PREDICTRESPONSE']._serialized_start=403
-  _globals['_PREDICTRESPONSE']._serialized_end=544
-  _globals['_PREDICTION']._serialized_start=547
-  _globals['_PREDICTION']._serialized_end=697
-  _globals['_INTERVAL']._serialized_start=699
-  _globals['_INTERVAL']._serialized_end=757
-  _globals['_LISTMODELSREQUEST']._serialized_start=759
-  _globals['_LISTMODELSREQUEST']._serialized_end=778
-  _globals['_LISTMODELSRESPONSE']._serialized_start=780
-  _globals['_LISTMODELSRESPONSE']._serialized_end=842
-  _globals['_MODELSUMMARY']._serialized_start=844
-  _globals['_MODELSUMMARY']._serialized_end=943
-  _globals['_VERSIONSUMMARY']._serialized_start=945
-  _globals['_VERSIONSUMMARY']._serialized_end=1014
-  _globals['_GETMODELREQUEST']._serialized_start=1016
-  _globals['_GETMODELREQUEST']._serialized_end=1065
-  _globals['_GETMODELRESPONSE']._serialized_start=1067
-  _globals['_GETMODELRESPONSE']._serialized_end=1134
-  _globals['_MODELVERSION']._serialized_start=1137
-  _globals['_MODELVERSION']._serialized_end=1462
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=1416
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=1462
-  _globals['_FEATURE']._serialized_start=1465
-  _globals['_FEATURE']._serialized_end=1661
-  _globals['_OUTPUT']._serialized_start=1664
-  _globals['_OUTPUT']._serialized_end=1798
-  _globals['_PREDICTIONSERVICE']._serialized_start=2178
-  _globals['_PREDICTIONSERVICE']._serialized_end=2499
+  _globals['_PREDICTSTREAMREQUEST']._serialized_start=402
+  _globals['_PREDICTSTREAMREQUEST']._serialized_end=469
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=471
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=596
+  _globals['_PREDICTERROR']._serialized_start=598
+  _globals['_PREDICTERROR']._serialized_end=697
+  _globals['_FIELDVIOLATION']._serialized_start=699
+  _globals['_FIELDVIOLATION']._serialized_end=751
+  _globals['_PREDICTRESPONSE']._serialized_start=754
+  _globals['_PREDICTRESPONSE']._serialized_end=895
+  _globals['_PREDICTION']._serialized_start=898
+  _globals['_PREDICTION']._serialized_end=1048
+  _globals['_INTERVAL']._serialized_start=1050
+  _globals['_INTERVAL']._serialized_end=1108
+  _globals['_LISTMODELSREQUEST']._serialized_start=1110
+  _globals['_LISTMODELSREQUEST']._serialized_end=1129
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1131
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1193
+  _globals['_MODELSUMMARY']._serialized_start=1195
+  _globals['_MODELSUMMARY']._serialized_end=1294
+  _globals['_VERSIONSUMMARY']._serialized_start=1296
+  _globals['_VERSIONSUMMARY']._serialized_end=1365
+  _globals['_GETMODELREQUEST']._serialized_start=1367
+  _globals['_GETMODELREQUEST']._serialized_end=1416
+  _globals['_GETMODELRESPONSE']._serialized_start=1418
+  _globals['_GETMODELRESPONSE']._serialized_end=1485
+  _globals['_MODELVERSION']._serialized_start=1488
+  _globals['_MODELVERSION']._serialized_end=1813
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=1767
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=1813
+  _globals['_FEATURE']._serialized_start=1816
+  _globals['_FEATURE']._serialized_end=2012
+  _globals['_OUTPUT']._serialized_start=2015
+  _globals['_OUTPUT']._serialized_end=2149
+  _globals['_PREDICTIONSERVICE']._serialized_start=2529
+  _globals['_PREDICTIONSERVICE']._serialized_end=2940
 # @@protoc_insertion_point(module_scope)

@@ -47,6 +47,11 @@ class PredictionServiceStub:
                 request_serializer=waybill_dot_v1_dot_prediction__pb2.PredictRequest.SerializeToString,
                 response_deserializer=waybill_dot_v1_dot_prediction__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.PredictStream = channel.stream_stream(
+                '/waybill.v1.PredictionService/PredictStream',
+                request_serializer=waybill_dot_v1_dot_prediction__pb2.PredictStreamRequest.SerializeToString,
+                response_deserializer=waybill_dot_v1_dot_prediction__pb2.PredictStreamResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/waybill.v1.PredictionService/ListModels',
                 request_serializer=waybill_dot_v1_dot_prediction__pb2.ListModelsRequest.SerializeToString,
@@ -77,6 +82,23 @@ class PredictionServiceServicer:
 
     def Predict(self, request, context):
         """Predict scores one or many rows with a single model version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PredictStream(self, request_iterator, context):
+        """PredictStream scores a stream of requests over one call, for high-volume
+        internal callers: a message on an open stream costs the server about a third
+        of a unary call (bench/stream_vs_unary.py). Every request gets exactly one
+        answer, in the order the requests were sent; requests are scored concurrently
+        (up to 64 per stream in flight; the stream stops reading beyond that). A request
+        that fails (bad input, unknown model or version, overload) gets an answer
+        carrying the error a unary Predict would have returned, and the stream goes on.
+        The call's metadata (x-model-version, x-routing-key, traceparent) applies to
+        every request; a request's own version and routing_key fields must agree with
+        it, as for Predict. When the server drains, it stops reading, answers what it
+        has read, and ends the call with UNAVAILABLE: send the unanswered rest elsewhere.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -115,6 +137,11 @@ def add_PredictionServiceServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=waybill_dot_v1_dot_prediction__pb2.PredictRequest.FromString,
                     response_serializer=waybill_dot_v1_dot_prediction__pb2.PredictResponse.SerializeToString,
+            ),
+            'PredictStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.PredictStream,
+                    request_deserializer=waybill_dot_v1_dot_prediction__pb2.PredictStreamRequest.FromString,
+                    response_serializer=waybill_dot_v1_dot_prediction__pb2.PredictStreamResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -167,6 +194,33 @@ class PredictionService:
             '/waybill.v1.PredictionService/Predict',
             waybill_dot_v1_dot_prediction__pb2.PredictRequest.SerializeToString,
             waybill_dot_v1_dot_prediction__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/waybill.v1.PredictionService/PredictStream',
+            waybill_dot_v1_dot_prediction__pb2.PredictStreamRequest.SerializeToString,
+            waybill_dot_v1_dot_prediction__pb2.PredictStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
