@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Sequence
 
@@ -15,15 +16,15 @@ from router.table import resolve
 from server import convert
 from server.errors import BadRequest, Unavailable
 from server.logs import ACCESS
-from server.observe import Call, Observer, begin_call, current_call
+from server.observe import UNKNOWN, Call, Observer, begin_call, current_call
 from server.predictor import Predictor
-from server.rpc import annotate, draining, failure, handler
+from server.rpc import annotate, failure, handler
 from server.state import ServingState
 from server.store import InvalidOutcome, Store, UnknownPredictions
+from server.streams import serve_stream
 
 MAX_OUTCOMES = 1000
-# Requests of one PredictStream scored or waiting to be answered; beyond, it stops reading
-# (HTTP/2 flow control then holds the caller back).
+# Requests of one PredictStream read and not yet answered; beyond, it stops reading.
 STREAM_IN_FLIGHT = 64
 # Longer than a sibling worker's prediction-log flush interval (0.2 s).
 SIBLING_FLUSH_S = 0.5
@@ -64,34 +65,12 @@ class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc
     ) -> None:
         metadata = tuple(context.invocation_metadata() or ())
         stream = current_call()
-        pending: asyncio.Queue[asyncio.Task[pb.PredictStreamResponse] | None] = (
-            asyncio.Queue(STREAM_IN_FLIGHT))
-        read = 0
+        read = await serve_stream(
+            requests, context, functools.partial(self._answer, metadata=metadata, stream=stream),
+            STREAM_IN_FLIGHT)
+        annotate(messages=read)
 
-        async def answer_in_order() -> None:
-            while (task := await pending.get()) is not None:
-                await context.write(await task)
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                writer = group.create_task(answer_in_order())
-                async for message in requests:
-                    if draining():
-                        break
-                    read += 1
-                    await pending.put(group.create_task(self._answer(message.request, metadata,
-                                                                     stream)))
-                await pending.put(None)
-                await writer
-        except BaseExceptionGroup as errors:
-            raise errors.exceptions[0] from None  # the first failure, mapped by the wrapper
-        finally:
-            annotate(messages=read)
-        if draining():
-            raise Unavailable("server is draining; send the unanswered requests to another "
-                              "replica")
-
-    async def _answer(self, request: pb.PredictRequest, metadata: Sequence[tuple[str, str]],
+    async def _answer(self, request: pb.PredictRequest, *, metadata: Sequence[tuple[str, str]],
                       stream: Call | None) -> pb.PredictStreamResponse:
         """One stream request, observed like a Predict: metrics, access line, spans."""
         fields: dict[str, object] = {"method": "PredictStream"}
@@ -108,8 +87,17 @@ class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc
                 query = convert.predict_query(request, metadata)
                 fields.update(model=query.model, rows=len(query.rows))
                 outcome = await self._predictor.predict(query)
-            fields.update(version=outcome.version, route=outcome.reason.value)
             return pb.PredictStreamResponse(response=convert.predict_response(outcome))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                code = grpc.StatusCode.CANCELLED  # the stream ended under it
+                raise
+            # Cancelled from below (the executor is stopping): answer, as for any failure.
+            code = grpc.StatusCode.UNAVAILABLE
+            fields["error"] = "server is stopping"
+            return pb.PredictStreamResponse(error=pb.PredictError(
+                code=code.value[0], message="server is stopping"))
         except Exception as error:
             status = failure(error, "PredictStream")
             code = status.code
@@ -117,11 +105,18 @@ class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc
             return pb.PredictStreamResponse(error=convert.predict_error(status))
         finally:
             elapsed = time.perf_counter() - started
+            if call.model is not None and call.version != UNKNOWN:
+                fields["version"], fields["route"] = call.version, call.route
             fields["code"] = code.name
             fields["duration_ms"] = round(elapsed * 1000, 3)
             ACCESS.write(fields, span, ok=code is grpc.StatusCode.OK, seconds=elapsed)
             if span is not None:
-                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                span.set_attributes({"rpc.grpc.status_code": code.value[0],
+                                     "waybill.model": call.model or UNKNOWN,
+                                     "waybill.version": call.version,
+                                     "waybill.route": call.route})
+                if code is not grpc.StatusCode.OK:
+                    span.set_status(trace.StatusCode.ERROR, code.name)
                 span.end()
             if observer is not None:
                 observer.request_done(call, code.name, elapsed)

@@ -31,10 +31,25 @@ Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 # Set once on SIGTERM: calls that still reach a handler are refused with UNAVAILABLE
 # (which clients retry) while the calls already in flight finish.
 _draining = threading.Event()
+# Called when draining starts: long calls (streams) that must stop reading.
+_drain_callbacks: set[Callable[[], None]] = set()
 
 
 def start_draining() -> None:
+    """Called on the event loop by the server's stop."""
     _draining.set()
+    for callback in list(_drain_callbacks):
+        callback()
+
+
+def on_drain(callback: Callable[[], None]) -> Callable[[], None]:
+    """Run ``callback`` (on the event loop) when draining starts, at once if it has;
+    returns the function that unsubscribes it."""
+    if _draining.is_set():
+        callback()
+        return lambda: None
+    _drain_callbacks.add(callback)
+    return lambda: _drain_callbacks.discard(callback)
 
 
 def draining() -> bool:

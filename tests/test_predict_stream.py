@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import signal
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,44 +116,61 @@ def test_stream_requests_are_counted_like_predicts(
     assert served("INVALID_ARGUMENT") - refused == 2
 
 
-def test_a_draining_server_answers_what_it_read_and_ends_the_stream_unavailable(
+def test_a_draining_server_answers_what_it_read_and_ends_an_idle_stream_unavailable(
         registry: Path, tmp_path: Path, rows: list[dict[str, object]]) -> None:
     with ServerProcess(tmp_path, "--registry", str(registry), "--grace", "10") as proc:
         stub = pb_grpc.PredictionServiceStub(proc.channel())
-        answered = threading.Event()
-
-        def draining() -> bool:
-            try:
-                stub.Predict(request(rows[:1]), timeout=5)
-            except grpc.RpcError as err:
-                return err.code() == grpc.StatusCode.UNAVAILABLE
-            return False
+        answered, finished = threading.Event(), threading.Event()
 
         def requests() -> Iterator[pb.PredictStreamRequest]:
             yield pb.PredictStreamRequest(request=request(rows[:1]))
-            answered.wait(10)  # the first answer is back; now the server drains
-            proc.signal(signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while not draining() and time.monotonic() < deadline:
-                pass  # each probe is a round trip: a wait on the condition, not a sleep
-            yield pb.PredictStreamRequest(request=request(rows[:1]))
+            answered.wait(10)
+            proc.signal(signal.SIGTERM)  # the server drains while the caller sends nothing
+            finished.wait(30)
 
         call = stub.PredictStream(requests(), timeout=30)
-        first = next(call)
-        assert first.WhichOneof("result") == "response"
-        answered.set()
-        # The server stops reading once it drains: the call ends UNAVAILABLE, with
-        # nothing more answered, so the caller resends the rest elsewhere.
+        try:
+            first = next(call)
+            assert first.WhichOneof("result") == "response"
+            answered.set()
+            # The reader is cut at once (no waiting for a next request or for the grace
+            # period): the call ends UNAVAILABLE, so the caller resends the rest elsewhere.
+            with pytest.raises(grpc.RpcError) as caught:
+                list(call)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            finished.set()
+        assert proc.wait(30) == 0
+
+
+def test_a_caller_that_leaves_mid_stream_costs_the_server_nothing(
+        server: ServerProcess, stub: pb_grpc.PredictionServiceStub,
+        rows: list[dict[str, object]]) -> None:
+    finished = threading.Event()
+
+    def requests() -> Iterator[pb.PredictStreamRequest]:
+        for i in range(5):
+            yield pb.PredictStreamRequest(request=request(rows[i:i + 1]))
+        finished.wait(30)
+
+    call = stub.PredictStream(requests(), timeout=30)
+    try:
+        assert [next(call).WhichOneof("result") for _ in range(2)] == ["response"] * 2
+        call.cancel()
         with pytest.raises(grpc.RpcError) as caught:
             list(call)
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert proc.wait(30) == 0
+        assert caught.value.code() == grpc.StatusCode.CANCELLED
+    finally:
+        finished.set()
+    assert stub.Predict(request(rows[:1]), timeout=10).predictions
+    assert not [e for e in server.log_events()
+                if e.get("event") == "unhandled error" and e.get("method") == "PredictStream"]
 
 
 def test_the_python_client_streams_and_returns_errors_as_answers(
         server: ServerProcess, rows: list[dict[str, object]]) -> None:
     batches = [rows[:1], rows[1:4], [{**rows[4], "carrier": 7}], rows[5:6]]
-    with WaybillClient(server.target, timeout=30) as client:
+    with WaybillClient(server.target) as client:  # a stream has no deadline by default
         answers = list(client.predict_stream("delivery_eta", iter(batches), version="1.0.0"))
         unary = [client.predict("delivery_eta", b, version="1.0.0")
                  for b in (batches[0], batches[1], batches[3])]
@@ -179,3 +195,14 @@ def test_a_malformed_message_ends_the_stream_invalid_argument_and_the_server_ser
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "malformed" in (caught.value.details() or "")
     assert stream(stub, [request(rows[:1])])[0].WhichOneof("result") == "response"
+
+
+def test_the_python_client_raises_unsendable_rows_after_the_answers_before_them(
+        server: ServerProcess, rows: list[dict[str, object]]) -> None:
+    batches = [rows[:1], rows[1:2], [{**rows[2], "carrier": {"nested": 1}}], rows[3:4]]
+    answers: list[object] = []
+    with (WaybillClient(server.target) as client,
+          pytest.raises(TypeError, match=r"rows\[0\]\.carrier")):
+        for answer in client.predict_stream("delivery_eta", iter(batches)):
+            answers.append(answer)
+    assert [type(a).__name__ for a in answers] == ["PredictResult", "PredictResult"]

@@ -108,21 +108,41 @@ class WaybillClient:
     ) -> Iterator[PredictResult | WaybillError]:
         """Score many requests over one ``PredictStream`` call, for high-volume callers.
 
-        Each item of ``requests`` is the rows of one request (as for ``predict``); it is
-        sent as the server reads (at most 64 unanswered), and the answers come back in the
-        same order: a ``PredictResult``, or the ``WaybillError`` a ``predict`` of the same
-        rows would have raised (returned, not raised: the stream goes on). ``version`` and
-        ``routing_key`` apply to every request. ``timeout`` bounds the whole stream. A
-        stream that ends early (its deadline, or ``Unavailable`` from a draining server)
-        raises after the answers it got; nothing is retried, so resend the unanswered rest.
+        Each item of ``requests`` is the rows of one request (as for ``predict``); items are
+        sent as the server reads them (at most 64 unanswered), and the answers come back in
+        the same order: a ``PredictResult``, or the ``WaybillError`` a ``predict`` of the
+        same rows would have raised (returned, not raised: the stream goes on). ``version``
+        and ``routing_key`` apply to every request. ``timeout`` bounds the whole stream;
+        ``None`` (the default here) means no deadline, since a stream lasts as long as its
+        requests do (the server still gives each request 5 s, and ends a stream after
+        about 5 minutes when the connection reaches its maximum age: reopen it).
+
+        Rows that cannot be sent raise their ``TypeError``/``ValueError`` (naming
+        ``rows[<i>].<key>``) after the answers of the items before them. A stream cut short
+        (its deadline, or ``Unavailable`` from a draining server) raises after the answers
+        it got; nothing is retried, so resend the unanswered rest. Stopping the iteration
+        early cancels the call.
         """
         if self._closed:
             raise RuntimeError("WaybillClient is closed")
-        budget = self._timeout if timeout is None else check_timeout(timeout)
+        budget = None if timeout is None else check_timeout(timeout)
         metadata = call_metadata(self._metadata, version=version, routing_key=routing_key)
-        sent = (prediction_pb2.PredictStreamRequest(request=build_predict_request(model, rows))
-                for rows in requests)
-        call = self._stub.PredictStream(sent, timeout=budget, metadata=metadata)
+        unsendable: list[Exception] = []
+
+        def sent() -> Iterator[prediction_pb2.PredictStreamRequest]:
+            for rows in requests:
+                try:
+                    request = build_predict_request(model, rows)
+                except (TypeError, ValueError) as exc:
+                    unsendable.append(exc)  # raised to the caller once the answers are in
+                    return
+                yield prediction_pb2.PredictStreamRequest(request=request)
+
+        call = self._stub.PredictStream(sent(), timeout=budget, metadata=metadata)
+        return self._answers(call, unsendable)
+
+    @staticmethod
+    def _answers(call: Any, unsendable: list[Exception]) -> Iterator[PredictResult | WaybillError]:
         try:
             for answer in call:
                 if answer.WhichOneof("result") == "response":
@@ -131,6 +151,10 @@ class WaybillClient:
                     yield from_predict_error(answer.error)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
+        finally:
+            call.cancel()  # a no-op once the call has ended
+        if unsendable:
+            raise unsendable[0]
 
     def list_models(
         self, *, timeout: float | None = None

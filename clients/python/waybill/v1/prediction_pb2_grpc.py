@@ -99,6 +99,8 @@ class PredictionServiceServicer:
         every request; a request's own version and routing_key fields must agree with
         it, as for Predict. When the server drains, it stops reading, answers what it
         has read, and ends the call with UNAVAILABLE: send the unanswered rest elsewhere.
+        A stream lasts at most about 5 minutes (the connection's maximum age, so callers
+        spread over new replicas); then it ends UNAVAILABLE too: reopen it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

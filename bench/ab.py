@@ -1,0 +1,89 @@
+"""Interleaved A/B of Waybill configurations: what one feature costs, despite a noisy VM.
+
+Every configuration is started at once (all on the server core) and the load (closed loop,
+32 callers, single-row requests) alternates between them, round after round; the medians
+are printed, as req/s relative to the first configuration and server CPU per request.
+Consecutive runs of one server here differ by 15-25 %, so a feature's cost is only
+believable from alternation like this (the resident servers' idle threads cost everyone
+alike; absolute numbers are a little lower than with one server alone).
+
+A configuration is a name from waybill_configs.py, or NAME=BASE+FLAGS: BASE's flags
+followed by FLAGS (split on spaces), e.g.
+
+    .venv/bin/python bench/ab.py waybill-off waybill-on \\
+        'noshadow=waybill-on+--routing /tmp/routing-without-shadow.toml' \\
+        'nodrift=waybill-on+--no-drift'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import benchlib as bl
+from waybill_configs import WAYBILL_CONFIGS, WaybillConfig
+
+
+def derive(spec: str) -> str:
+    """Register NAME=BASE+FLAGS as a configuration; return its name."""
+    if "=" not in spec:
+        if spec not in WAYBILL_CONFIGS:
+            raise SystemExit(f"unknown configuration {spec!r}: {sorted(WAYBILL_CONFIGS)}")
+        return spec
+    name, _, rest = spec.partition("=")
+    base, _, flags = rest.partition("+")
+    if base not in WAYBILL_CONFIGS:
+        raise SystemExit(f"{spec!r}: unknown base {base!r}")
+    config: WaybillConfig = {**WAYBILL_CONFIGS[base]}
+    config["args"] = [*WAYBILL_CONFIGS[base]["args"], *flags.split()]
+    WAYBILL_CONFIGS[name] = config
+    return name
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("configs", nargs="+", help="NAME or NAME=BASE+FLAGS")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    names = [derive(spec) for spec in args.configs]
+    work = bl.RUN_DIR / "ab"
+    payloads = work / "payloads.bin"
+    work.mkdir(parents=True, exist_ok=True)
+    bl.write_payloads(payloads, [bl.waybill_request_bytes([row]) for row in bl.load_rows()])
+    servers: dict[str, tuple[bl.Proc, int]] = {}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    try:
+        for name in names:
+            servers[name] = bl.start_waybill(name, work / name)
+        for _ in range(args.rounds):
+            for name in names:
+                proc, port = servers[name]
+                spec = {"target": f"{bl.HOST}:{port}", "method": bl.PREDICT_METHOD,
+                        "payloads": str(payloads), "mode": "closed", "concurrency": 32,
+                        "warmup": 0.5, "duration": args.seconds, "server_pid": proc.pid}
+                spec_file, out = work / "spec.json", work / "result.json"
+                spec_file.write_text(json.dumps(spec))
+                subprocess.run(["taskset", "-c", bl.CLIENT_CPU, bl.VENV_PY,
+                                Path(__file__).with_name("loadgen.py"), spec_file, out],
+                               check=True, capture_output=True)
+                cell = json.loads(out.read_text())
+                results[name].append((cell["req_s"], cell["server_cpu_us_per_req"]))
+    finally:
+        for proc, _ in servers.values():
+            proc.stop()
+    base = statistics.median(r for r, _ in results[names[0]])
+    for name in names:
+        rates = [r for r, _ in results[name]]
+        rate, cpu = statistics.median(rates), statistics.median(c for _, c in results[name])
+        print(f"{name:24s} {rate:7,.0f} req/s ({rate / base:4.2f}x)  {cpu:5.0f} us CPU/req  "
+              f"rounds {[round(r) for r in rates]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
