@@ -3,7 +3,7 @@
     python bench/loadgen.py SPEC.json OUT.json
 
 SPEC: {"target": "127.0.0.1:P", "method": "/pkg.Service/Method", "payloads": "file",
-       "metadata": [[k, v], ...], "mode": "closed"|"open", "concurrency": N, "rate": R,
+       "metadata": [[k, v], ...], "mode": "closed"|"open"|"stream", "concurrency": N, "rate": R,
        "warmup": s, "duration": s, "timeout": s, "max_inflight": N, "server_pid": P,
        "rows_per_request": k}
 
@@ -12,6 +12,10 @@ open:   requests are due at a fixed rate whatever the answers do; latency is mea
         the time a request was *due* (so a late generator or a queueing server both show),
         a request that would exceed max_inflight is dropped and counted, and a request
         past its deadline is a timeout.
+stream: a bidirectional stream per connection (PredictStream), N messages in flight in
+        all; each answer lets the next message go. Latency is from a message's send to
+        its answer (answers come in order); an answer holding an error (field 2 of
+        PredictStreamResponse, first byte 0x12) counts as STREAM_ERROR.
 
 Only requests *started* inside the measured window (after warm-up) count. Server CPU is
 utime+stime of the server process and its live descendants, read from /proc at the start
@@ -27,7 +31,7 @@ import json
 import sys
 import time
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +69,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         for channel in channels:
             await asyncio.wait_for(channel.channel_ready(), 10)
         # No serializers: requests go out as the bytes they are, answers stay bytes.
-        calls = [channel.unary_unary(spec["method"]) for channel in channels]
+        calls = [channel.stream_stream(spec["method"]) if spec["mode"] == "stream"
+                 else channel.unary_unary(spec["method"]) for channel in channels]
         return await _drive(spec, calls, payloads, metadata, timeout, warmup_ns, duration_ns,
                             latencies, errors, state, marks)
     finally:
@@ -106,7 +111,11 @@ async def _drive(spec: dict[str, Any], calls: list[Any], payloads: list[bytes],
                 errors[code] += 1
 
     sampler = asyncio.ensure_future(sample())
-    if spec["mode"] == "closed":
+    if spec["mode"] == "stream":
+        await asyncio.gather(*(_stream(calls[k], k, len(calls), spec, payloads, metadata,
+                                       timeout, t_meas, t_end, latencies, errors)
+                               for k in range(len(calls))))
+    elif spec["mode"] == "closed":
         conc = int(spec["concurrency"])
 
         async def caller(k: int) -> None:
@@ -187,6 +196,50 @@ async def _drive(spec: dict[str, Any], calls: list[Any], payloads: list[bytes],
     if late:
         result["send_lag_p99_ms"] = bl.percentile(late, 0.99) / 1e6
     return result
+
+
+ANSWER_ERROR = 0x12  # the first byte of a PredictStreamResponse holding an error
+
+
+async def _stream(method: Any, k: int, streams: int, spec: dict[str, Any],
+                  payloads: list[bytes], metadata: tuple[tuple[str, str], ...], timeout: float,
+                  t_meas: int, t_end: int, latencies: array[int],
+                  errors: Counter[str]) -> None:
+    """One stream: keep its share of the messages in flight until the window ends."""
+    in_flight = max(1, int(spec["concurrency"]) // streams)
+    call = method(metadata=metadata, timeout=(t_end - clock()) / 1e9 + timeout)
+    sent: deque[int] = deque()
+    i = k
+
+    def answered(answer: bytes) -> None:
+        t0 = sent.popleft()
+        if t_meas <= t0 < t_end:
+            if answer[:1] == bytes((ANSWER_ERROR,)):
+                errors["STREAM_ERROR"] += 1
+            else:
+                latencies.append(clock() - t0)
+
+    try:
+        for _ in range(in_flight):
+            sent.append(clock())
+            await call.write(payloads[i % len(payloads)])
+            i += streams
+        while True:
+            answer = await call.read()
+            if answer is grpc.aio.EOF:
+                break
+            answered(answer)
+            if clock() >= t_end or i >= MAX_REQUESTS:
+                break
+            sent.append(clock())
+            await call.write(payloads[i % len(payloads)])
+            i += streams
+        await call.done_writing()
+        while sent and (answer := await call.read()) is not grpc.aio.EOF:
+            answered(answer)
+    except grpc.aio.AioRpcError as err:
+        counted = sum(1 for t0 in sent if t_meas <= t0 < t_end)
+        errors[err.code().name] += counted
 
 
 def main(argv: list[str]) -> int:

@@ -43,7 +43,7 @@ ROWS_PER_BIG_REQUEST = 64
 @dataclass(frozen=True)
 class Workload:
     name: str
-    mode: str  # closed | open
+    mode: str  # closed | open | stream (PredictStream: Waybill only)
     rows: int  # rows per request
     concurrency: int = 1
     rate: float = 0.0  # open loop: requests per second
@@ -55,6 +55,7 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
     out.append(Workload(f"closed c={rc} {ROWS_PER_BIG_REQUEST}-row", "closed",
                         ROWS_PER_BIG_REQUEST, rc))
     out += [Workload(f"open {r:g}/s 1-row", "open", 1, rate=r) for r in args.open_rates]
+    out.append(Workload("stream c=32 1-row", "stream", 1, 32))
     return out
 
 
@@ -71,6 +72,7 @@ class Target:
     description: str
     kind: str  # raw | waybill-proto | mlserver
     start: Callable[[Path], Running] | None = None
+    streams: bool = False  # serves PredictStream
     notes: list[str] = field(default_factory=list)
 
 
@@ -163,7 +165,8 @@ def all_targets(src: Path) -> list[Target]:
     for name, cfg in WAYBILL_CONFIGS.items():
         args = " ".join(cfg["args"])
         targets.append(Target(name, f"waybill serve {args} (cores {cfg['cpus']}): "
-                              f"{cfg['description']}", "waybill-proto", start_waybill(name, src)))
+                              f"{cfg['description']}", "waybill-proto", start_waybill(name, src),
+                              streams=True))
     return targets
 
 
@@ -177,6 +180,9 @@ def prepare_payloads(rows: list[dict[str, Any]], need_mlserver: bool) -> None:
     for size in sizes:
         bl.write_payloads(payload_file("waybill", size),
                           [bl.waybill_request_bytes(c) for c in bl.chunks(rows, size)])
+    # PredictStreamRequest: field 1 (length-delimited) holding the PredictRequest.
+    bl.write_payloads(payload_file("waybill-stream", 1),
+                      [_field_1(bl.waybill_request_bytes([row])) for row in rows])
     if need_mlserver:
         d = bl.RUN_DIR / "payloads"
         (d / "rows.json").write_text(json.dumps(rows))
@@ -185,6 +191,15 @@ def prepare_payloads(rows: list[dict[str, Any]], need_mlserver: bool) -> None:
                                                  for s in sizes}))
         subprocess.run([MLSERVER_PY, MLSERVER_TOOL, "payloads", d / "rows.json",
                         d / "features.json", d / "spec.json"], check=True, timeout=300)
+
+
+def _field_1(message: bytes) -> bytes:
+    size, varint = len(message), bytearray()
+    while True:
+        byte, size = size & 0x7F, size >> 7
+        varint.append(byte | (0x80 if size else 0))
+        if not size:
+            return b"\x0a" + bytes(varint) + message
 
 
 # ------------------------------------------------------------------------------ MLServer venv
@@ -251,9 +266,12 @@ def measure_raw(rows: list[dict[str, Any]], batch: int, warmup: float,
 def run_cell(target: Target, running: Running, w: Workload, args: argparse.Namespace,
              cell_dir: Path) -> dict[str, Any]:
     kind = "mlserver" if target.kind == "mlserver" else "waybill"
+    method = MLSERVER_METHOD if kind == "mlserver" else bl.PREDICT_METHOD
+    if w.mode == "stream":
+        kind, method = "waybill-stream", bl.PREDICT_METHOD + "Stream"
     spec = {
         "target": f"{bl.HOST}:{running.port}",
-        "method": MLSERVER_METHOD if kind == "mlserver" else bl.PREDICT_METHOD,
+        "method": method,
         "payloads": str(payload_file(kind, w.rows)),
         "metadata": [] if kind == "mlserver" else [list(m) for m in bl.PIN_METADATA],
         "mode": w.mode, "concurrency": w.concurrency, "rate": w.rate,
@@ -398,6 +416,12 @@ def target_checks(res: dict[tuple[str, str], dict[str, Any]], args: argparse.Nam
                     verdict(ratio >= 0.9)])
     else:
         out.append(["c=32 1-row: waybill-on vs bare-aio-batch", "not measured", "n/a"])
+    streamed = get("waybill-on", "stream c=32 1-row")
+    if streamed and bare:
+        ratio = streamed["req_s"] / bare["req_s"]
+        out.append(["32 in flight 1-row: waybill-on PredictStream vs bare-aio-batch (unary)",
+                    f"{streamed['req_s']:,.0f} vs {bare['req_s']:,.0f} = {ratio:.2f}x",
+                    verdict(ratio >= 0.9)])
     on_big, raw_big = get("waybill-on", big), get("raw", f"{ROWS_PER_BIG_REQUEST} rows/call")
     if on_big and raw_big:
         ratio = on_big["rows_s"] / raw_big["rows_s"]
@@ -546,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
             checks[t.name] = check_predictions(t, running, expected)
             print(f"   predictions: {checks[t.name]}", flush=True)
             for w in loads:
+                if w.mode == "stream" and not t.streams:
+                    continue
                 if not running.proc.alive():
                     results.append((t.name, w.name, "server exited"))
                     continue
