@@ -3,18 +3,19 @@ unary Predict gives, errors as answers that do not end the stream."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from waybill.v1 import prediction_pb2 as pb
 from waybill.v1 import prediction_pb2_grpc as pb_grpc
-from waybill_client import InvalidArgument, PredictResult, WaybillClient
+from waybill_client import AsyncWaybillClient, InvalidArgument, PredictResult, WaybillClient
 
 from tests.harness import ServerProcess
 from tests.test_server_predict import struct_rows
@@ -206,3 +207,25 @@ def test_the_python_client_raises_unsendable_rows_after_the_answers_before_them(
         for answer in client.predict_stream("delivery_eta", iter(batches)):
             answers.append(answer)
     assert [type(a).__name__ for a in answers] == ["PredictResult", "PredictResult"]
+
+
+def test_the_asyncio_client_streams_an_async_iterable(
+        server: ServerProcess, rows: list[dict[str, object]]) -> None:
+    async def batches() -> AsyncIterator[list[dict[str, object]]]:
+        for i in range(6):
+            yield rows[i:i + 1 + i % 3]
+        yield [{**rows[0], "distance_km": -1.0}]
+
+    async def run() -> tuple[list[object], list[PredictResult]]:
+        async with AsyncWaybillClient(server.target) as client:
+            got = [a async for a in client.predict_stream("delivery_eta", batches())]
+            unary = [await client.predict("delivery_eta", rows[i:i + 1 + i % 3])
+                     for i in range(6)]
+        return got, unary
+
+    answers, unary = asyncio.run(run())
+    assert [type(a).__name__ for a in answers] == ["PredictResult"] * 6 + ["InvalidArgument"]
+    for got, expected in zip(answers, unary, strict=False):
+        assert isinstance(got, PredictResult)
+        assert [p.transit_days for p in got.predictions] == pytest.approx(
+            [p.transit_days for p in expected.predictions])

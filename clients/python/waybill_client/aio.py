@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -24,10 +32,12 @@ from ._convert import (
     predict_result,
 )
 from ._retry import CallAttempts, RetryPolicy, check_timeout
+from .errors import WaybillError, from_predict_error, from_rpc_error
 
 __all__ = ["AsyncWaybillClient"]
 
 _R = TypeVar("_R")
+_T = TypeVar("_T")
 
 
 class AsyncWaybillClient:
@@ -86,6 +96,36 @@ class AsyncWaybillClient:
             self._stub.Predict, request, metadata, timeout
         )
         return predict_result(response)
+
+    def predict_stream(
+        self,
+        model: str,
+        requests: Iterable[Sequence[Mapping[str, object]]]
+        | AsyncIterable[Sequence[Mapping[str, object]]],
+        *,
+        version: str | None = None,
+        routing_key: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[PredictResult | WaybillError]:
+        """Many requests over one ``PredictStream`` call (``async for``); see
+        ``WaybillClient.predict_stream``. ``requests`` may also be an async iterable."""
+        if self._closed:
+            raise RuntimeError("AsyncWaybillClient is closed")
+        budget = None if timeout is None else check_timeout(timeout)
+        metadata = call_metadata(self._metadata, version=version, routing_key=routing_key)
+        unsendable: list[Exception] = []
+
+        async def sent() -> AsyncIterator[prediction_pb2.PredictStreamRequest]:
+            async for rows in _each(requests):
+                try:
+                    request = build_predict_request(model, rows)
+                except (TypeError, ValueError) as exc:
+                    unsendable.append(exc)  # raised to the caller once the answers are in
+                    return
+                yield prediction_pb2.PredictStreamRequest(request=request)
+
+        call = self._stub.PredictStream(sent(), timeout=budget, metadata=metadata)
+        return _answers(call, unsendable)
 
     async def list_models(
         self, *, timeout: float | None = None
@@ -159,3 +199,28 @@ class AsyncWaybillClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def _each(items: Iterable[_T] | AsyncIterable[_T]) -> AsyncIterator[_T]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+async def _answers(call: Any, unsendable: list[Exception],
+                   ) -> AsyncIterator[PredictResult | WaybillError]:
+    try:
+        async for answer in call:
+            if answer.WhichOneof("result") == "response":
+                yield predict_result(answer.response)
+            else:
+                yield from_predict_error(answer.error)
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc) from exc
+    finally:
+        call.cancel()  # a no-op once the call has ended
+    if unsendable:
+        raise unsendable[0]
