@@ -30,7 +30,7 @@ STREAM_IN_FLIGHT = 64
 SIBLING_FLUSH_S = 0.5
 
 
-class PredictionService(pb_grpc.PredictionServiceServicer):  # type: ignore[misc]
+class PredictionService(pb_grpc.PredictionServiceServicer):
     service = pb.DESCRIPTOR.services_by_name["PredictionService"].full_name  # read by server.rpc
 
     def __init__(

@@ -13,7 +13,8 @@ the caller back). The call's own task writes the answers in request order.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import grpc
 from waybill.v1 import prediction_pb2 as pb
@@ -21,7 +22,7 @@ from waybill.v1 import prediction_pb2 as pb
 from server.errors import Unavailable
 from server.rpc import on_drain
 
-Answer = Callable[[pb.PredictRequest], Awaitable[pb.PredictStreamResponse]]
+Answer = Callable[[pb.PredictRequest], Coroutine[Any, Any, pb.PredictStreamResponse]]
 
 
 class _Reading:

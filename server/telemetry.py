@@ -168,7 +168,7 @@ def sampler_from(environ: Mapping[str, str]) -> Sampling:
     if name in parent_based:
         root, root_ratio = parent_based[name]
         return Sampling(ParentBased(ALWAYS_ON), root_ratio,
-                        ParentBased(root).get_description())
+                        ParentBased(root).get_description())  # type: ignore[no-untyped-call]
     if name not in alone:
         raise TelemetryError(f"OTEL_TRACES_SAMPLER={name!r}: use one of "
                              f"{sorted([*parent_based, *alone])}")

@@ -18,6 +18,8 @@ from typing import TypeVar
 from google.protobuf import struct_pb2
 from waybill.v1 import prediction_pb2
 
+from .errors import WaybillError, from_predict_error
+
 _C = TypeVar("_C")
 
 __all__ = [
@@ -412,3 +414,21 @@ def predict_result(response: prediction_pb2.PredictResponse) -> PredictResult:
         predictions=predictions,
         response=response,
     )
+
+
+def stream_request(model: str, rows: Sequence[Mapping[str, object]],
+                   unsendable: list[Exception]) -> prediction_pb2.PredictStreamRequest | None:
+    """One PredictStream request; ``None`` (the error kept in ``unsendable``, to be raised
+    once the answers before it are in) when the rows cannot be sent."""
+    try:
+        return prediction_pb2.PredictStreamRequest(request=build_predict_request(model, rows))
+    except (TypeError, ValueError) as exc:
+        unsendable.append(exc)
+        return None
+
+
+def stream_answer(answer: prediction_pb2.PredictStreamResponse) -> PredictResult | WaybillError:
+    """A PredictStream answer: the result, or the error ``predict`` would have raised."""
+    if answer.WhichOneof("result") == "response":
+        return predict_result(answer.response)
+    return from_predict_error(answer.error)

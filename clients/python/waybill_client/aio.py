@@ -30,9 +30,11 @@ from ._convert import (
     open_channel,
     outcome_report,
     predict_result,
+    stream_answer,
+    stream_request,
 )
 from ._retry import CallAttempts, RetryPolicy, check_timeout
-from .errors import WaybillError, from_predict_error, from_rpc_error
+from .errors import WaybillError, from_rpc_error
 
 __all__ = ["AsyncWaybillClient"]
 
@@ -117,12 +119,10 @@ class AsyncWaybillClient:
 
         async def sent() -> AsyncIterator[prediction_pb2.PredictStreamRequest]:
             async for rows in _each(requests):
-                try:
-                    request = build_predict_request(model, rows)
-                except (TypeError, ValueError) as exc:
-                    unsendable.append(exc)  # raised to the caller once the answers are in
+                request = stream_request(model, rows, unsendable)
+                if request is None:
                     return
-                yield prediction_pb2.PredictStreamRequest(request=request)
+                yield request
 
         call = self._stub.PredictStream(sent(), timeout=budget, metadata=metadata)
         return _answers(call, unsendable)
@@ -214,10 +214,7 @@ async def _answers(call: Any, unsendable: list[Exception],
                    ) -> AsyncIterator[PredictResult | WaybillError]:
     try:
         async for answer in call:
-            if answer.WhichOneof("result") == "response":
-                yield predict_result(answer.response)
-            else:
-                yield from_predict_error(answer.error)
+            yield stream_answer(answer)
     except grpc.RpcError as exc:
         raise from_rpc_error(exc) from exc
     finally:

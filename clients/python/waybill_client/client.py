@@ -21,9 +21,11 @@ from ._convert import (
     open_channel,
     outcome_report,
     predict_result,
+    stream_answer,
+    stream_request,
 )
 from ._retry import CallAttempts, RetryPolicy, check_timeout
-from .errors import WaybillError, from_predict_error, from_rpc_error
+from .errors import WaybillError, from_rpc_error
 
 __all__ = ["WaybillClient"]
 
@@ -131,12 +133,10 @@ class WaybillClient:
 
         def sent() -> Iterator[prediction_pb2.PredictStreamRequest]:
             for rows in requests:
-                try:
-                    request = build_predict_request(model, rows)
-                except (TypeError, ValueError) as exc:
-                    unsendable.append(exc)  # raised to the caller once the answers are in
+                request = stream_request(model, rows, unsendable)
+                if request is None:
                     return
-                yield prediction_pb2.PredictStreamRequest(request=request)
+                yield request
 
         call = self._stub.PredictStream(sent(), timeout=budget, metadata=metadata)
         return self._answers(call, unsendable)
@@ -145,10 +145,7 @@ class WaybillClient:
     def _answers(call: Any, unsendable: list[Exception]) -> Iterator[PredictResult | WaybillError]:
         try:
             for answer in call:
-                if answer.WhichOneof("result") == "response":
-                    yield predict_result(answer.response)
-                else:
-                    yield from_predict_error(answer.error)
+                yield stream_answer(answer)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
         finally:
