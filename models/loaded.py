@@ -31,6 +31,10 @@ class Scored:
     lower: np.ndarray
     upper: np.ndarray
 
+    def part(self, start: int, end: int) -> Scored:
+        """Rows ``start:end`` (views, no copy): one caller's share of a batch."""
+        return Scored(self.median[start:end], self.lower[start:end], self.upper[start:end])
+
 
 class LoadedVersion:
     """One servable version. Immutable after load; safe to share across threads."""

@@ -184,6 +184,5 @@ def _deliver(done: asyncio.Future[Scored], parts: list[_Part],
     for matrix, future, _ in parts:
         end = start + len(matrix)
         if not future.done():
-            future.set_result(Scored(scored.median[start:end], scored.lower[start:end],
-                                     scored.upper[start:end]))
+            future.set_result(scored.part(start, end))
         start = end

@@ -551,9 +551,6 @@ class DriftTracker:
         return _Window(layout.size, self.settings.sample_size, len(layout.numeric),
                        self._clock(), self._wall())
 
-    def _too_old(self, window: _Window, now: float) -> bool:
-        return self._age_exceeded(window.started, now)
-
     def _close(self) -> _Window:
         """Freeze the current window and open a fresh one (caller holds the lock)."""
         closed = self._window
@@ -568,7 +565,7 @@ class DriftTracker:
             self._flush_counting()
             now = self._clock()
             with self._lock:
-                if self._window.rows and self._too_old(self._window, now):
+                if self._window.rows and self._age_exceeded(self._window.started, now):
                     self._close()
 
     # --- reports --------------------------------------------------------------------------------

@@ -394,23 +394,28 @@ class Observer:
             return
         token, span = started
         try:
-            if call.span is not None:
-                attributes: dict[str, Any] = {"rpc.grpc.status_code": code_value}
-                if call.model is not None:
-                    attributes.update({"waybill.model": call.model,
-                                       "waybill.version": call.version,
-                                       "waybill.route": call.route})
-                rows = call.fields.get("rows")
-                if isinstance(rows, int):
-                    attributes["waybill.rows"] = rows
-                span.set_attributes(attributes)
-                if code in SERVER_ERROR_CODES:
-                    if error is not None and code == "INTERNAL":
-                        span.record_exception(error)
-                    span.set_status(trace.StatusCode.ERROR, code)
-            span.end()
+            self.close_span(span, call, code, code_value, error)
         finally:
             otel_context.detach(token)
+
+    def close_span(self, span: trace.Span, call: Call, code: str, code_value: int,
+                   error: BaseException | None) -> None:
+        """Set a call's outcome on its span (when the call records) and end it."""
+        if call.span is not None:
+            attributes: dict[str, Any] = {"rpc.grpc.status_code": code_value}
+            if call.model is not None:
+                attributes.update({"waybill.model": call.model,
+                                   "waybill.version": call.version,
+                                   "waybill.route": call.route})
+            rows = call.fields.get("rows")
+            if isinstance(rows, int):
+                attributes["waybill.rows"] = rows
+            span.set_attributes(attributes)
+            if code in SERVER_ERROR_CODES:
+                if error is not None and code == "INTERNAL":
+                    span.record_exception(error)
+                span.set_status(trace.StatusCode.ERROR, code)
+        span.end()
 
     def finish(self, rpc: RpcMethod, call: Call, code: str, code_value: int,
                seconds: float) -> None:

@@ -15,10 +15,9 @@ from waybill.v1 import prediction_pb2_grpc as pb_grpc
 from router.table import resolve
 from server import convert
 from server.errors import BadRequest, Unavailable
-from server.logs import ACCESS
-from server.observe import UNKNOWN, Call, Observer, begin_call, current_call
+from server.observe import Call, Observer, begin_call, current_call
 from server.predictor import Predictor
-from server.rpc import annotate, failure, handler
+from server.rpc import annotate, failure, handler, log_call
 from server.state import ServingState
 from server.store import InvalidOutcome, Store, UnknownPredictions
 from server.streams import serve_stream
@@ -82,6 +81,7 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
             call.span, call.context = span, trace.set_span_in_context(span)
         started = time.perf_counter()
         code = grpc.StatusCode.OK
+        failed: Exception | None = None
         try:
             async with asyncio.timeout(self.default_deadline_s):
                 query = convert.predict_query(request, metadata)
@@ -100,25 +100,15 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
                 code=code.value[0], message="server is stopping"))
         except Exception as error:
             status = failure(error, "PredictStream")
-            code = status.code
+            code, failed = status.code, error
             fields["error"] = status.message
             return pb.PredictStreamResponse(error=convert.predict_error(status))
         finally:
             elapsed = time.perf_counter() - started
-            if call.model is not None and call.version != UNKNOWN:
-                fields["version"], fields["route"] = call.version, call.route
-            fields["code"] = code.name
-            fields["duration_ms"] = round(elapsed * 1000, 3)
-            ACCESS.write(fields, span, ok=code is grpc.StatusCode.OK, seconds=elapsed)
-            if span is not None:
-                span.set_attributes({"rpc.grpc.status_code": code.value[0],
-                                     "waybill.model": call.model or UNKNOWN,
-                                     "waybill.version": call.version,
-                                     "waybill.route": call.route})
-                if code is not grpc.StatusCode.OK:
-                    span.set_status(trace.StatusCode.ERROR, code.name)
-                span.end()
+            log_call(call, code, elapsed, span)
             if observer is not None:
+                if span is not None:
+                    observer.close_span(span, call, code.name, code.value[0], failed)
                 observer.request_done(call, code.name, elapsed)
 
     @handler("ListModels")

@@ -12,10 +12,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from opentelemetry import trace
 
 from server.errors import Unavailable, WireStatus, to_status
 from server.logs import ACCESS, ACCESS_LOGGER
-from server.observe import UNKNOWN, Observer, begin_call, current_call
+from server.observe import UNKNOWN, Call, Observer, begin_call, current_call
 
 log = logging.getLogger(ACCESS_LOGGER)
 errors_log = logging.getLogger("waybill.errors")
@@ -54,6 +55,17 @@ def on_drain(callback: Callable[[], None]) -> Callable[[], None]:
 
 def draining() -> bool:
     return _draining.is_set()
+
+
+def log_call(call: Call, code: grpc.StatusCode, seconds: float, span: trace.Span | None,
+             ) -> None:
+    """Complete a call's access-log fields and write its line (if the policy wants it)."""
+    fields = call.fields
+    if call.model is not None and call.version != UNKNOWN and "version" not in fields:
+        fields["version"], fields["route"] = call.version, call.route  # failed late
+    fields["code"] = code.name
+    fields["duration_ms"] = round(seconds * 1000, 3)
+    ACCESS.write(fields, span, ok=code is grpc.StatusCode.OK, seconds=seconds)
 
 
 def failure(error: Exception, method: str) -> WireStatus:
@@ -98,6 +110,7 @@ def handler(method: str, *, streaming: bool = False,
                 log.debug("rpc started", extra={"fields": {"method": method}})
             code = grpc.StatusCode.OK
             failed: BaseException | None = None
+
             # A caller without a deadline gets the server's default, so nothing hangs.
             budget = (self.default_deadline_s
                       if context.time_remaining() is None and not streaming else None)
@@ -121,12 +134,7 @@ def handler(method: str, *, streaming: bool = False,
                 raise  # unreachable: abort raises
             finally:
                 elapsed = time.perf_counter() - started
-                if call.model is not None and call.version != UNKNOWN and "version" not in fields:
-                    fields["version"], fields["route"] = call.version, call.route  # failed late
-                fields["code"] = code.name
-                fields["duration_ms"] = round(elapsed * 1000, 3)
-                ACCESS.write(fields, span[1] if span is not None else None,
-                             ok=code is grpc.StatusCode.OK, seconds=elapsed)
+                log_call(call, code, elapsed, span[1] if span is not None else None)
                 observer.end_span(span, call, code.name, code.value[0], failed)
                 observer.finish(rpc, call, code.name, code.value[0], elapsed)
 

@@ -168,9 +168,7 @@ class ShadowScorer:
         with self._lock:
             for job, _, matrix in valid:
                 end = start + len(matrix)
-                self._tally(job.model, shadow.version).add(
-                    job.served, Scored(scored.median[start:end], scored.lower[start:end],
-                                       scored.upper[start:end]))
+                self._tally(job.model, shadow.version).add(job.served, scored.part(start, end))
                 start = end
         for _, span, _ in valid:
             _end(span, "compared")

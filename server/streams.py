@@ -66,7 +66,7 @@ async def serve_stream(requests: AsyncIterator[pb.PredictStreamRequest],
     unsubscribe = on_drain(drain)
     try:
         while (task := await answers.get()) is not None:
-            await context.write(await _settled(task))
+            await context.write(await task)
             room.release()
     except BaseException as error:
         reader.cancel()
@@ -86,19 +86,6 @@ async def serve_stream(requests: AsyncIterator[pb.PredictStreamRequest],
         raise Unavailable("server is draining; send the unanswered requests to another "
                           "replica")
     return state.read
-
-
-async def _settled(task: asyncio.Task[pb.PredictStreamResponse]) -> pb.PredictStreamResponse:
-    try:
-        return await task
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            task.cancel()
-            raise  # the call itself is being cancelled
-        # Cancelled from below (the server is stopping): still one answer per request.
-        return pb.PredictStreamResponse(error=pb.PredictError(
-            code=grpc.StatusCode.UNAVAILABLE.value[0], message="server is stopping"))
 
 
 def _gone(context: grpc.aio.ServicerContext) -> bool:
