@@ -110,6 +110,17 @@ def handler(method: str, *, streaming: bool = False,
                 log.debug("rpc started", extra={"fields": {"method": method}})
             code = grpc.StatusCode.OK
             failed: BaseException | None = None
+            recorded = False
+
+            def record() -> None:
+                nonlocal recorded
+                if recorded:
+                    return
+                recorded = True
+                elapsed = time.perf_counter() - started
+                log_call(call, code, elapsed, span[1] if span is not None else None)
+                observer.end_span(span, call, code.name, code.value[0], failed)
+                observer.finish(rpc, call, code.name, code.value[0], elapsed)
 
             # A caller without a deadline gets the server's default, so nothing hangs.
             budget = (self.default_deadline_s
@@ -130,13 +141,13 @@ def handler(method: str, *, streaming: bool = False,
                 trailing: tuple[tuple[str, bytes], ...] = ()
                 if status.details is not None:
                     trailing = (("grpc-status-details-bin", status.details.SerializeToString()),)
+                # abort sends the status at once: record the call before the caller can see
+                # it, so its metrics and log line are there when the caller looks.
+                record()
                 await context.abort(status.code, status.message, trailing_metadata=trailing)
                 raise  # unreachable: abort raises
             finally:
-                elapsed = time.perf_counter() - started
-                log_call(call, code, elapsed, span[1] if span is not None else None)
-                observer.end_span(span, call, code.name, code.value[0], failed)
-                observer.finish(rpc, call, code.name, code.value[0], elapsed)
+                record()
 
         return run
 
