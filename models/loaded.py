@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from catboost import CatBoostError, CatBoostRegressor
 
 from models.artifact import DAY_TOLERANCE, MODEL_FILE, ArtifactError, FeatureType, Manifest
 from models.registry import check_files, version_path
-from models.validation import RowValidator, ValidatedRows
+from models.validation import Columns, RowValidator, ValidatedRows
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +63,8 @@ class LoadedVersion:
         return loaded
 
     def validate(
-        self, rows: Sequence[Mapping[str, Any]], also_known: frozenset[str] = frozenset()
+        self, rows: Columns | Sequence[Mapping[str, Any]],
+        also_known: frozenset[str] = frozenset(),
     ) -> ValidatedRows:
         return self._validator.validate(rows, also_known)
 
@@ -113,18 +113,29 @@ def _check_model_matches(manifest: Manifest, model: CatBoostRegressor, path: Pat
         )
 
 
-def promised_days(median: float) -> int:
+def promised_days(median: np.ndarray) -> np.ndarray:
     """Days from the order date to the predicted delivery date: round half up."""
-    return math.floor(median + 0.5)
+    return np.floor(median + 0.5).astype(np.int64)
 
 
-def delivery_dates(order_date: date | None, median: float, upper: float) -> tuple[str, str]:
-    """The documented rule: order date + round-half-up(median) and + ceil(upper) days.
+def delivery_dates(order_dates: np.ndarray | None, median: np.ndarray,
+                   upper: np.ndarray) -> tuple[list[str], list[str]]:
+    """The documented rule, for a batch: order date + round-half-up(median) and
+    + ceil(upper) days, as YYYY-MM-DD; "" for a row without an order date.
 
     ``upper`` is read with :data:`DAY_TOLERANCE`, as training measured coverage.
     """
-    if order_date is None:
-        return "", ""
-    expected = order_date + timedelta(days=promised_days(median))
-    latest = order_date + timedelta(days=math.ceil(upper - DAY_TOLERANCE))
-    return expected.isoformat(), latest.isoformat()
+    if order_dates is None:
+        return [""] * len(median), [""] * len(median)
+    expected = order_dates + promised_days(median).astype("timedelta64[D]")
+    latest = order_dates + np.ceil(upper - DAY_TOLERANCE).astype(np.int64).astype(
+        "timedelta64[D]")
+    return date_strings(expected), date_strings(latest)
+
+
+def date_strings(days: np.ndarray) -> list[str]:
+    """datetime64[D] values as YYYY-MM-DD; "" for NaT."""
+    text: list[str] = np.datetime_as_string(days, unit="D").tolist()
+    if np.isnat(days).any():
+        text = ["" if t == "NaT" else t for t in text]
+    return text

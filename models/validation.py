@@ -1,17 +1,24 @@
-"""Validate request rows against a version's feature schema and build CatBoost input.
+"""Validate request values against a version's feature schema and build CatBoost input.
 
-Rows arrive as mappings of feature name to JSON value (str, float, bool, None;
-lists and objects are never valid). :class:`RowValidator` is compiled once per
-loaded version and turns rows into the object matrix CatBoost takes, or raises
-:class:`ValidationFailed` with one violation per bad field, so a caller fixes
-every problem in one round trip.
+A request's values reach the validator as :class:`Columns`, one sequence per feature
+with one value per order (None where an order has none), whether the caller sent
+rows (transposed by :func:`rows_to_columns`) or columns. Values are JSON-like (str,
+float, bool, None; lists and objects are never valid). :class:`RowValidator` is
+compiled once per loaded version and turns the columns into the object matrix
+CatBoost takes, or raises :class:`ValidationFailed` with one violation per bad
+value, so a caller fixes every problem in one round trip.
+
+A column whose values are all present and well formed (the common case) is checked
+and converted in one numpy pass; any other column goes value by value through the
+per-value checks, which alone hold the rules and their messages.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -49,7 +56,41 @@ class ValidationFailed(Exception):
 @dataclass(frozen=True, slots=True)
 class ValidatedRows:
     matrix: np.ndarray  # (rows, model features), dtype=object, CatBoost column order
-    dates: tuple[date | None, ...]  # the output date field per row, if the schema has one
+    # The output date field per row as datetime64[D] (NaT where a row has none), or
+    # None when the schema has no date field.
+    dates: np.ndarray | None
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """A request's values by feature name: each sequence holds one value per row,
+    None where the row has no value. ``by_row`` says how the caller sent them, which
+    decides how a bad value is named: ``rows[3].zip_code`` or ``columns.zip_code[3]``."""
+
+    n_rows: int
+    values: Mapping[str, Sequence[Any]]
+    by_row: bool = True
+
+    def field(self, name: str, row: int | None) -> str:
+        if self.by_row:
+            return f"rows[{row}].{name}"
+        return f"columns.{name}" if row is None else f"columns.{name}[{row}]"
+
+
+def rows_to_columns(rows: Sequence[Mapping[str, Any]] | Sequence[Iterable[tuple[str, Any]]],
+                    value: Callable[[Any], Any] | None = None) -> Columns:
+    """Transpose rows (mappings, or iterables of (name, value) pairs read through
+    ``value``) into columns."""
+    n = len(rows)
+    values: dict[str, list[Any]] = {}
+    for index, row in enumerate(rows):
+        pairs = row.items() if isinstance(row, Mapping) else row
+        for name, raw in pairs:
+            column = values.get(name)
+            if column is None:
+                column = values[name] = [None] * n
+            column[index] = raw if value is None else value(raw)
+    return Columns(n, values, by_row=True)
 
 
 class _Bad(Exception):
@@ -117,7 +158,75 @@ def _date(spec: FeatureSpec, value: Any) -> date:
 def _missing_value(spec: FeatureSpec) -> object:
     if spec.type is FeatureType.CATEGORICAL:
         return MISSING_CATEGORY
+    if spec.type is FeatureType.DATE:
+        return None  # NaT
     return math.nan
+
+
+# Where a columnar request puts each type's values (for a column sent in the wrong list).
+_COLUMN_LIST = {
+    FeatureType.NUMERIC: "numbers",
+    FeatureType.INTEGER: "numbers",
+    FeatureType.BOOLEAN: "booleans",
+    FeatureType.CATEGORICAL: "strings",
+    FeatureType.DATE: "strings (YYYY-MM-DD)",
+}
+_FIRST_DAY = np.datetime64("0001-01-01", "D")  # datetime.date's range; numpy's is wider
+_LAST_DAY = np.datetime64("9999-12-31", "D")
+
+
+def _all_of_type(values: Sequence[Any], kind: type) -> bool:
+    if isinstance(values, np.ndarray):
+        return kind is float and values.dtype == np.float64
+    return all(type(v) is kind for v in values)
+
+
+def _fast_numbers(spec: FeatureSpec, values: Sequence[Any]) -> np.ndarray | None:
+    if not _all_of_type(values, float):
+        return None
+    array = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(array).all():
+        return None
+    if spec.min is not None and array.min() < spec.min:
+        return None
+    if spec.max is not None and array.max() > spec.max:
+        return None
+    if spec.type is FeatureType.INTEGER and not (np.floor(array) == array).all():
+        return None
+    return array
+
+
+def _fast_booleans(spec: FeatureSpec, values: Sequence[Any]) -> np.ndarray | None:
+    if not _all_of_type(values, bool):
+        return None
+    return np.asarray(values, dtype=np.float64)
+
+
+def _fast_categories(spec: FeatureSpec, known: frozenset[str],
+                     values: Sequence[Any]) -> list[str] | None:
+    if not _all_of_type(values, str):
+        return None
+    if not spec.allow_unknown and not known.issuperset(values):
+        return None
+    if max(map(len, values)) > MAX_CATEGORY_LENGTH:
+        return None
+    return list(values)
+
+
+def _fast_dates(spec: FeatureSpec, values: Sequence[Any]) -> np.ndarray | None:
+    if not _all_of_type(values, str):
+        return None
+    try:
+        days = np.array(values, dtype="datetime64[D]")
+    except ValueError:
+        return None
+    # numpy also reads "2026-11", "NaT" and years past 9999; a value is good when it is
+    # exactly the canonical form of a date datetime.date can hold.
+    if np.isnat(days).any() or days.min() < _FIRST_DAY or days.max() > _LAST_DAY:
+        return None
+    if not (np.datetime_as_string(days, unit="D") == np.asarray(values, dtype=str)).all():
+        return None
+    return days
 
 
 class RowValidator:
@@ -126,66 +235,105 @@ class RowValidator:
     def __init__(self, manifest: Manifest) -> None:
         self._known = frozenset(f.name for f in manifest.features)
         self._n_cols = len(manifest.model_features)
-        date_field = manifest.output.date_field
-        # (spec, check, matrix column or None for dates, whether it is the output date)
-        self._checks: list[tuple[FeatureSpec, Callable[[FeatureSpec, Any], Any], int | None, bool]]
-        self._checks = []
+        self._date_field = manifest.output.date_field
+        # (order in the schema, spec, per-value check, one-pass check, matrix column or
+        # None for dates)
+        self._checks: list[tuple[int, FeatureSpec, Callable[[FeatureSpec, Any], Any],
+                                 Callable[[Sequence[Any]], Any], int | None]] = []
         column = 0
-        for spec in manifest.features:
-            if spec.type is FeatureType.DATE:
-                self._checks.append((spec, _date, None, spec.name == date_field))
-                continue
+        for order, spec in enumerate(manifest.features):
             check: Callable[[FeatureSpec, Any], Any]
-            if spec.type is FeatureType.CATEGORICAL:
+            fast: Callable[[Sequence[Any]], Any]
+            if spec.type is FeatureType.DATE:
+                check, fast = _date, functools.partial(_fast_dates, spec)
+            elif spec.type is FeatureType.CATEGORICAL:
                 check = _category_checker(spec)
+                fast = functools.partial(_fast_categories, spec, frozenset(spec.categories))
             elif spec.type is FeatureType.BOOLEAN:
-                check = _boolean
+                check, fast = _boolean, functools.partial(_fast_booleans, spec)
             else:
-                check = _number
-            self._checks.append((spec, check, column, False))
-            column += 1
+                check, fast = _number, functools.partial(_fast_numbers, spec)
+            is_input = spec.type is not FeatureType.DATE
+            self._checks.append((order, spec, check, fast, column if is_input else None))
+            column += is_input
 
     def validate(
-        self, rows: Sequence[Mapping[str, Any]], also_known: frozenset[str] = frozenset()
+        self, rows: Columns | Sequence[Mapping[str, Any]],
+        also_known: frozenset[str] = frozenset(),
     ) -> ValidatedRows:
-        """Check rows; ``also_known`` names fields of sibling versions, which are ignored.
+        """Check a request's values; ``also_known`` names fields of sibling versions,
+        which are ignored.
 
         Callers of a model send one row shape whichever version the router picks,
         so a field is unknown only when no served version of the model has it.
         """
+        columns = rows if isinstance(rows, Columns) else rows_to_columns(rows)
+        n = columns.n_rows
         known = self._known | also_known if also_known else self._known
-        matrix = np.empty((len(rows), self._n_cols), dtype=object)
-        dates: list[date | None] = [None] * len(rows)
-        violations: list[Violation] = []
+        matrix = np.empty((n, self._n_cols), dtype=object)
+        dates: np.ndarray | None = None
+        # (row, order in the schema, violation): sorted at the end so violations read
+        # row by row whatever order the columns were checked in.
+        found: list[tuple[int, int, Violation]] = []
+        for name in columns.values.keys() - known:
+            found.extend(self._unknown(columns, name))
+        for order, spec, check, fast, column in self._checks:
+            values = columns.values.get(spec.name)
+            checked = None if values is None else fast(values)
+            if checked is None:
+                checked, bad = self._one_by_one(columns, spec, check, values)
+                found.extend((row, order, v) for row, v in bad)
+            if column is not None:
+                matrix[:, column] = checked
+            elif spec.name == self._date_field:
+                dates = np.asarray(checked, dtype="datetime64[D]")
+        if found:
+            found.sort(key=lambda item: item[:2])
+            raise ValidationFailed([v for _, _, v in found[:MAX_VIOLATIONS]])
+        return ValidatedRows(matrix, dates)
 
-        def bad(index: int, name: str, rule: str, description: str) -> None:
-            if len(violations) < MAX_VIOLATIONS:
-                violations.append(Violation(f"rows[{index}].{name}", rule, description))
+    @staticmethod
+    def _unknown(columns: Columns, name: str) -> list[tuple[int, int, Violation]]:
+        rule, description = "unknown_field", ("not a feature of any served version of this "
+                                             "model (see GetModel)")
+        if not columns.by_row:
+            return [(-1, -1, Violation(columns.field(name, None), rule, description))]
+        present = [i for i, v in enumerate(columns.values[name]) if v is not None]
+        return [(i, -1, Violation(columns.field(name, i), rule, description))
+                for i in present[:MAX_VIOLATIONS]]
 
-        for index, row in enumerate(rows):
-            if not known.issuperset(row):
-                for name in row:
-                    if name not in known:
-                        bad(index, name, "unknown_field",
-                            "not a feature of any served version of this model (see GetModel)")
-            out = matrix[index]
-            for spec, check, column, is_output_date in self._checks:
-                value = row.get(spec.name)
-                if value is None:
-                    if spec.required:
-                        bad(index, spec.name, "required", "is required")
-                    if column is not None:
-                        out[column] = _missing_value(spec)
-                    continue
+    @staticmethod
+    def _one_by_one(columns: Columns, spec: FeatureSpec,
+                    check: Callable[[FeatureSpec, Any], Any],
+                    values: Sequence[Any] | None) -> tuple[list[Any], list[tuple[int, Violation]]]:
+        """The column value by value: checked values, and (row, violation) per bad one."""
+        n = columns.n_rows
+        out: list[Any] = [_missing_value(spec)] * n
+        whole = columns.field(spec.name, None)
+        if values is None:
+            if not spec.required:
+                return out, []
+            if not columns.by_row:
+                return out, [(-1, Violation(whole, "required", "is required"))]
+            values = out
+        bad: list[tuple[int, Violation]] = []
+        for row, value in enumerate(values):
+            if value is None:
+                if spec.required:
+                    bad.append((row, Violation(columns.field(spec.name, row), "required",
+                                               "is required")))
+                    out[row] = None
+            else:
                 try:
-                    checked = check(spec, value)
+                    out[row] = check(spec, value)
                 except _Bad as err:
-                    bad(index, spec.name, err.rule, err.description)
-                    continue
-                if column is not None:
-                    out[column] = checked
-                elif is_output_date:
-                    dates[index] = checked
-        if violations:
-            raise ValidationFailed(violations)
-        return ValidatedRows(matrix, tuple(dates))
+                    if err.rule == "wrong_type" and not columns.by_row:
+                        # A column holds one type: the whole column is in the wrong list.
+                        return out, [(-1, Violation(
+                            whole, "wrong_type", f"a {spec.type.value} feature: send its "
+                            f"values in {_COLUMN_LIST[spec.type]}"))]
+                    bad.append((row, Violation(columns.field(spec.name, row), err.rule,
+                                               err.description)))
+            if len(bad) >= MAX_VIOLATIONS:
+                break
+        return out, bad

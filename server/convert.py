@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, overload
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any
 
+import numpy as np
 from google.protobuf import json_format, struct_pb2
 from google.rpc import error_details_pb2
 from waybill.v1 import prediction_pb2 as pb
 
 from models.artifact import FeatureType
 from models.loaded import LoadedVersion
+from models.validation import Columns, rows_to_columns
 from router.table import ModelRoutes, RouteReason
 from server.errors import BadRequest, WireStatus
 from server.predictor import VERSION_HEADER, PredictOutcome, PredictQuery
@@ -54,26 +57,48 @@ def row_dict(row: struct_pb2.Struct) -> dict[str, Any]:
     return {name: _value(value) for name, value in row.fields.items()}
 
 
-class StructRows(Sequence[Mapping[str, Any]]):
-    """Request rows, converted from protobuf when read: whoever validates them pays
-    the conversion, so a big request converts off the event loop along with its checks."""
+def struct_columns(rows: Sequence[struct_pb2.Struct]) -> Columns:
+    """Struct rows as columns: ~9 us a row, mostly protobuf building a Value per field."""
+    return rows_to_columns([row.fields.items() for row in rows], _value)
 
-    __slots__ = ("_rows",)
 
-    def __init__(self, rows: Sequence[struct_pb2.Struct]) -> None:
-        self._rows = rows
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    @overload
-    def __getitem__(self, index: int) -> Mapping[str, Any]: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Mapping[str, Any]]: ...
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return [row_dict(r) for r in self._rows[index]]
-        return row_dict(self._rows[index])
+def proto_columns(columns: Sequence[pb.Column]) -> Columns:
+    """A columnar request's values. Checks the shape (names, lists, lengths); the
+    values themselves are checked against the chosen version's schema later."""
+    n_rows: int | None = None
+    first = ""
+    values: dict[str, Sequence[Any]] = {}
+    for index, column in enumerate(columns):
+        name = column.name
+        if not name:
+            raise BadRequest(f"columns[{index}].name", "required", "every column needs its "
+                             "feature name")
+        field = f"columns.{name}"
+        if name in values:
+            raise BadRequest(field, "duplicate", "sent twice")
+        given = [v for v in (column.numbers, column.strings, column.booleans) if len(v)]
+        if len(given) > 1:
+            raise BadRequest(field, "conflict", "set one of numbers, strings and booleans")
+        data: Sequence[Any] = given[0] if given else ()
+        if n_rows is None:
+            n_rows, first = len(data), name
+        elif len(data) != n_rows:
+            raise BadRequest(field, "length_mismatch",
+                             f"has {len(data)} values; columns.{first} has {n_rows}")
+        if column.missing:
+            past = [row for row in column.missing if row >= n_rows]
+            if past:
+                raise BadRequest(f"{field}.missing", "out_of_range",
+                                 f"row {past[0]} is past the last row ({n_rows - 1})")
+            data = list(data)
+            for row in column.missing:
+                data[row] = None
+        elif data is column.numbers:
+            data = np.asarray(data, dtype=np.float64)
+        else:
+            data = list(data)
+        values[name] = data
+    return Columns(n_rows or 0, values, by_row=False)
 
 
 def predict_query(
@@ -81,13 +106,27 @@ def predict_query(
 ) -> PredictQuery:
     # Text metadata only; binary (-bin) values never route.
     headers = {key: value for key, value in (metadata or ()) if isinstance(value, str)}
+    if request.columns:
+        if request.rows:
+            raise BadRequest("columns", "conflict", "set rows or columns, not both")
+        columns = proto_columns(request.columns)
+        n_rows, read, columnar = columns.n_rows, functools.partial(_same, columns), True
+    else:
+        n_rows, read, columnar = (len(request.rows),
+                                  functools.partial(struct_columns, request.rows), False)
     return PredictQuery(
         model=request.model,
-        rows=StructRows(request.rows),
+        n_rows=n_rows,
+        read=read,
+        columnar=columnar,
         pin=request.version or None,  # checked against its header twin by the predictor
         routing_key=request.routing_key or None,
         headers=headers,
     )
+
+
+def _same(columns: Columns) -> Columns:
+    return columns
 
 
 def outcomes(request: pb.ReportOutcomeRequest) -> list[Outcome]:
@@ -106,21 +145,27 @@ def outcomes(request: pb.ReportOutcomeRequest) -> list[Outcome]:
 
 
 def predict_response(outcome: PredictOutcome) -> pb.PredictResponse:
-    return pb.PredictResponse(
-        model=outcome.model,
-        version=outcome.version,
-        route_reason=_REASONS[outcome.reason],
-        predictions=[
-            pb.Prediction(
-                prediction_id=p.prediction_id,
-                transit_days=p.transit_days,
-                interval=pb.Interval(lower=p.lower, upper=p.upper, coverage=outcome.coverage),
-                delivery_date=p.delivery_date,
-                latest_delivery_date=p.latest_delivery_date,
-            )
-            for p in outcome.predictions
-        ],
-    )
+    answer = pb.PredictResponse(model=outcome.model, version=outcome.version,
+                                route_reason=_REASONS[outcome.reason])
+    if outcome.columnar:
+        # Lists go into repeated fields in one call each: no message per row.
+        answer.columns.prediction_id.extend(outcome.prediction_ids)
+        answer.columns.transit_days.extend(outcome.transit_days)
+        answer.columns.lower.extend(outcome.lower)
+        answer.columns.upper.extend(outcome.upper)
+        answer.columns.coverage = outcome.coverage
+        answer.columns.delivery_date.extend(outcome.delivery_dates)
+        answer.columns.latest_delivery_date.extend(outcome.latest_delivery_dates)
+        return answer
+    coverage = outcome.coverage
+    answer.predictions.extend(
+        pb.Prediction(prediction_id=pid, transit_days=median,
+                      interval=pb.Interval(lower=lower, upper=upper, coverage=coverage),
+                      delivery_date=expected, latest_delivery_date=latest)
+        for pid, median, lower, upper, expected, latest in zip(
+            outcome.prediction_ids, outcome.transit_days, outcome.lower, outcome.upper,
+            outcome.delivery_dates, outcome.latest_delivery_dates, strict=True))
+    return answer
 
 
 def predict_error(status: WireStatus) -> pb.PredictError:

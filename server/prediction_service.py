@@ -51,7 +51,7 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
     ) -> pb.PredictResponse:
         query = convert.predict_query(request, context.invocation_metadata())
-        annotate(model=query.model, rows=len(query.rows))
+        annotate(model=query.model, rows=query.n_rows)
         outcome = await self._predictor.predict(query)
         annotate(version=outcome.version, route=outcome.reason.value)
         await context.send_initial_metadata(convert.response_headers(outcome))
@@ -85,7 +85,7 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         try:
             async with asyncio.timeout(self.default_deadline_s):
                 query = convert.predict_query(request, metadata)
-                fields.update(model=query.model, rows=len(query.rows))
+                fields.update(model=query.model, rows=query.n_rows)
                 outcome = await self._predictor.predict(query)
             return pb.PredictStreamResponse(response=convert.predict_response(outcome))
         except asyncio.CancelledError:

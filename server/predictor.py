@@ -13,15 +13,14 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from models.loaded import LoadedVersion, Scored, delivery_dates, promised_days
-from models.validation import ValidatedRows, ValidationFailed
+from models.loaded import LoadedVersion, Scored, date_strings, delivery_dates, promised_days
+from models.validation import Columns, ValidatedRows, ValidationFailed
 from router.table import Decision, RouteReason, choose, shadow_for
 from server.batcher import MicroBatcher
 from server.errors import BadRequest, Overloaded
@@ -39,7 +38,9 @@ MAX_HEADER_VALUE = 128
 VERSION_HEADER = "x-model-version"
 # Up to this many rows are converted and validated on the event loop (microseconds);
 # bigger requests do it on the predict executor so the loop keeps serving others.
+# Columns cost about a tenth of Struct rows to read and check (bench/predict_path.py).
 INLINE_ROWS = 16
+INLINE_COLUMN_ROWS = 256
 
 
 def _score_tracked(score: Callable[[np.ndarray], Scored], track: TrackFn,
@@ -58,18 +59,19 @@ def _track_safely(track: TrackFn, matrix: np.ndarray, medians: np.ndarray) -> No
         log.exception("drift tracking failed; the predictions are unaffected")
 
 
-def _validate_and_score(version: LoadedVersion, rows: Sequence[Mapping[str, Any]],
+def _validate_and_score(version: LoadedVersion, read: Callable[[], Columns],
                         also_known: frozenset[str], track: TrackFn | None,
-                        marks: list[int]) -> tuple[ValidatedRows, Scored]:
+                        marks: list[int]) -> tuple[Columns, ValidatedRows, Scored]:
     """Off the event loop, for big requests; ``marks`` gets the step boundaries (ns)."""
     marks.append(time.time_ns())
-    validated = version.validate(rows, also_known)
+    columns = read()
+    validated = version.validate(columns, also_known)
     marks.append(time.time_ns())
     scored = version.score(validated.matrix)
     marks.append(time.time_ns())
     if track is not None:
         _track_safely(track, validated.matrix, scored.median)
-    return validated, scored
+    return columns, validated, scored
 
 
 def agreeing(field: str, header: str, body: str, headers: Mapping[str, str]) -> str | None:
@@ -88,29 +90,31 @@ def agreeing(field: str, header: str, body: str, headers: Mapping[str, str]) -> 
 @dataclass(frozen=True, slots=True)
 class PredictQuery:
     model: str
-    rows: Sequence[Mapping[str, Any]]
+    n_rows: int
+    # The request's values. Reading them can cost (Struct rows: ~9 us a row), so the
+    # predictor reads once, on the executor for a big request.
+    read: Callable[[], Columns]
+    columnar: bool = False  # the caller sent columns: answer in columns
     pin: str | None = None  # the request's version field; the header is in headers
     routing_key: str | None = None  # the request field; the header is in headers
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
-class RowPrediction:
-    prediction_id: str
-    transit_days: float
-    lower: float
-    upper: float
-    delivery_date: str
-    latest_delivery_date: str
-
-
-@dataclass(frozen=True, slots=True)
 class PredictOutcome:
+    """The answer, a list per output with one entry per request row, in row order."""
+
     model: str
     version: str
     reason: RouteReason
     coverage: float
-    predictions: tuple[RowPrediction, ...]
+    columnar: bool
+    prediction_ids: list[str]
+    transit_days: list[float]
+    lower: list[float]
+    upper: list[float]
+    delivery_dates: list[str]
+    latest_delivery_dates: list[str]
 
 
 class Predictor:
@@ -197,12 +201,13 @@ class Predictor:
         pin = agreeing("version", VERSION_HEADER, query.pin or "", query.headers)
         if not query.model:
             raise BadRequest("model", "required", "is required (see ListModels)")
-        if not query.rows:
-            raise BadRequest("rows", "empty", "at least one row is required")
-        n_rows = len(query.rows)
+        rows_field = "columns" if query.columnar else "rows"
+        n_rows = query.n_rows
+        if not n_rows:
+            raise BadRequest(rows_field, "empty", "at least one row is required")
         if n_rows > self._max_rows:
             raise BadRequest(
-                "rows", "too_many_rows",
+                rows_field, "too_many_rows",
                 f"{n_rows} rows exceed the limit of {self._max_rows} per request",
             )
         observer = self._observer
@@ -218,16 +223,17 @@ class Predictor:
             if step.span is not None:  # model, version, rows: on the server span
                 step.span.set_attribute("waybill.route", call.route)
         also_known = snapshot.field_names[query.model]
-        if n_rows <= INLINE_ROWS:
+        if n_rows <= (INLINE_COLUMN_ROWS if query.columnar else INLINE_ROWS):
             with observer.step(call, "waybill.validate"):
-                validated = version.validate(query.rows, also_known)
+                columns = query.read()
+                validated = version.validate(columns, also_known)
             with observer.step(call, "waybill.predict") as step:
                 scored = await self.batcher(version).score(validated.matrix, step.span)
         else:
             marks: list[int] = []
             try:
-                validated, scored = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, _validate_and_score, version, query.rows, also_known,
+                columns, validated, scored = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, _validate_and_score, version, query.read, also_known,
                     self._track(version), marks)
             finally:
                 self._trace_offloop(call, marks)
@@ -237,31 +243,35 @@ class Predictor:
                                 served=version.version)
             if shadow is not None:
                 self._shadow.offer(query.model, snapshot.version(query.model, shadow),
-                                   query.rows, also_known, scored, parent=call.span)
-        medians = scored.median.tolist()
-        rows = []
-        for prediction_id, order_date, median, lower, upper in zip(
-                new_prediction_ids(n_rows), validated.dates, medians, scored.lower.tolist(),
-                scored.upper.tolist(), strict=True):
-            expected, latest = delivery_dates(order_date, median, upper)
-            rows.append(RowPrediction(prediction_id, median, lower, upper, expected, latest))
+                                   columns, also_known, scored, parent=call.span)
+        expected, latest = delivery_dates(validated.dates, scored.median, scored.upper)
+        outcome = PredictOutcome(
+            query.model, version.version, decision.reason, version.coverage, query.columnar,
+            new_prediction_ids(n_rows), scored.median.tolist(), scored.lower.tolist(),
+            scored.upper.tolist(), expected, latest)
         if self._store is not None:
-            self._log(version, validated.dates, rows)
-        observer.predicted(call, n_rows, medians)
-        return PredictOutcome(query.model, version.version, decision.reason, version.coverage,
-                              tuple(rows))
+            self._log(version, validated.dates, scored.median, outcome)
+        observer.predicted(call, n_rows, outcome.transit_days)
+        return outcome
 
-    def _log(self, version: LoadedVersion, dates: Sequence[Any],
-             rows: Sequence[RowPrediction]) -> None:
+    def _log(self, version: LoadedVersion, dates: np.ndarray | None, medians: np.ndarray,
+             outcome: PredictOutcome) -> None:
         """Hand the predictions to the log's writer (a deque append; never blocks)."""
         assert self._store is not None
+        n = len(medians)
+        if dates is None:
+            days: list[str | None] = [None] * n
+            promised: list[int | None] = [None] * n
+        else:
+            days = [day or None for day in date_strings(dates)]
+            promised = [None if day is None else p
+                        for day, p in zip(days, promised_days(medians).tolist(), strict=True)]
         name, number = version.name, version.version
         self._store.log_predictions([
-            LoggedPrediction(row.prediction_id, name, number,
-                             None if day is None else day.isoformat(), row.transit_days,
-                             row.lower, row.upper,
-                             None if day is None else promised_days(row.transit_days))
-            for day, row in zip(dates, rows, strict=True)])
+            LoggedPrediction(pid, name, number, day, median, lower, upper, days_)
+            for pid, day, median, lower, upper, days_ in zip(
+                outcome.prediction_ids, days, outcome.transit_days, outcome.lower,
+                outcome.upper, promised, strict=True)])
 
     def _trace_offloop(self, call: Call, marks: list[int]) -> None:
         """Spans for the validate and predict steps a big request ran on the executor."""

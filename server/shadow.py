@@ -15,16 +15,14 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from opentelemetry import trace
 
 from models.loaded import LoadedVersion, Scored
-from models.validation import ValidationFailed
+from models.validation import Columns, ValidationFailed
 from server.observe import HistogramPoint
 
 log = logging.getLogger("waybill.shadow")
@@ -68,7 +66,7 @@ class ShadowTally:
 class _Job:
     model: str
     shadow: LoadedVersion
-    rows: Sequence[Mapping[str, Any]]
+    rows: Columns
     also_known: frozenset[str]
     served: Scored
     parent: trace.Span | None  # the request's recording server span, if any
@@ -92,7 +90,7 @@ class ShadowScorer:
             tally = self._tallies.setdefault(key, ShadowTally())
         return tally
 
-    def offer(self, model: str, shadow: LoadedVersion, rows: Sequence[Mapping[str, Any]],
+    def offer(self, model: str, shadow: LoadedVersion, rows: Columns,
               also_known: frozenset[str], served: Scored,
               parent: trace.Span | None = None) -> bool:
         """Queue shadow work without waiting; False (and counted) when the queue is full.
@@ -179,7 +177,7 @@ class ShadowScorer:
         return self._tracer.start_span(
             "waybill.shadow", context=trace.set_span_in_context(job.parent),
             attributes={"waybill.model": job.model, "waybill.version": job.shadow.version,
-                        "waybill.rows": len(job.rows)})
+                        "waybill.rows": job.rows.n_rows})
 
     def _failed(self, job: _Job, span: trace.Span | None) -> None:
         log.exception("shadow scoring failed", extra={"fields": {

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from models.loaded import LoadedVersion
+from models.validation import rows_to_columns
 from router.table import RoutingTable
 from server.drift import DriftSettings
 from server.predictor import Predictor, PredictQuery
@@ -33,13 +34,14 @@ def test_an_unserved_version_is_freed_after_the_next_snapshot(
     drift = DriftBook(DriftSettings())
     with ThreadPoolExecutor(1) as executor:
         predictor = Predictor(state, executor, 100, batch_delay_s=0.0, drift=drift)
-        asyncio.run(predictor.predict(PredictQuery(MODEL, [
-            {k: v for k, v in rows[0].items() if k in old.feature_names}])))
+        first = rows_to_columns([{k: v for k, v in rows[0].items() if k in old.feature_names}])
+        asyncio.run(predictor.predict(PredictQuery(MODEL, 1, lambda: first)))
         tracker = weakref.ref(drift.tracker(old))
         gone = weakref.ref(old)
         state.update(lambda _cur: snapshot_of(new))
         del old
-        asyncio.run(predictor.predict(PredictQuery(MODEL, [rows[0]])))
+        second = rows_to_columns([rows[0]])
+        asyncio.run(predictor.predict(PredictQuery(MODEL, 1, lambda: second)))
         gc.collect()
         assert gone() is None, gc.get_referrers(gone())
         assert tracker() is None

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from models.loaded import LoadedVersion
+from models.validation import rows_to_columns
 from server.catalog import VersionCatalog
 from server.shadow import ShadowScorer
 
@@ -56,7 +57,8 @@ def test_sampled_requests_are_scored_in_one_call_and_compared_one_by_one(
         scorer = ShadowScorer(executor, queue_size=16)
         scorer.start()
         for request, answer in zip(requests, answers, strict=True):
-            assert scorer.offer("delivery_eta", shadow, request, known, answer)
+            assert scorer.offer("delivery_eta", shadow, rows_to_columns(request), known,
+                                answer)
         await scorer.drain()
         await scorer.stop()
         return scorer
@@ -85,8 +87,8 @@ def test_a_request_the_shadow_refuses_does_not_spoil_the_others(
     async def run() -> ShadowScorer:
         scorer = ShadowScorer(executor, queue_size=16)
         scorer.start()
-        scorer.offer("delivery_eta", shadow, good, known, answer)
-        scorer.offer("delivery_eta", shadow, bad, known, answer)
+        scorer.offer("delivery_eta", shadow, rows_to_columns(good), known, answer)
+        scorer.offer("delivery_eta", shadow, rows_to_columns(bad), known, answer)
         await scorer.drain()
         await scorer.stop()
         return scorer

@@ -65,16 +65,32 @@ class ReportOutcomeResponse(_message.Message):
     def __init__(self, recorded: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("model", "rows", "version", "routing_key")
+    __slots__ = ("model", "rows", "version", "routing_key", "columns")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ROUTING_KEY_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     model: str
     rows: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]
     version: str
     routing_key: str
-    def __init__(self, model: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., version: _Optional[str] = ..., routing_key: _Optional[str] = ...) -> None: ...
+    columns: _containers.RepeatedCompositeFieldContainer[Column]
+    def __init__(self, model: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., version: _Optional[str] = ..., routing_key: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ...) -> None: ...
+
+class Column(_message.Message):
+    __slots__ = ("name", "numbers", "strings", "booleans", "missing")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    STRINGS_FIELD_NUMBER: _ClassVar[int]
+    BOOLEANS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    numbers: _containers.RepeatedScalarFieldContainer[float]
+    strings: _containers.RepeatedScalarFieldContainer[str]
+    booleans: _containers.RepeatedScalarFieldContainer[bool]
+    missing: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., numbers: _Optional[_Iterable[float]] = ..., strings: _Optional[_Iterable[str]] = ..., booleans: _Optional[_Iterable[bool]] = ..., missing: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PredictStreamRequest(_message.Message):
     __slots__ = ("request",)
@@ -109,16 +125,36 @@ class FieldViolation(_message.Message):
     def __init__(self, field: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("model", "version", "route_reason", "predictions")
+    __slots__ = ("model", "version", "route_reason", "predictions", "columns")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ROUTE_REASON_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     route_reason: RouteReason
     predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., route_reason: _Optional[_Union[RouteReason, str]] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ...) -> None: ...
+    columns: PredictionColumns
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., route_reason: _Optional[_Union[RouteReason, str]] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., columns: _Optional[_Union[PredictionColumns, _Mapping]] = ...) -> None: ...
+
+class PredictionColumns(_message.Message):
+    __slots__ = ("prediction_id", "transit_days", "lower", "upper", "coverage", "delivery_date", "latest_delivery_date")
+    PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    TRANSIT_DAYS_FIELD_NUMBER: _ClassVar[int]
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    UPPER_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_DATE_FIELD_NUMBER: _ClassVar[int]
+    LATEST_DELIVERY_DATE_FIELD_NUMBER: _ClassVar[int]
+    prediction_id: _containers.RepeatedScalarFieldContainer[str]
+    transit_days: _containers.RepeatedScalarFieldContainer[float]
+    lower: _containers.RepeatedScalarFieldContainer[float]
+    upper: _containers.RepeatedScalarFieldContainer[float]
+    coverage: float
+    delivery_date: _containers.RepeatedScalarFieldContainer[str]
+    latest_delivery_date: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, prediction_id: _Optional[_Iterable[str]] = ..., transit_days: _Optional[_Iterable[float]] = ..., lower: _Optional[_Iterable[float]] = ..., upper: _Optional[_Iterable[float]] = ..., coverage: _Optional[float] = ..., delivery_date: _Optional[_Iterable[str]] = ..., latest_delivery_date: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Prediction(_message.Message):
     __slots__ = ("prediction_id", "transit_days", "interval", "delivery_date", "latest_delivery_date")
