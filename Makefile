@@ -32,8 +32,10 @@ test: $(DEV)
 		|| echo "prometheus is not installed: tests/test_prometheus.py tries once more, or skips"
 	$(BIN)/python -m pytest
 
+## lint: ruff, mypy --strict (what it checks: [tool.mypy] in pyproject.toml), buf lint
 lint: $(DEV)
 	$(BIN)/python -m ruff check server router models clients/python/waybill_client tests protos bench
+	$(BIN)/python -m mypy
 	$(BIN)/buf lint
 
 ## protos: regenerate the committed Python stubs from protos/

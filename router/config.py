@@ -37,13 +37,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     Strict,
     ValidationError,
     field_serializer,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, core_schema
 
 SCHEMA_VERSION = 1
 DEFAULT_STICKY_KEY = "x-routing-key"
@@ -177,6 +178,23 @@ def _duration(value: str | int) -> float:
     return float(seconds)
 
 
+# How a duration is written in the file: "90s", "5m", "1h", or whole seconds.
+_WrittenDuration = Annotated[str, Strict()] | Annotated[int, Strict()]
+
+
+class _DurationSchema:
+    """Makes ``Annotated[float, _DurationSchema()]`` a duration field: validated as a
+    :data:`_WrittenDuration` and converted by :func:`_duration`, so the field holds
+    seconds as a float (and is typed so); serialized as that float."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            _duration, handler.generate_schema(_WrittenDuration),
+            serialization=core_schema.simple_ser_schema("float"))
+
+
 def _rule_name(value: str) -> str:
     if not RULE_NAME_RE.match(value):
         raise _rule(f"is not a rule name: must match {RULE_NAME_RE.pattern}")
@@ -189,8 +207,7 @@ Weight = Annotated[int, Strict(), AfterValidator(_weight)]
 Fraction = Annotated[float, Strict(), AfterValidator(_fraction)]
 StickyKey = Annotated[str, Strict(), AfterValidator(_sticky_key)]
 ModelName = Annotated[str, Strict(), AfterValidator(_model_name)]
-Duration = Annotated[Annotated[str, Strict()] | Annotated[int, Strict()],
-                     AfterValidator(_duration)]
+Duration = Annotated[float, _DurationSchema()]
 RuleName = Annotated[str, Strict(), AfterValidator(_rule_name)]
 
 

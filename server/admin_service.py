@@ -114,7 +114,7 @@ def event(item: Event) -> pb.Event:
     return message
 
 
-class AdminService(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
+class AdminService(pb_grpc.AdminServiceServicer):
     service = pb.DESCRIPTOR.services_by_name["AdminService"].full_name  # read by server.rpc
 
     def __init__(self, state: ServingState, reloader: RoutingReloader | None,

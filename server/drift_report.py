@@ -38,7 +38,8 @@ def _optional(message: admin_pb2.FeatureDrift, name: str) -> float | None:
 def pick_window(drift: admin_pb2.VersionDrift, which: str) -> admin_pb2.DriftWindow:
     """``latest`` = the newest completed window (else the open one); ``current`` = open."""
     if which == "latest" and drift.completed:
-        return drift.completed[0]
+        newest: admin_pb2.DriftWindow = drift.completed[0]
+        return newest
     return drift.current
 
 
@@ -120,7 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    metadata = ()
+    metadata: tuple[tuple[str, str], ...] = ()
     if args.token_file is not None:
         metadata = (("authorization", f"Bearer {args.token_file.read_text().strip()}"),)
     with grpc.insecure_channel(args.admin) as channel:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from router.table import (
@@ -28,6 +29,17 @@ if TYPE_CHECKING:
     from server.alerts import Change
 
 log = logging.getLogger("waybill.journal")
+
+
+def _cleared(model: str) -> Callable[[Snapshot], Snapshot]:
+    """The state update that drops ``model``'s override."""
+    return lambda cur: cur.with_table(without_override(cur.table, model))
+
+
+def _overridden(model: str, override: Override) -> Callable[[Snapshot], Snapshot]:
+    """The state update that puts ``override`` in force for ``model`` instead of its own."""
+    return lambda cur: cur.with_table(restore_overrides(
+        without_override(cur.table, model), {model: override}))
 
 
 def _override_record(override: Override) -> dict[str, Any]:
@@ -96,14 +108,13 @@ class Journal:
                 continue
             if now is None:
                 self._seen.pop(model, None)
-                state.update(lambda cur, m=model: cur.with_table(without_override(cur.table, m)))
+                state.update(_cleared(model))
                 log.warning("routing override cleared by a sibling", extra={"fields": {
                     "model": model}})
             else:
                 self._seen[model] = now
                 override = _override_from(now)
-                state.update(lambda cur, m=model, o=override: cur.with_table(restore_overrides(
-                    without_override(cur.table, m), {m: o})))
+                state.update(_overridden(model, override))
                 log.warning("routing override followed", extra={"fields": {
                     "model": model, "actor": override.actor, "reason": override.reason}})
 

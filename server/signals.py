@@ -140,18 +140,18 @@ class Signals:
             now_counts = last.latency.get((model, version))
             if now_counts is None:
                 return NO_DATA
-            then = base.latency.get((model, version), (0,) * len(now_counts))
-            counts = [a - b for a, b in zip(now_counts, then, strict=True)]
+            then_counts = base.latency.get((model, version), (0,) * len(now_counts))
+            counts = [a - b for a, b in zip(now_counts, then_counts, strict=True)]
             bounds = self._observer.request_duration.bounds
             return Reading(_quantile(bounds, counts, rule.quantile), sum(counts))
         if metric in (Metric.FEATURE_PSI, Metric.PREDICTION_PSI):
             return self._drift(rule, model, version)
         if metric == Metric.SHADOW_DIVERGENCE:
             base, last = self._window(rule.window)
-            rows, total = last.shadow.get((model, version), (0, 0.0))
-            rows0, total0 = base.shadow.get((model, version), (0, 0.0))
+            rows, diff = last.shadow.get((model, version), (0, 0.0))
+            rows0, diff0 = base.shadow.get((model, version), (0, 0.0))
             n = rows - rows0
-            return Reading((total - total0) / n if n else None, n)
+            return Reading((diff - diff0) / n if n else None, n)
         return self._outcomes(rule, model, version, stable)
 
     def _drift(self, rule: AlertRule, model: str, version: str) -> Reading:

@@ -103,7 +103,7 @@ class MergedMetrics:
 
 def serve_merged_metrics(host: str, port: int, merged: MergedMetrics) -> http.server.HTTPServer:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(merged)  # type: ignore[arg-type]
+    registry.register(merged)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:

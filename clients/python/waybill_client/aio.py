@@ -71,9 +71,7 @@ class AsyncWaybillClient:
             target, channel, credentials, options,
             grpc.aio.secure_channel, grpc.aio.insecure_channel,
         )
-        self._stub = prediction_pb2_grpc.PredictionServiceStub(  # type: ignore[no-untyped-call]
-            self._channel
-        )
+        self._stub = prediction_pb2_grpc.PredictionServiceStub(self._channel)
         self._closed = False
 
     def __repr__(self) -> str:

@@ -65,9 +65,7 @@ class WaybillClient:
         self._channel, self._owns_channel = open_channel(
             target, channel, credentials, options, grpc.secure_channel, grpc.insecure_channel
         )
-        self._stub = prediction_pb2_grpc.PredictionServiceStub(  # type: ignore[no-untyped-call]
-            self._channel
-        )
+        self._stub = prediction_pb2_grpc.PredictionServiceStub(self._channel)
         self._closed = False
 
     def __repr__(self) -> str:
