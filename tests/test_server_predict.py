@@ -45,6 +45,24 @@ def predict(
     return response, dict(call.initial_metadata())
 
 
+def columns_of(rows: list[dict[str, object]]) -> list[pb.Column]:
+    """The rows as a columnar request's columns (None values listed as missing)."""
+    out = []
+    for name in rows[0]:
+        values = [row.get(name) for row in rows]
+        present = [v for v in values if v is not None]
+        column = pb.Column(name=name, missing=[i for i, v in enumerate(values) if v is None])
+        if isinstance(present[0], bool):
+            column.booleans.extend(bool(v) for v in values)
+        elif isinstance(present[0], str):
+            column.strings.extend(v if isinstance(v, str) else "" for v in values)
+        else:
+            column.numbers.extend(float(v) if isinstance(v, int | float) else 0.0
+                                  for v in values)
+        out.append(column)
+    return out
+
+
 def violations(err: grpc.RpcError) -> list[tuple[str, str]]:
     status = rpc_status.from_call(err)  # type: ignore[arg-type]
     assert status is not None, "INVALID_ARGUMENT must carry a google.rpc.Status"
@@ -235,3 +253,79 @@ def test_access_log_all_writes_json_with_model_version_and_status_for_every_call
     assert lines, proc.log_text()[-2000:]
     assert lines[-1]["code"] == "OK"
     assert lines[-1]["model"] == "delivery_eta" and lines[-1]["version"] == "1.0.0"
+
+
+# ------------------------------------------------------------------ columns
+def predict_columns(stub: pb_grpc.PredictionServiceStub, columns: list[pb.Column],
+                    version: str = "1.1.0") -> pb.PredictResponse:
+    return stub.Predict(pb.PredictRequest(model="delivery_eta", columns=columns,
+                                          version=version), timeout=10)
+
+
+def test_columns_are_answered_in_columns_with_the_rows_answer(
+        stub: pb_grpc.PredictionServiceStub, rows: list[dict[str, object]]) -> None:
+    sent = [dict(r) for r in rows[:40]]
+    sent[3]["weight_kg"] = None  # optional: listed as missing
+    by_row, _ = predict(stub, sent, version="1.1.0")
+    by_column = predict_columns(stub, columns_of(sent))
+    assert not by_column.predictions
+    got = by_column.columns
+    assert list(got.transit_days) == pytest.approx([p.transit_days for p in by_row.predictions])
+    assert list(got.lower) == pytest.approx([p.interval.lower for p in by_row.predictions])
+    assert list(got.upper) == pytest.approx([p.interval.upper for p in by_row.predictions])
+    assert list(got.delivery_date) == [p.delivery_date for p in by_row.predictions]
+    assert list(got.latest_delivery_date) == [p.latest_delivery_date
+                                              for p in by_row.predictions]
+    assert got.coverage == pytest.approx(0.8)
+    assert len(set(got.prediction_id)) == 40
+    assert not set(got.prediction_id) & {p.prediction_id for p in by_row.predictions}
+
+
+def test_a_big_columnar_request_is_answered_in_row_order(
+        stub: pb_grpc.PredictionServiceStub, rows: list[dict[str, object]]) -> None:
+    sent = (rows * 4)[:MAX_ROWS]  # past the rows read on the event loop: the executor path
+    by_column = predict_columns(stub, columns_of(sent)).columns
+    first, _ = predict(stub, sent[:5], version="1.1.0")
+    last, _ = predict(stub, sent[-5:], version="1.1.0")
+    assert list(by_column.transit_days[:5]) == pytest.approx(
+        [p.transit_days for p in first.predictions])
+    assert list(by_column.transit_days[-5:]) == pytest.approx(
+        [p.transit_days for p in last.predictions])
+
+
+def test_bad_columns_are_named_by_feature(stub: pb_grpc.PredictionServiceStub,
+                                          rows: list[dict[str, object]]) -> None:
+    good = columns_of(rows[:3])
+
+    def refused(columns: list[pb.Column], **request: object) -> list[tuple[str, str]]:
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Predict(pb.PredictRequest(model="delivery_eta", columns=columns, **request),
+                         timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        return violations(caught.value)
+
+    def changed(name: str, **fields: object) -> list[pb.Column]:
+        out = [pb.Column() for _ in good]
+        for copy, column in zip(out, good, strict=True):
+            copy.CopyFrom(column)
+            if column.name == name:
+                for key, value in fields.items():
+                    copy.ClearField(key)  # type: ignore[arg-type]
+                    getattr(copy, key).extend(value)
+        return out
+
+    [(field, description)] = refused(good, rows=struct_rows(rows[:3]))
+    assert field == "columns" and "not both" in description
+    [(field, description)] = refused(changed("distance_km", numbers=[1.0, 2.0]))
+    assert field == "columns.distance_km" and "has 2 values" in description
+    [(field, _)] = refused(changed("distance_km", missing=[7]))
+    assert field == "columns.distance_km.missing"
+    [(field, _)] = refused([*good, good[0]])
+    assert field == f"columns.{good[0].name}"
+    found = refused(changed("distance_km", numbers=[1.0, -5.0, 2.0]))
+    assert [f for f, _ in found] == ["columns.distance_km[1]"]
+    assert "outside" in found[0][1]
+    found = refused(changed("carrier", strings=[], numbers=[1.0, 2.0, 3.0]))
+    assert found == [("columns.carrier", "a categorical feature: send its values in strings")]
+    found = refused([c for c in good if c.name != "carrier"])
+    assert found == [("columns.carrier", "is required")]

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.validation import MAX_VIOLATIONS, MISSING_CATEGORY, RowValidator, ValidationFailed
+from models.validation import (
+    MAX_VIOLATIONS,
+    MISSING_CATEGORY,
+    Columns,
+    RowValidator,
+    ValidationFailed,
+    rows_to_columns,
+)
 from tests.schema_fixtures import good_row, manifest
 
 VALIDATOR = RowValidator(manifest())
@@ -24,7 +31,8 @@ def violations_of(row: dict[str, object]) -> list[tuple[str, str]]:
 def test_good_row_becomes_catboost_columns_in_schema_order() -> None:
     result = VALIDATOR.validate([good_row()])
     assert result.matrix.tolist() == [[512.5, 3.0, 0.0, "ground", "94107", 2.0]]
-    assert result.dates == (date(2026, 11, 26),)
+    assert result.dates is not None
+    assert result.dates.tolist() == [date(2026, 11, 26)]
 
 
 @pytest.mark.parametrize(
@@ -125,3 +133,89 @@ def test_fields_of_sibling_versions_are_ignored_not_rejected() -> None:
     assert result.matrix.shape == (1, 6)
     with pytest.raises(ValidationFailed):
         VALIDATOR.validate([row])
+
+
+# ------------------------------------------------------------------ columns
+def as_sent_in_columns(rows: list[dict[str, object]]) -> Columns:
+    """What server.convert makes of a columnar request holding these rows."""
+    return Columns(len(rows), rows_to_columns(rows).values, by_row=False)
+
+
+def column_violations(rows: list[dict[str, object]]) -> list[tuple[str, str]]:
+    with pytest.raises(ValidationFailed) as caught:
+        VALIDATOR.validate(as_sent_in_columns(rows))
+    return [(v.field, v.rule) for v in caught.value.violations]
+
+
+def test_columns_give_the_same_matrix_and_dates_as_rows() -> None:
+    rows = [good_row(), good_row() | {"distance_km": 3.0, "zip_code": "10001",
+                                      "order_date": "2024-02-29"}]
+    by_row, by_column = VALIDATOR.validate(rows), VALIDATOR.validate(as_sent_in_columns(rows))
+    assert by_column.matrix.tolist() == by_row.matrix.tolist()
+    assert by_column.dates is not None and by_row.dates is not None
+    assert by_column.dates.tolist() == by_row.dates.tolist() == [date(2026, 11, 26),
+                                                                  date(2024, 2, 29)]
+
+
+def test_a_bad_value_in_a_column_is_named_by_column_and_row() -> None:
+    rows = [good_row(), good_row() | {"distance_km": -1.0}, good_row() | {"day_of_week": 9.0}]
+    assert column_violations(rows) == [("columns.distance_km[1]", "out_of_range"),
+                                       ("columns.day_of_week[2]", "out_of_range")]
+
+
+def test_a_column_in_the_wrong_list_or_left_out_gets_one_violation() -> None:
+    rows = [good_row() | {"service_level": 1.0} for _ in range(MAX_VIOLATIONS + 5)]
+    for row in rows:
+        del row["after_cutoff"]
+        row["colour"] = "blue"
+    assert column_violations(rows) == [("columns.colour", "unknown_field"),
+                                       ("columns.after_cutoff", "required"),
+                                       ("columns.service_level", "wrong_type")]
+
+
+def test_missing_values_in_a_column() -> None:
+    rows = [good_row(), good_row() | {"weight_kg": None}, good_row() | {"distance_km": None}]
+    assert column_violations(rows) == [("columns.distance_km[2]", "required")]
+    result = VALIDATOR.validate(as_sent_in_columns(rows[:2]))
+    assert math.isnan(result.matrix[1][5])
+    assert result.matrix[0][5] == good_row()["weight_kg"]
+
+
+_NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64),
+                     st.integers(-10, 10).map(float), st.none())
+_DATES = st.one_of(st.dates().map(date.isoformat), st.sampled_from(
+    ["2026-02-30", "2026-11", "NaT", "26/11/2026", "2026-11-26T00", " 2026-11-26", "0000-01-01",
+     "+2026-11-26", "2026-1-5", ""]), st.none())
+_CATEGORIES = st.one_of(st.sampled_from(["express", "ground", "overnight", "teleport", ""]),
+                        st.text(max_size=3), st.none())
+
+
+@given(st.lists(st.tuples(_NUMBERS, _NUMBERS, _DATES, _CATEGORIES, st.booleans()),
+                min_size=1, max_size=8))
+def test_one_pass_and_value_by_value_agree(values: list[tuple[object, ...]]) -> None:
+    """Every column takes the numpy pass or, when anything is off, goes value by value;
+    both must reach the same verdict and the same values. Each row alone goes value by
+    value whenever its column as a whole does not pass."""
+    rows = [good_row() | {"distance_km": d, "day_of_week": w, "order_date": o,
+                          "service_level": c, "after_cutoff": b}
+            for d, w, o, c, b in values]
+    try:
+        together = VALIDATOR.validate(rows)
+    except ValidationFailed as failed:
+        together_bad = [(v.field, v.rule) for v in failed.violations]
+    else:
+        together_bad = []
+    alone_bad: list[tuple[str, str]] = []
+    alone = []
+    for index, row in enumerate(rows):
+        try:
+            alone.append(VALIDATOR.validate([good_row(), row]))
+        except ValidationFailed as failed:
+            alone_bad.extend((v.field.replace("rows[1]", f"rows[{index}]"), v.rule)
+                             for v in failed.violations)
+    assert together_bad == alone_bad[:MAX_VIOLATIONS]
+    if not together_bad:
+        assert together.matrix.tolist() == [r.matrix[1].tolist() for r in alone]
+        assert together.dates is not None
+        assert together.dates.tolist() == [r.dates.tolist()[1]
+                                           for r in alone if r.dates is not None]
