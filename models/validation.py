@@ -61,6 +61,11 @@ class ValidatedRows:
     dates: np.ndarray | None
 
 
+# One feature's values, one per row: a list, a protobuf repeated field, or (numbers
+# sent as columns) a float64 array.
+Values = Sequence[Any] | np.ndarray
+
+
 @dataclass(frozen=True, slots=True)
 class Columns:
     """A request's values by feature name: each sequence holds one value per row,
@@ -68,7 +73,7 @@ class Columns:
     decides how a bad value is named: ``rows[3].zip_code`` or ``columns.zip_code[3]``."""
 
     n_rows: int
-    values: Mapping[str, Sequence[Any]]
+    values: Mapping[str, Values]
     by_row: bool = True
 
     def field(self, name: str, row: int | None) -> str:
@@ -175,35 +180,44 @@ _FIRST_DAY = np.datetime64("0001-01-01", "D")  # datetime.date's range; numpy's 
 _LAST_DAY = np.datetime64("9999-12-31", "D")
 
 
-def _all_of_type(values: Sequence[Any], kind: type) -> bool:
+def _all_of_type(values: Values, kind: type) -> bool:
     if isinstance(values, np.ndarray):
         return kind is float and values.dtype == np.float64
     return all(type(v) is kind for v in values)
 
 
-def _fast_numbers(spec: FeatureSpec, values: Sequence[Any]) -> np.ndarray | None:
+def _fast_numbers(spec: FeatureSpec, values: Values) -> np.ndarray | None:
+    missing = 0
     if not _all_of_type(values, float):
-        return None
+        # An optional feature some rows leave out: None becomes NaN, the rest must be floats.
+        if spec.required or isinstance(values, np.ndarray):
+            return None
+        missing = sum(v is None for v in values)
+        if not missing or not all(type(v) is float for v in values if v is not None):
+            return None
     array = np.asarray(values, dtype=np.float64)
-    if not np.isfinite(array).all():
+    present = array[~np.isnan(array)] if missing else array
+    if len(present) != len(array) - missing or not np.isfinite(present).all():
+        return None  # a NaN was sent, or an infinity
+    if not len(present):
+        return array
+    if spec.min is not None and present.min() < spec.min:
         return None
-    if spec.min is not None and array.min() < spec.min:
+    if spec.max is not None and present.max() > spec.max:
         return None
-    if spec.max is not None and array.max() > spec.max:
-        return None
-    if spec.type is FeatureType.INTEGER and not (np.floor(array) == array).all():
+    if spec.type is FeatureType.INTEGER and not (np.floor(present) == present).all():
         return None
     return array
 
 
-def _fast_booleans(spec: FeatureSpec, values: Sequence[Any]) -> np.ndarray | None:
+def _fast_booleans(spec: FeatureSpec, values: Values) -> np.ndarray | None:
     if not _all_of_type(values, bool):
         return None
     return np.asarray(values, dtype=np.float64)
 
 
 def _fast_categories(spec: FeatureSpec, known: frozenset[str],
-                     values: Sequence[Any]) -> list[str] | None:
+                     values: Values) -> list[str] | None:
     if not _all_of_type(values, str):
         return None
     if not spec.allow_unknown and not known.issuperset(values):
@@ -213,7 +227,7 @@ def _fast_categories(spec: FeatureSpec, known: frozenset[str],
     return list(values)
 
 
-def _fast_dates(spec: FeatureSpec, values: Sequence[Any]) -> np.ndarray | None:
+def _fast_dates(spec: FeatureSpec, values: Values) -> np.ndarray | None:
     if not _all_of_type(values, str):
         return None
     try:
@@ -239,11 +253,11 @@ class RowValidator:
         # (order in the schema, spec, per-value check, one-pass check, matrix column or
         # None for dates)
         self._checks: list[tuple[int, FeatureSpec, Callable[[FeatureSpec, Any], Any],
-                                 Callable[[Sequence[Any]], Any], int | None]] = []
+                                 Callable[[Values], Any], int | None]] = []
         column = 0
         for order, spec in enumerate(manifest.features):
             check: Callable[[FeatureSpec, Any], Any]
-            fast: Callable[[Sequence[Any]], Any]
+            fast: Callable[[Values], Any]
             if spec.type is FeatureType.DATE:
                 check, fast = _date, functools.partial(_fast_dates, spec)
             elif spec.type is FeatureType.CATEGORICAL:
@@ -305,7 +319,7 @@ class RowValidator:
     @staticmethod
     def _one_by_one(columns: Columns, spec: FeatureSpec,
                     check: Callable[[FeatureSpec, Any], Any],
-                    values: Sequence[Any] | None) -> tuple[list[Any], list[tuple[int, Violation]]]:
+                    values: Values | None) -> tuple[list[Any], list[tuple[int, Violation]]]:
         """The column value by value: checked values, and (row, violation) per bad one."""
         n = columns.n_rows
         out: list[Any] = [_missing_value(spec)] * n

@@ -13,7 +13,7 @@ from waybill.v1 import prediction_pb2 as pb
 
 from models.artifact import FeatureType
 from models.loaded import LoadedVersion
-from models.validation import Columns, rows_to_columns
+from models.validation import Columns, Values, rows_to_columns
 from router.table import ModelRoutes, RouteReason
 from server.errors import BadRequest, WireStatus
 from server.predictor import VERSION_HEADER, PredictOutcome, PredictQuery
@@ -67,7 +67,7 @@ def proto_columns(columns: Sequence[pb.Column]) -> Columns:
     values themselves are checked against the chosen version's schema later."""
     n_rows: int | None = None
     first = ""
-    values: dict[str, Sequence[Any]] = {}
+    values: dict[str, Values] = {}
     for index, column in enumerate(columns):
         name = column.name
         if not name:
@@ -79,7 +79,7 @@ def proto_columns(columns: Sequence[pb.Column]) -> Columns:
         given = [v for v in (column.numbers, column.strings, column.booleans) if len(v)]
         if len(given) > 1:
             raise BadRequest(field, "conflict", "set one of numbers, strings and booleans")
-        data: Sequence[Any] = given[0] if given else ()
+        data: Values = given[0] if given else ()
         if n_rows is None:
             n_rows, first = len(data), name
         elif len(data) != n_rows:
