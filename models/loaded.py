@@ -18,6 +18,7 @@ import numpy as np
 from catboost import CatBoostError, CatBoostRegressor
 
 from models.artifact import DAY_TOLERANCE, MODEL_FILE, ArtifactError, FeatureType, Manifest
+from models.calendar import texts_of
 from models.registry import check_files, version_path
 from models.validation import Columns, RowValidator, ValidatedRows
 
@@ -130,12 +131,4 @@ def delivery_dates(order_dates: np.ndarray | None, median: np.ndarray,
     expected = order_dates + promised_days(median).astype("timedelta64[D]")
     latest = order_dates + np.ceil(upper - DAY_TOLERANCE).astype(np.int64).astype(
         "timedelta64[D]")
-    return date_strings(expected), date_strings(latest)
-
-
-def date_strings(days: np.ndarray) -> list[str]:
-    """datetime64[D] values as YYYY-MM-DD; "" for NaT."""
-    text: list[str] = np.datetime_as_string(days, unit="D").tolist()
-    if np.isnat(days).any():
-        text = ["" if t == "NaT" else t for t in text]
-    return text
+    return texts_of(expected), texts_of(latest)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from models.artifact import FeatureSpec, FeatureType, Manifest
+from models.calendar import DATE_RE, days_of
 
 # Optional categorical values that are missing are fed to CatBoost as this
 # category; optional numbers as NaN (CatBoost's nan_mode handles them).
@@ -33,7 +33,6 @@ MISSING_CATEGORY = ""
 MAX_CATEGORY_LENGTH = 256
 # A request with hundreds of bad fields gets the first ones, not a huge trailer.
 MAX_VIOLATIONS = 50
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +151,7 @@ def _category_checker(spec: FeatureSpec) -> Callable[[FeatureSpec, Any], str]:
 
 
 def _date(spec: FeatureSpec, value: Any) -> date:
-    if not isinstance(value, str) or not _DATE_RE.match(value):
+    if not isinstance(value, str) or not DATE_RE.match(value):
         raise _Bad("wrong_type", f"expected a date as YYYY-MM-DD, got {_describe(value)}")
     try:
         return date.fromisoformat(value)
@@ -176,8 +175,6 @@ _COLUMN_LIST = {
     FeatureType.CATEGORICAL: "strings",
     FeatureType.DATE: "strings (YYYY-MM-DD)",
 }
-_FIRST_DAY = np.datetime64("0001-01-01", "D")  # datetime.date's range; numpy's is wider
-_LAST_DAY = np.datetime64("9999-12-31", "D")
 
 
 def _all_of_type(values: Values, kind: type) -> bool:
@@ -228,19 +225,9 @@ def _fast_categories(spec: FeatureSpec, known: frozenset[str],
 
 
 def _fast_dates(spec: FeatureSpec, values: Values) -> np.ndarray | None:
-    if not _all_of_type(values, str):
+    if isinstance(values, np.ndarray) or not _all_of_type(values, str):
         return None
-    try:
-        days = np.array(values, dtype="datetime64[D]")
-    except ValueError:
-        return None
-    # numpy also reads "2026-11", "NaT" and years past 9999; a value is good when it is
-    # exactly the canonical form of a date datetime.date can hold.
-    if np.isnat(days).any() or days.min() < _FIRST_DAY or days.max() > _LAST_DAY:
-        return None
-    if not (np.datetime_as_string(days, unit="D") == np.asarray(values, dtype=str)).all():
-        return None
-    return days
+    return days_of(values)
 
 
 class RowValidator:

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.loaded import LoadedVersion, Scored, date_strings, delivery_dates, promised_days
+from models.calendar import texts_of
+from models.loaded import LoadedVersion, Scored, delivery_dates, promised_days
 from models.validation import Columns, ValidatedRows, ValidationFailed
 from router.table import Decision, RouteReason, choose, shadow_for
 from server.batcher import MicroBatcher
@@ -263,7 +264,7 @@ class Predictor:
             days: list[str | None] = [None] * n
             promised: list[int | None] = [None] * n
         else:
-            days = [day or None for day in date_strings(dates)]
+            days = [day or None for day in texts_of(dates)]
             promised = [None if day is None else p
                         for day, p in zip(days, promised_days(medians).tolist(), strict=True)]
         name, number = version.name, version.version

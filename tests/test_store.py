@@ -429,15 +429,21 @@ def test_throughput(open_store: Callable[..., Store]) -> None:
           f" writer {n / written:,.0f} rows/s ({n} rows in one flush)")
 
 
-def test_prediction_ids_are_version_7_uuids_that_sort_in_minting_order() -> None:
-    first = new_prediction_ids(1000)
+@pytest.mark.parametrize("per_call", [1, 15, 16, 1000])  # the loop, and numpy from 16
+def test_prediction_ids_are_version_7_uuids_that_sort_in_minting_order(per_call: int) -> None:
+    def mint() -> list[str]:
+        return [i for _ in range(1000 // per_call) for i in new_prediction_ids(per_call)]
+
+    before = time.time_ns() // 1_000_000
+    first = mint()
     minted = time.time_ns() // 1_000_000
     while time.time_ns() // 1_000_000 == minted:  # the next millisecond, not a sleep
         pass
-    second = new_prediction_ids(1000)
+    second = mint()
+    assert before <= int(first[0][:12], 16) <= minted  # Unix milliseconds lead
     parsed = [uuid.UUID(i) for i in first + second]
     assert {(u.version, u.variant) for u in parsed} == {(7, uuid.RFC_4122)}
-    assert len(set(first + second)) == 2000
+    assert len(set(first + second)) == len(first) + len(second)
     assert all(len(i) == 32 and i == i.lower() for i in first)
     # Later ids sort after earlier ones, so the log's key index only grows at its end.
     assert max(first) < min(second)
