@@ -51,8 +51,7 @@ def days_of(texts: Sequence[str]) -> np.ndarray | None:
 def texts_of(days: np.ndarray) -> list[str]:
     """YYYY-MM-DD for datetime64[D] values; "" for NaT."""
     get = _text_of_day.get
-    return [get(number) or _text(number)
-            for number in days.astype("datetime64[D]").view(np.int64).tolist()]
+    return [get(number) or _text(number) for number in days.view(np.int64).tolist()]
 
 
 def _day(text: str) -> int:

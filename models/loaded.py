@@ -128,7 +128,10 @@ def delivery_dates(order_dates: np.ndarray | None, median: np.ndarray,
     """
     if order_dates is None:
         return [""] * len(median), [""] * len(median)
-    expected = order_dates + promised_days(median).astype("timedelta64[D]")
-    latest = order_dates + np.ceil(upper - DAY_TOLERANCE).astype(np.int64).astype(
-        "timedelta64[D]")
-    return texts_of(expected), texts_of(latest)
+    days = order_dates.view(np.int64)  # days since 1970-01-01; NaT is the smallest int64
+    expected = days + promised_days(median)
+    latest = days + np.ceil(upper - DAY_TOLERANCE).astype(np.int64)
+    undated = np.isnat(order_dates)
+    if undated.any():
+        expected[undated] = latest[undated] = days[undated]
+    return texts_of(expected.view("datetime64[D]")), texts_of(latest.view("datetime64[D]"))
