@@ -130,6 +130,225 @@ def test_row_shape_errors() -> None:
         _convert.build_predict_request("", [{}])
 
 
+# --------------------------------------------------------------------------- rows → columns
+
+
+def _orders(n: int) -> list[dict[str, object]]:
+    return [
+        {
+            "zip_code": f"{94100 + i}",
+            "day_of_week": i % 7,
+            "distance_km": 10.5 + i,
+            "express": i % 2 == 0,
+            "order_date": "2026-11-26",
+        }
+        for i in range(n)
+    ]
+
+
+def _column_values(column: prediction_pb2.Column) -> tuple[str, list[object]]:
+    kinds = [k for k in ("numbers", "strings", "booleans") if len(getattr(column, k))]
+    assert len(kinds) == 1, column
+    return kinds[0], list(getattr(column, kinds[0]))
+
+
+def test_min_rows_for_columns_is_eight() -> None:
+    assert _convert.COLUMNS_MIN_ROWS == 8
+
+
+def test_rows_transpose_into_typed_columns() -> None:
+    rows = _orders(10)
+    request = _convert.build_predict_request("delivery_eta", rows)
+    assert request.model == "delivery_eta"
+    assert len(request.rows) == 0
+    got = {c.name: _column_values(c) for c in request.columns}
+    assert list(got) == list(rows[0])  # in the rows' key order
+    assert got == {
+        "zip_code": ("strings", [r["zip_code"] for r in rows]),
+        "day_of_week": ("numbers", [float(r["day_of_week"]) for r in rows]),  # type: ignore[arg-type]
+        "distance_km": ("numbers", [r["distance_km"] for r in rows]),
+        "express": ("booleans", [r["express"] for r in rows]),
+        "order_date": ("strings", ["2026-11-26"] * 10),
+    }
+    assert all(not c.missing for c in request.columns)
+    # and over the wire
+    decoded = prediction_pb2.PredictRequest.FromString(request.SerializeToString())
+    assert decoded == request
+
+
+def test_none_and_absent_values_are_listed_as_missing_with_placeholders() -> None:
+    rows = _orders(9)
+    rows[2]["zip_code"] = None
+    del rows[5]["zip_code"]
+    rows[0]["distance_km"] = None
+    rows[8]["express"] = None
+    rows[3]["weight_kg"] = 1.5  # only row 3 has it: every other row is missing
+    columns = {c.name: c for c in _convert.rows_to_columns(rows) or []}
+    assert list(columns["zip_code"].missing) == [2, 5]
+    assert columns["zip_code"].strings[2] == "" and columns["zip_code"].strings[5] == ""
+    assert columns["zip_code"].strings[3] == "94103"
+    assert list(columns["distance_km"].missing) == [0]
+    assert columns["distance_km"].numbers[0] == 0.0
+    assert list(columns["express"].missing) == [8] and columns["express"].booleans[8] is False
+    assert list(columns["weight_kg"].missing) == [0, 1, 2, 4, 5, 6, 7, 8]
+    assert list(columns["weight_kg"].numbers) == [0.0, 0.0, 0.0, 1.5, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert not columns["day_of_week"].missing
+
+
+def test_a_feature_without_any_value_is_left_out() -> None:
+    rows = _orders(8)
+    for i, row in enumerate(rows):
+        if i % 2:
+            row["note"] = None  # the others leave the key out
+    request = _convert.build_predict_request("delivery_eta", rows)
+    assert [c.name for c in request.columns] == list(_orders(1)[0])
+
+
+def test_rows_without_any_value_still_go_as_rows() -> None:
+    # No column at all would carry no row count: the server must see 8 (empty) rows.
+    request = _convert.build_predict_request("delivery_eta", [{"note": None}] * 7 + [{}])
+    assert len(request.rows) == 8 and not request.columns
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("day_of_week", "3"),  # str among numbers
+        ("day_of_week", True),  # bool among numbers
+        ("express", 1),  # number among bools
+        ("zip_code", 94107),  # number among strs
+        ("zip_code", ["94107"]),  # a list
+        ("zip_code", {"code": "94107"}),  # a dict
+    ],
+)
+def test_a_feature_mixing_types_sends_rows(key: str, value: object) -> None:
+    rows = _orders(12)
+    rows[7][key] = value
+    assert _convert.rows_to_columns(rows) is None
+    if isinstance(value, list | dict):
+        with pytest.raises(TypeError, match=rf"rows\[7\]\.{key}: nested"):
+            _convert.build_predict_request("delivery_eta", rows)
+        return
+    request = _convert.build_predict_request("delivery_eta", rows)
+    assert not request.columns
+    assert [json_format.MessageToDict(s) for s in request.rows] == [
+        json_format.MessageToDict(_convert.row_to_struct(r)) for r in rows
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (math.nan, ValueError, "not a finite number"),
+        (-math.inf, ValueError, "not a finite number"),
+        (2**53 + 1, ValueError, "too large"),
+        (10**400, ValueError, "too large"),
+        (dt.datetime(2026, 11, 26, 9, 30), TypeError, "datetime"),
+        (b"3", TypeError, "not JSON-serializable"),
+    ],
+)
+def test_values_refused_client_side_are_still_named_by_row(
+    value: object, error: type[Exception], message: str
+) -> None:
+    rows = _orders(10)
+    rows[4]["distance_km"] = value
+    assert _convert.rows_to_columns(rows) is None
+    with pytest.raises(error, match=rf"rows\[4\]\.distance_km: .*{message}"):
+        _convert.build_predict_request("delivery_eta", rows)
+
+
+def test_big_floats_and_exact_integers_go_as_columns() -> None:
+    rows = _orders(8)
+    # Floats beyond 2**53 (even adding up past a double) and integers up to 2**53 are sent.
+    rows[0]["distance_km"] = rows[1]["distance_km"] = 1e308
+    rows[1]["day_of_week"] = 2**53
+    rows[2]["day_of_week"] = -(2**53)
+    columns = {c.name: c for c in _convert.rows_to_columns(rows) or []}
+    assert list(columns["distance_km"].numbers[:2]) == [1e308, 1e308]
+    assert list(columns["day_of_week"].numbers[1:3]) == [2.0**53, -(2.0**53)]
+
+
+def test_fewer_than_eight_rows_go_as_rows() -> None:
+    assert len(_convert.build_predict_request("m", _orders(7)).rows) == 7
+    assert len(_convert.build_predict_request("m", _orders(8)).columns) == 5
+    # rows that are not a sequence (a generator) go as rows whatever their number
+    assert len(_convert.build_predict_request("m", iter(_orders(20))).rows) == 20  # type: ignore[arg-type]
+
+
+def test_columns_keyword_forces_a_shape() -> None:
+    assert len(_convert.build_predict_request("m", _orders(50), columns=False).rows) == 50
+    one = _convert.build_predict_request("m", _orders(1), columns=True)
+    assert not one.rows and [c.name for c in one.columns] == list(_orders(1)[0])
+    mixed = _orders(2)
+    mixed[1]["zip_code"] = 94107
+    assert len(_convert.build_predict_request("m", mixed, columns=True).rows) == 2
+
+
+def test_dates_and_numpy_numbers_transpose() -> None:
+    np = pytest.importorskip("numpy")
+    rows = _orders(8)
+    for i, row in enumerate(rows):
+        row["order_date"] = dt.date(2026, 11, 20 + i) if i % 2 else f"2026-11-{20 + i}"
+        row["day_of_week"] = np.int64(i)
+        row["distance_km"] = np.float32(0.5) if i == 3 else float(i)
+    columns = {c.name: c for c in _convert.rows_to_columns(rows) or []}
+    assert list(columns["order_date"].strings) == [f"2026-11-{20 + i}" for i in range(8)]
+    assert list(columns["day_of_week"].numbers) == [float(i) for i in range(8)]
+    assert columns["distance_km"].numbers[3] == 0.5
+    rows[5]["express"] = np.bool_(True)  # refused by the row path: sent as rows, which raise
+    with pytest.raises(TypeError, match=r"rows\[5\]\.express"):
+        _convert.build_predict_request("m", rows)
+
+
+def test_row_shape_errors_are_the_same_for_big_requests() -> None:
+    with pytest.raises(TypeError, match=r"rows\[9\] is str"):
+        _convert.build_predict_request("m", [*_orders(9), "zip_code"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"rows\[3\] has a int key 3"):
+        _convert.build_predict_request("m", [*_orders(3), {3: "x"}, *_orders(6)])  # type: ignore[dict-item]
+
+
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "n": st.one_of(st.none(), st.integers(-(2**53), 2**53),
+                               st.floats(allow_nan=False, allow_infinity=False)),
+                "s": st.one_of(st.none(), st.text(max_size=5)),
+                "b": st.one_of(st.none(), st.booleans()),
+            },
+        ),
+        min_size=8,
+        max_size=30,
+    )
+)
+def test_columns_carry_exactly_what_rows_would(rows: list[dict[str, object]]) -> None:
+    request = _convert.build_predict_request("m", rows)
+    as_rows = [json_format.MessageToDict(_convert.row_to_struct(r)) for r in rows]
+    if request.rows:  # nothing to put in a column
+        assert all(v is None for r in rows for v in r.values())
+        return
+    # Rows read back from the columns (missing values left out) equal the rows minus None.
+    back: list[dict[str, object]] = [{} for _ in rows]
+    for column in request.columns:
+        _, values = _column_values(column)
+        missing = set(column.missing)
+        for i, value in enumerate(values):
+            if i not in missing:
+                back[i][column.name] = value
+    assert back == [{k: v for k, v in r.items() if v is not None} for r in as_rows]
+
+
+def test_stream_requests_go_as_columns_too() -> None:
+    unsendable: list[Exception] = []
+    big = _convert.stream_request("m", _orders(8), unsendable)
+    small = _convert.stream_request("m", _orders(2), unsendable)
+    forced = _convert.stream_request("m", _orders(8), unsendable, columns=False)
+    assert big is not None and small is not None and forced is not None and not unsendable
+    assert len(big.request.columns) == 5 and not big.request.rows
+    assert len(small.request.rows) == 2 and len(forced.request.rows) == 8
+
+
 # --------------------------------------------------------------------------- metadata
 
 
@@ -278,6 +497,83 @@ def test_malformed_dates_name_the_prediction(bad: str) -> None:
     response = _response()
     response.predictions[1].latest_delivery_date = bad
     with pytest.raises(ValueError, match=r"predictions\[1\]\.latest_delivery_date"):
+        _convert.predict_result(response)
+
+
+def _columns_response() -> prediction_pb2.PredictResponse:
+    """``_response()`` as a columnar request's answer."""
+    return prediction_pb2.PredictResponse(
+        model="delivery_eta",
+        version="1.1.0",
+        route_reason=prediction_pb2.ROUTE_REASON_STICKY,
+        columns=prediction_pb2.PredictionColumns(
+            prediction_id=["p-1", "p-2"],
+            transit_days=[2.6, 4.0],
+            lower=[1.8, 0.0],
+            upper=[3.9, 0.0],
+            coverage=0.8,
+            delivery_date=["2026-11-29", ""],
+            latest_delivery_date=["2026-11-30", ""],
+        ),
+    )
+
+
+def test_predict_result_reads_columns_back_as_predictions() -> None:
+    by_rows = _convert.predict_result(_response())
+    response = _columns_response()
+    result = _convert.predict_result(response)
+    assert (result.model, result.version, result.route_reason) == (
+        "delivery_eta",
+        "1.1.0",
+        "sticky",
+    )
+    first, second = result.predictions
+    assert first == by_rows.predictions[0]
+    # the interval's coverage is per response in columns: every prediction carries it
+    assert second == dataclasses.replace(by_rows.predictions[1], coverage=0.8)
+    assert result.response is response
+
+
+def test_predict_result_reads_many_columns_with_shared_dates() -> None:
+    n = 100
+    response = prediction_pb2.PredictResponse(
+        columns=prediction_pb2.PredictionColumns(
+            prediction_id=[f"p-{i}" for i in range(n)],
+            transit_days=[i / 10 for i in range(n)],
+            lower=[0.0] * n,
+            upper=[float(i) for i in range(n)],
+            coverage=0.9,
+            delivery_date=[f"2026-12-{1 + i % 3:02d}" for i in range(n)],
+            latest_delivery_date=[f"2026-12-{10 + i % 7}" for i in range(n)],
+        )
+    )
+    predictions = _convert.predict_result(response).predictions
+    assert [p.prediction_id for p in predictions] == [f"p-{i}" for i in range(n)]
+    assert [p.delivery_date for p in predictions] == [dt.date(2026, 12, 1 + i % 3)
+                                                     for i in range(n)]
+    assert predictions[99].latest_delivery_date == dt.date(2026, 12, 10 + 99 % 7)
+    assert predictions[42].upper == 42.0 and predictions[42].coverage == 0.9
+
+
+def test_an_empty_answer_reads_as_no_predictions() -> None:
+    assert _convert.predict_result(prediction_pb2.PredictResponse()).predictions == ()
+    empty_columns = prediction_pb2.PredictResponse()
+    empty_columns.columns.coverage = 0.8
+    assert _convert.predict_result(empty_columns).predictions == ()
+
+
+@pytest.mark.parametrize("bad", ["2026-13-01", "20261129", "tomorrow"])
+def test_malformed_column_dates_name_the_entry(bad: str) -> None:
+    response = _columns_response()
+    response.columns.latest_delivery_date[1] = bad
+    with pytest.raises(ValueError, match=r"columns\.latest_delivery_date\[1\]"):
+        _convert.predict_result(response)
+
+
+def test_prediction_columns_of_different_lengths_are_refused() -> None:
+    response = _columns_response()
+    response.columns.upper.append(5.0)
+    with pytest.raises(ValueError, match="differ in length"):
         _convert.predict_result(response)
 
 

@@ -13,7 +13,8 @@ import numbers
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from itertools import chain, repeat
+from typing import Any, TypeVar
 
 from google.protobuf import struct_pb2
 from waybill.v1 import prediction_pb2
@@ -23,6 +24,7 @@ from .errors import WaybillError, from_predict_error
 _C = TypeVar("_C")
 
 __all__ = [
+    "COLUMNS_MIN_ROWS",
     "MAX_OUTCOMES",
     "METADATA_MODEL_VERSION",
     "METADATA_ROUTING_KEY",
@@ -40,6 +42,7 @@ __all__ = [
     "route_reason_name",
     "routing_key",
     "row_to_struct",
+    "rows_to_columns",
     "rows_to_structs",
     "trace_metadata",
 ]
@@ -52,6 +55,11 @@ Metadata = tuple[tuple[str, str | bytes], ...]
 
 #: Outcomes per ``ReportOutcome`` call the server accepts; split bigger batches.
 MAX_OUTCOMES = 1000
+
+#: From this many rows a request goes as columns (if it transposes cleanly), as there columns
+#: cost the server less than Struct rows: parse+convert+validate, rows vs columns, is 1 row
+#: 39 vs 72 us, 4 rows 90 vs 95, 8 rows 158 vs 109, 16 rows 241 vs 120, 64 rows 780 vs 177.
+COLUMNS_MIN_ROWS = 8
 
 # Struct numbers are IEEE doubles: integers beyond 2**53 would silently change value.
 _MAX_EXACT_INT = 2**53
@@ -150,12 +158,128 @@ def _set_value(target: struct_pb2.Value, value: object, where: str) -> None:
         )
 
 
+# --------------------------------------------------------------------------- columns
+
+_NONE_TYPE = type(None)
+_FLOAT_TYPES = frozenset({float})
+# The list of a Column each value type goes in; dates go in strings as YYYY-MM-DD.
+_BASIC_KINDS: dict[type, str] = {bool: "booleans", int: "numbers", float: "numbers",
+                                 str: "strings"}
+_PLACEHOLDERS: dict[str, object] = {"booleans": False, "numbers": 0.0, "strings": "",
+                                    "dates": ""}
+
+
+def _kind(value_type: type) -> str | None:
+    """Which Column list a value type goes in; None for types only rows can carry (or
+    refuse: the row path names the bad value)."""
+    kind = _BASIC_KINDS.get(value_type)
+    if kind is not None:
+        return kind
+    if issubclass(value_type, str):
+        return "strings"
+    if issubclass(value_type, _dt.datetime):
+        return None  # refused by the row path
+    if issubclass(value_type, _dt.date):
+        return "dates"
+    if issubclass(value_type, numbers.Real) and not issubclass(value_type, bool):
+        return "numbers"
+    return None
+
+
+def _column_kind(value_types: set[type]) -> str | None:
+    """The one Column list every value type of a feature goes in, or None if they differ."""
+    if len(value_types) == 1:
+        return _kind(next(iter(value_types)))
+    kinds = {_kind(t) for t in value_types}
+    if kinds == {"strings", "dates"}:
+        return "dates"  # strs and dates: all sent as strings
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def _sendable_numbers(values: list[Any], value_types: set[type]) -> bool:
+    """Whether a numbers column holds only values the row path would send: finite, and
+    integers within 2**53. C-level passes over the values; a per-value look only when a
+    big number shows up among integers."""
+    try:
+        total = sum(values, 0.0)
+    except (OverflowError, TypeError):
+        return False  # an int beyond a double (or an odd number type)
+    if not math.isfinite(total) and not all(map(math.isfinite, values)):
+        return False  # NaN or an infinity (not just finite values adding up past a double)
+    if value_types <= _FLOAT_TYPES:
+        return True
+    big = max(values) > _MAX_EXACT_INT or min(values) < -_MAX_EXACT_INT
+    return not big or not any(
+        isinstance(v, numbers.Integral) and abs(int(v)) > _MAX_EXACT_INT for v in values
+    )
+
+
+def rows_to_columns(rows: Sequence[Mapping[str, object]]) -> list[prediction_pb2.Column] | None:
+    """``rows`` as one typed ``Column`` per feature, or ``None`` when they do not transpose
+    cleanly and must go as rows.
+
+    A feature's non-None values must all be bools (``booleans``), all numbers that are not
+    bools (``numbers``), or all strs or ``datetime.date`` (``strings``, dates as
+    ``YYYY-MM-DD``). ``None`` and absent keys are listed in ``missing`` (placeholder 0, ""
+    or false); a feature no row has a value for is left out. A feature mixing types, holding
+    a list, a dict or any value the row path refuses (NaN, a datetime, ...) gives ``None``:
+    sent as rows, the server (or ``row_to_struct``) names the bad value per row.
+    """
+    for row in rows:
+        if not isinstance(row, Mapping):
+            return None
+    columns: list[prediction_pb2.Column] = []
+    for name in dict.fromkeys(chain.from_iterable(rows)):
+        if not isinstance(name, str):
+            return None
+        values: list[Any] = [row.get(name) for row in rows]
+        value_types = set(map(type, values))
+        missing: list[int] = []
+        if _NONE_TYPE in value_types:
+            value_types.discard(_NONE_TYPE)
+            if not value_types:
+                continue  # no row has a value: leaving the column out says so
+            missing = [i for i, v in enumerate(values) if v is None]
+        kind = _column_kind(value_types)
+        if kind is None:
+            return None
+        if missing:
+            placeholder = _PLACEHOLDERS[kind]
+            for i in missing:
+                values[i] = placeholder
+        if kind == "numbers" and not _sendable_numbers(values, value_types):
+            return None
+        if kind == "dates":
+            kind = "strings"
+            values = [v.isoformat() if isinstance(v, _dt.date) else v for v in values]
+        try:
+            columns.append(prediction_pb2.Column(name=name, missing=missing, **{kind: values}))
+        except (TypeError, ValueError, OverflowError):
+            return None  # protobuf refused a value: the row path names it
+    return columns
+
+
 def build_predict_request(
-    model: str, rows: Sequence[Mapping[str, object]]
+    model: str, rows: Sequence[Mapping[str, object]], columns: bool | None = None
 ) -> prediction_pb2.PredictRequest:
-    """The ``PredictRequest`` for ``model`` and ``rows``. Pins travel as metadata, not here."""
+    """The ``PredictRequest`` for ``model`` and ``rows``. Pins travel as metadata, not here.
+
+    The rows go as columns when there are at least ``COLUMNS_MIN_ROWS`` of them (any number
+    with ``columns=True``; never with ``columns=False``) and they transpose cleanly (see
+    ``rows_to_columns``); as ``Struct`` rows otherwise.
+    """
     if not isinstance(model, str) or not model:
         raise ValueError("model must be a non-empty string")
+    if (
+        columns is not False
+        and isinstance(rows, Sequence)
+        and not isinstance(rows, str | bytes)
+        and (columns or len(rows) >= COLUMNS_MIN_ROWS)
+    ):
+        transposed = rows_to_columns(rows)
+        # No column at all (every value missing) would lose the row count: send rows.
+        if transposed:
+            return prediction_pb2.PredictRequest(model=model, columns=transposed)
     return prediction_pb2.PredictRequest(model=model, rows=rows_to_structs(rows))
 
 
@@ -391,8 +515,52 @@ def _parse_date(text: str, where: str) -> _dt.date | None:
         raise ValueError(f"{where}: {text!r} is not a YYYY-MM-DD date") from None
 
 
+def _parse_dates(texts: Sequence[str], where: str) -> list[_dt.date | None]:
+    """Dates of a response column, each distinct text parsed once (orders share dates)."""
+    parsed: dict[str, _dt.date | None] = {}
+    for text in set(texts):
+        try:
+            parsed[text] = _parse_date(text, where)
+        except ValueError:
+            index = list(texts).index(text)
+            raise ValueError(f"{where}[{index}]: {text!r} is not a YYYY-MM-DD date") from None
+    return list(map(parsed.__getitem__, texts))
+
+
+def _column_predictions(
+    columns: prediction_pb2.PredictionColumns,
+) -> tuple[PredictionResult, ...]:
+    n = len(columns.prediction_id)
+    lists = (columns.transit_days, columns.lower, columns.upper, columns.delivery_date,
+             columns.latest_delivery_date)
+    if any(len(values) != n for values in lists):
+        raise ValueError(
+            "columns: the prediction lists differ in length "
+            f"({n} prediction ids; {', '.join(str(len(values)) for values in lists)})"
+        )
+    return tuple(map(
+        PredictionResult,
+        columns.prediction_id,
+        columns.transit_days,
+        columns.lower,
+        columns.upper,
+        repeat(columns.coverage, n),
+        _parse_dates(columns.delivery_date, "columns.delivery_date"),
+        _parse_dates(columns.latest_delivery_date, "columns.latest_delivery_date"),
+    ))
+
+
 def predict_result(response: prediction_pb2.PredictResponse) -> PredictResult:
-    """Wrap a ``PredictResponse`` in a ``PredictResult``."""
+    """Wrap a ``PredictResponse`` in a ``PredictResult``, whichever shape it came in
+    (``predictions`` for a request of rows, ``columns`` for a columnar one)."""
+    if response.HasField("columns"):
+        return PredictResult(
+            model=response.model,
+            version=response.version,
+            route_reason=route_reason_name(response.route_reason),
+            predictions=_column_predictions(response.columns),
+            response=response,
+        )
     predictions = tuple(
         PredictionResult(
             prediction_id=p.prediction_id,
@@ -417,11 +585,14 @@ def predict_result(response: prediction_pb2.PredictResponse) -> PredictResult:
 
 
 def stream_request(model: str, rows: Sequence[Mapping[str, object]],
-                   unsendable: list[Exception]) -> prediction_pb2.PredictStreamRequest | None:
-    """One PredictStream request; ``None`` (the error kept in ``unsendable``, to be raised
-    once the answers before it are in) when the rows cannot be sent."""
+                   unsendable: list[Exception],
+                   columns: bool | None = None) -> prediction_pb2.PredictStreamRequest | None:
+    """One PredictStream request (as columns or rows, as ``build_predict_request`` decides);
+    ``None`` (the error kept in ``unsendable``, to be raised once the answers before it are
+    in) when the rows cannot be sent."""
     try:
-        return prediction_pb2.PredictStreamRequest(request=build_predict_request(model, rows))
+        return prediction_pb2.PredictStreamRequest(
+            request=build_predict_request(model, rows, columns))
     except (TypeError, ValueError) as exc:
         unsendable.append(exc)
         return None

@@ -88,9 +88,10 @@ class AsyncWaybillClient:
         version: str | None = None,
         routing_key: str | None = None,
         timeout: float | None = None,
+        columns: bool | None = None,
     ) -> PredictResult:
         """Score ``rows`` with ``model``; see ``WaybillClient.predict``."""
-        request = build_predict_request(model, rows)
+        request = build_predict_request(model, rows, columns)
         metadata = call_metadata(self._metadata, version=version, routing_key=routing_key)
         response: prediction_pb2.PredictResponse = await self._invoke(
             self._stub.Predict, request, metadata, timeout
@@ -106,6 +107,7 @@ class AsyncWaybillClient:
         version: str | None = None,
         routing_key: str | None = None,
         timeout: float | None = None,
+        columns: bool | None = None,
     ) -> AsyncIterator[PredictResult | WaybillError]:
         """Many requests over one ``PredictStream`` call (``async for``); see
         ``WaybillClient.predict_stream``. ``requests`` may also be an async iterable."""
@@ -117,7 +119,7 @@ class AsyncWaybillClient:
 
         async def sent() -> AsyncIterator[prediction_pb2.PredictStreamRequest]:
             async for rows in _each(requests):
-                request = stream_request(model, rows, unsendable)
+                request = stream_request(model, rows, unsendable, columns)
                 if request is None:
                     return
                 yield request
