@@ -48,10 +48,14 @@ def days_of(texts: Sequence[str]) -> np.ndarray | None:
     return np.array(days, dtype=np.int64).view("datetime64[D]")
 
 
-def texts_of(days: np.ndarray) -> list[str]:
-    """YYYY-MM-DD for datetime64[D] values; "" for NaT."""
-    get = _text_of_day.get
-    return [get(number) or _text(number) for number in days.view(np.int64).tolist()]
+def epoch_days(days: np.ndarray) -> list[int | None]:
+    """datetime64[D] values as days since 1970-01-01; None for NaT."""
+    return [None if number == _NAT else number for number in days.view(np.int64).tolist()]
+
+
+def text_of_day(number: int) -> str:
+    """YYYY-MM-DD for a day counted from 1970-01-01 ("" for NaT's number)."""
+    return _text_of_day.get(number) or _text(number)
 
 
 def _day(text: str) -> int:

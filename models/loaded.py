@@ -18,7 +18,7 @@ import numpy as np
 from catboost import CatBoostError, CatBoostRegressor
 
 from models.artifact import DAY_TOLERANCE, MODEL_FILE, ArtifactError, FeatureType, Manifest
-from models.calendar import texts_of
+from models.calendar import text_of_day
 from models.registry import check_files, version_path
 from models.validation import Columns, RowValidator, ValidatedRows
 
@@ -114,24 +114,27 @@ def _check_model_matches(manifest: Manifest, model: CatBoostRegressor, path: Pat
         )
 
 
-def promised_days(median: np.ndarray) -> np.ndarray:
+def promised_days(median: float) -> int:
     """Days from the order date to the predicted delivery date: round half up."""
-    return np.floor(median + 0.5).astype(np.int64)
+    return math.floor(median + 0.5)
 
 
-def delivery_dates(order_dates: np.ndarray | None, median: np.ndarray,
-                   upper: np.ndarray) -> tuple[list[str], list[str]]:
-    """The documented rule, for a batch: order date + round-half-up(median) and
-    + ceil(upper) days, as YYYY-MM-DD; "" for a row without an order date.
+def delivery_dates(order_days: Sequence[int | None], median: Sequence[float],
+                   upper: Sequence[float]) -> tuple[list[str], list[str]]:
+    """The documented rule, per row: order date + round-half-up(median) and + ceil(upper)
+    days, as YYYY-MM-DD; "" for a row without an order date. Order dates are days since
+    1970-01-01 (:func:`models.calendar.epoch_days`).
 
     ``upper`` is read with :data:`DAY_TOLERANCE`, as training measured coverage.
+    Plain Python on purpose: per row it costs about what numpy's fixed cost per call
+    does, and most requests hold one row.
     """
-    if order_dates is None:
-        return [""] * len(median), [""] * len(median)
-    days = order_dates.view(np.int64)  # days since 1970-01-01; NaT is the smallest int64
-    expected = days + promised_days(median)
-    latest = days + np.ceil(upper - DAY_TOLERANCE).astype(np.int64)
-    undated = np.isnat(order_dates)
-    if undated.any():
-        expected[undated] = latest[undated] = days[undated]
-    return texts_of(expected.view("datetime64[D]")), texts_of(latest.view("datetime64[D]"))
+    expected, latest = [], []
+    for day, mid, high in zip(order_days, median, upper, strict=True):
+        if day is None:
+            expected.append("")
+            latest.append("")
+        else:
+            expected.append(text_of_day(day + promised_days(mid)))
+            latest.append(text_of_day(day + math.ceil(high - DAY_TOLERANCE)))
+    return expected, latest

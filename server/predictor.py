@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.calendar import texts_of
+from models.calendar import epoch_days, text_of_day
 from models.loaded import LoadedVersion, Scored, delivery_dates, promised_days
 from models.validation import Columns, ValidatedRows, ValidationFailed
 from router.table import Decision, RouteReason, choose, shadow_for
@@ -245,34 +245,31 @@ class Predictor:
             if shadow is not None:
                 self._shadow.offer(query.model, snapshot.version(query.model, shadow),
                                    columns, also_known, scored, parent=call.span)
-        expected, latest = delivery_dates(validated.dates, scored.median, scored.upper)
+        medians, upper = scored.median.tolist(), scored.upper.tolist()
+        order_days: list[int | None] = (epoch_days(validated.dates)
+                                        if validated.dates is not None else [None] * n_rows)
+        expected, latest = delivery_dates(order_days, medians, upper)
         outcome = PredictOutcome(
             query.model, version.version, decision.reason, version.coverage, query.columnar,
-            new_prediction_ids(n_rows), scored.median.tolist(), scored.lower.tolist(),
-            scored.upper.tolist(), expected, latest)
+            new_prediction_ids(n_rows), medians, scored.lower.tolist(), upper, expected, latest)
         if self._store is not None:
-            self._log(version, validated.dates, scored.median, outcome)
-        observer.predicted(call, n_rows, outcome.transit_days)
+            self._log(version, order_days, outcome)
+        observer.predicted(call, n_rows, medians)
         return outcome
 
-    def _log(self, version: LoadedVersion, dates: np.ndarray | None, medians: np.ndarray,
+    def _log(self, version: LoadedVersion, order_days: list[int | None],
              outcome: PredictOutcome) -> None:
         """Hand the predictions to the log's writer (a deque append; never blocks)."""
         assert self._store is not None
-        n = len(medians)
-        if dates is None:
-            days: list[str | None] = [None] * n
-            promised: list[int | None] = [None] * n
-        else:
-            days = [day or None for day in texts_of(dates)]
-            promised = [None if day is None else p
-                        for day, p in zip(days, promised_days(medians).tolist(), strict=True)]
         name, number = version.name, version.version
         self._store.log_predictions([
-            LoggedPrediction(pid, name, number, day, median, lower, upper, days_)
-            for pid, day, median, lower, upper, days_ in zip(
-                outcome.prediction_ids, days, outcome.transit_days, outcome.lower,
-                outcome.upper, promised, strict=True)])
+            LoggedPrediction(pid, name, number, None, median, lower, upper, None)
+            if day is None else
+            LoggedPrediction(pid, name, number, text_of_day(day), median, lower, upper,
+                             promised_days(median))
+            for pid, day, median, lower, upper in zip(
+                outcome.prediction_ids, order_days, outcome.transit_days, outcome.lower,
+                outcome.upper, strict=True)])
 
     def _trace_offloop(self, call: Call, marks: list[int]) -> None:
         """Spans for the validate and predict steps a big request ran on the executor."""
