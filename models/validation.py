@@ -326,9 +326,11 @@ class RowValidator:
     def _unknown(columns: Columns, name: str) -> list[tuple[int, int, Violation]]:
         rule, description = "unknown_field", ("not a feature of any served version of this "
                                              "model (see GetModel)")
-        if not columns.by_row:
-            return [(-1, -1, Violation(columns.field(name, None), rule, description))]
+        # A field with no value in any row says nothing, whichever way it was sent.
         present = [i for i, v in enumerate(columns.values[name]) if v is not None]
+        if not columns.by_row:
+            return [(-1, -1, Violation(columns.field(name, None), rule, description))
+                    ] if present else []
         return [(i, -1, Violation(columns.field(name, i), rule, description))
                 for i in present[:MAX_VIOLATIONS]]
 

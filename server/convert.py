@@ -65,8 +65,7 @@ def struct_columns(rows: Sequence[struct_pb2.Struct]) -> Columns:
 def proto_columns(columns: Sequence[pb.Column]) -> Columns:
     """A columnar request's values. Checks the shape (names, lists, lengths); the
     values themselves are checked against the chosen version's schema later."""
-    n_rows: int | None = None
-    first = ""
+    n_rows, longest = column_rows(columns)
     values: dict[str, Values] = {}
     for index, column in enumerate(columns):
         name = column.name
@@ -80,11 +79,9 @@ def proto_columns(columns: Sequence[pb.Column]) -> Columns:
         if len(given) > 1:
             raise BadRequest(field, "conflict", "set one of numbers, strings and booleans")
         data: Values = given[0] if given else ()
-        if n_rows is None:
-            n_rows, first = len(data), name
-        elif len(data) != n_rows:
+        if len(data) != n_rows:
             raise BadRequest(field, "length_mismatch",
-                             f"has {len(data)} values; columns.{first} has {n_rows}")
+                             f"has {len(data)} values; columns.{longest} has {n_rows}")
         if column.missing:
             past = [row for row in column.missing if row >= n_rows]
             if past:
@@ -98,7 +95,18 @@ def proto_columns(columns: Sequence[pb.Column]) -> Columns:
         else:
             data = list(data)
         values[name] = data
-    return Columns(n_rows or 0, values, by_row=False)
+    return Columns(n_rows, values, by_row=False)
+
+
+def column_rows(columns: Sequence[pb.Column]) -> tuple[int, str]:
+    """A columnar request's row count, read without converting it: its longest column's
+    length (a shorter column is the one refused), and that column's name."""
+    n_rows, longest = 0, ""
+    for column in columns:
+        size = max(len(column.numbers), len(column.strings), len(column.booleans))
+        if size > n_rows:
+            n_rows, longest = size, column.name
+    return n_rows, longest
 
 
 def predict_query(
@@ -109,8 +117,9 @@ def predict_query(
     if request.columns:
         if request.rows:
             raise BadRequest("columns", "conflict", "set rows or columns, not both")
-        columns = proto_columns(request.columns)
-        n_rows, read, columnar = columns.n_rows, functools.partial(_same, columns), True
+        # Converted when the predictor reads it, after the cheap checks (model, row limit).
+        n_rows, read, columnar = (column_rows(request.columns)[0],
+                                  functools.partial(proto_columns, request.columns), True)
     else:
         n_rows, read, columnar = (len(request.rows),
                                   functools.partial(struct_columns, request.rows), False)
@@ -123,10 +132,6 @@ def predict_query(
         routing_key=request.routing_key or None,
         headers=headers,
     )
-
-
-def _same(columns: Columns) -> Columns:
-    return columns
 
 
 def outcomes(request: pb.ReportOutcomeRequest) -> list[Outcome]:

@@ -318,6 +318,9 @@ def test_bad_columns_are_named_by_feature(stub: pb_grpc.PredictionServiceStub,
     assert field == "columns" and "not both" in description
     [(field, description)] = refused(changed("distance_km", numbers=[1.0, 2.0]))
     assert field == "columns.distance_km" and "has 2 values" in description
+    # The longest column sets the row count, so the short one is blamed even when first.
+    [(field, description)] = refused(changed(good[0].name, strings=["2026-11-26"]))
+    assert field == f"columns.{good[0].name}" and "has 1 values" in description
     [(field, _)] = refused(changed("distance_km", missing=[7]))
     assert field == "columns.distance_km.missing"
     [(field, _)] = refused([*good, good[0]])

@@ -219,3 +219,11 @@ def test_one_pass_and_value_by_value_agree(values: list[tuple[object, ...]]) -> 
         assert together.dates is not None
         assert together.dates.tolist() == [r.dates.tolist()[1]
                                            for r in alone if r.dates is not None]
+
+
+def test_a_field_without_any_value_is_ignored_however_it_was_sent() -> None:
+    rows = [good_row() | {"colour": None}, good_row() | {"colour": None}]
+    assert VALIDATOR.validate(rows).matrix.shape == (2, 6)
+    assert VALIDATOR.validate(as_sent_in_columns(rows)).matrix.shape == (2, 6)
+    rows[1]["colour"] = "blue"
+    assert column_violations(rows) == [("columns.colour", "unknown_field")]
