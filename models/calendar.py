@@ -1,11 +1,12 @@
-"""Calendar days as text (YYYY-MM-DD) and as numpy datetime64[D], both ways, for batches.
+"""Calendar days as text (YYYY-MM-DD) and as day numbers (days since 1970-01-01).
 
-numpy's own string conversions cost 0.3-0.6 us a value each way (``datetime_as_string``,
-and parsing, which also accepts forms the API does not: "2026-11", "NaT"). Live traffic
-names few distinct days (orders of the last weeks, deliveries of the next ones), so
-both directions are remembered per day: a batch then costs one dict lookup per value.
-The memo is a cache of a pure function, bounded, and shared by threads (dict reads
-and writes are atomic; a race only computes a day twice).
+Every request names its order dates as text and every answer names delivery dates as
+text; in between, a date is an int, so the date rule is integer arithmetic. Live
+traffic names few distinct days (orders of the last weeks, deliveries of the next
+ones), so both directions are remembered per day: a row then costs a dict lookup each
+way instead of a parse or a format (about 1 us each). The memo is a cache of a pure
+function, bounded, and shared by threads (dict reads and writes are atomic; a race
+only computes a day twice).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 # Far more days than live traffic names (about 45 years); past it the memo starts over.
 MEMO_DAYS = 1 << 14
 
-_NAT = int(np.datetime64("NaT", "D").view(np.int64))
 _day_of_text: dict[str, int] = {}
 _text_of_day: dict[int, str] = {}
 
@@ -37,24 +37,23 @@ def parse_date(text: str) -> date | None:
         return None
 
 
-def days_of(texts: Sequence[str]) -> np.ndarray | None:
-    """datetime64[D] for texts that each name a date exactly as YYYY-MM-DD; None if any
+def day_number(day: date) -> int:
+    return (day - _EPOCH).days
+
+
+def days_of(texts: Sequence[str]) -> list[int] | None:
+    """Day numbers for texts that each name a date exactly as YYYY-MM-DD; None if any
     does not (the caller then finds which, one by one)."""
     get = _day_of_text.get
     try:
-        days = [get(text) or _day(text) for text in texts]
+        # 0 (1970-01-01) is falsy: it is parsed each time, and still right.
+        return [get(text) or _day(text) for text in texts]
     except ValueError:
         return None
-    return np.array(days, dtype=np.int64).view("datetime64[D]")
-
-
-def epoch_days(days: np.ndarray) -> list[int | None]:
-    """datetime64[D] values as days since 1970-01-01; None for NaT."""
-    return [None if number == _NAT else number for number in days.view(np.int64).tolist()]
 
 
 def text_of_day(number: int) -> str:
-    """YYYY-MM-DD for a day counted from 1970-01-01 ("" for NaT's number)."""
+    """YYYY-MM-DD for a day number."""
     return _text_of_day.get(number) or _text(number)
 
 
@@ -64,18 +63,16 @@ def _day(text: str) -> int:
         raise ValueError(text)
     if len(_day_of_text) >= MEMO_DAYS:
         _day_of_text.clear()
-    number = _day_of_text[text] = (day - _EPOCH).days
+    number = _day_of_text[text] = day_number(day)
     return number
 
 
 def _text(number: int) -> str:
-    if number == _NAT:
-        return ""
-    if len(_text_of_day) >= MEMO_DAYS:
-        _text_of_day.clear()
     try:
         text = (_EPOCH + timedelta(days=number)).isoformat()
-    except OverflowError:  # past 9999-12-31, where datetime.date ends and numpy goes on
+    except OverflowError:  # past 9999-12-31, where datetime.date ends; numpy goes on
         text = str(np.datetime64(number, "D"))
+    if len(_text_of_day) >= MEMO_DAYS:
+        _text_of_day.clear()
     _text_of_day[number] = text
     return text

@@ -123,7 +123,7 @@ def delivery_dates(order_days: Sequence[int | None], median: Sequence[float],
                    upper: Sequence[float]) -> tuple[list[str], list[str]]:
     """The documented rule, per row: order date + round-half-up(median) and + ceil(upper)
     days, as YYYY-MM-DD; "" for a row without an order date. Order dates are days since
-    1970-01-01 (:func:`models.calendar.epoch_days`).
+    1970-01-01 (:mod:`models.calendar`).
 
     ``upper`` is read with :data:`DAY_TOLERANCE`, as training measured coverage.
     Plain Python on purpose: per row it costs about what numpy's fixed cost per call

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from models.artifact import FeatureSpec, FeatureType, Manifest
-from models.calendar import DATE_RE, days_of
+from models.calendar import DATE_RE, day_number, days_of
 
 # Optional categorical values that are missing are fed to CatBoost as this
 # category; optional numbers as NaN (CatBoost's nan_mode handles them).
@@ -58,9 +58,9 @@ class ValidationFailed(Exception):
 @dataclass(frozen=True, slots=True)
 class ValidatedRows:
     matrix: np.ndarray  # (rows, model features), dtype=object, CatBoost column order
-    # The output date field per row as datetime64[D] (NaT where a row has none), or
-    # None when the schema has no date field.
-    dates: np.ndarray | None
+    # The output date field per row as a day number (models.calendar; None where a
+    # row has none), or None when the schema has no date field.
+    dates: list[int | None] | None
 
 
 # One feature's values, one per row: a list, a protobuf repeated field, or (numbers
@@ -84,26 +84,27 @@ class Columns:
         return f"columns.{name}" if row is None else f"columns.{name}[{row}]"
 
 
-def rows_to_columns(rows: Sequence[Mapping[str, Any]] | Sequence[Iterable[tuple[str, Any]]],
-                    value: Callable[[Any], Any] | None = None) -> Columns:
-    """Transpose rows (mappings, or iterables of (name, value) pairs read through
-    ``value``) into columns."""
+def rows_to_columns(rows: Sequence[Mapping[str, Any]]) -> Columns:
+    """Transpose rows of feature name -> value into columns."""
+    return pairs_to_columns([row.items() for row in rows])
+
+
+def pairs_to_columns(rows: Sequence[Iterable[tuple[str, Any]]],
+                     value: Callable[[Any], Any] | None = None) -> Columns:
+    """Transpose rows given as (name, raw value) pairs into columns, reading each raw
+    value through ``value`` if given."""
     n = len(rows)
     values: dict[str, list[Any]] = {}
-    for index, pairs in enumerate(_pairs(row) for row in rows):
-        if n == 1:  # the commonest request: one order
-            values = {name: [raw if value is None else value(raw)] for name, raw in pairs}
-            break
+    if n == 1:  # the commonest request: one order
+        return Columns(1, {name: [raw if value is None else value(raw)]
+                           for name, raw in rows[0]}, by_row=True)
+    for index, pairs in enumerate(rows):
         for name, raw in pairs:
             column = values.get(name)
             if column is None:
                 column = values[name] = [None] * n
             column[index] = raw if value is None else value(raw)
     return Columns(n, values, by_row=True)
-
-
-def _pairs(row: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Iterable[tuple[str, Any]]:
-    return row.items() if isinstance(row, Mapping) else row
 
 
 class _Bad(Exception):
@@ -159,11 +160,11 @@ def _category_checker(spec: FeatureSpec) -> Callable[[FeatureSpec, Any], str]:
     return check
 
 
-def _date(spec: FeatureSpec, value: Any) -> date:
+def _date(spec: FeatureSpec, value: Any) -> int:
     if not isinstance(value, str) or not DATE_RE.match(value):
         raise _Bad("wrong_type", f"expected a date as YYYY-MM-DD, got {_describe(value)}")
     try:
-        return date.fromisoformat(value)
+        return day_number(date.fromisoformat(value))
     except ValueError:
         raise _Bad("invalid_date", f"{value!r} is not a calendar date") from None
 
@@ -172,7 +173,7 @@ def _missing_value(spec: FeatureSpec) -> object:
     if spec.type is FeatureType.CATEGORICAL:
         return MISSING_CATEGORY
     if spec.type is FeatureType.DATE:
-        return None  # NaT
+        return None  # no order date
     return math.nan
 
 
@@ -233,7 +234,7 @@ def _fast_categories(spec: FeatureSpec, known: frozenset[str],
     return list(values)
 
 
-def _fast_dates(spec: FeatureSpec, values: Values) -> np.ndarray | None:
+def _fast_dates(spec: FeatureSpec, values: Values) -> list[int] | None:
     if isinstance(values, np.ndarray) or not _all_of_type(values, str):
         return None
     return days_of(values)
@@ -241,9 +242,10 @@ def _fast_dates(spec: FeatureSpec, values: Values) -> np.ndarray | None:
 
 def _object_matrix(n: int, columns: Sequence[Values]) -> np.ndarray:
     """The (rows, columns) object array CatBoost takes, holding Python floats and strs."""
-    if n < ONE_PASS_ROWS:  # lists only: one conversion beats a numpy call per column
-        return np.array(list(zip(*columns, strict=True)), dtype=object).reshape(n, len(columns))
     matrix = np.empty((n, len(columns)), dtype=object)
+    if n == 1:  # one row: one assignment beats a numpy call per column
+        matrix[0] = [column[0] for column in columns]
+        return matrix
     for index, column in enumerate(columns):
         matrix[:, index] = column
     return matrix
@@ -256,10 +258,10 @@ class RowValidator:
         self._known = frozenset(f.name for f in manifest.features)
         self._n_cols = len(manifest.model_features)
         self._date_field = manifest.output.date_field
-        # (order in the schema, spec, per-value check, one-pass check, matrix column or
-        # None for dates)
+        # (order in the schema, spec, per-value check, one-pass check, rows from which
+        # the one pass is used, matrix column or None for dates)
         self._checks: list[tuple[int, FeatureSpec, Callable[[FeatureSpec, Any], Any],
-                                 Callable[[Values], Any], int | None]] = []
+                                 Callable[[Values], Any], int, int | None]] = []
         column = 0
         for order, spec in enumerate(manifest.features):
             check: Callable[[FeatureSpec, Any], Any]
@@ -274,7 +276,10 @@ class RowValidator:
             else:
                 check, fast = _number, functools.partial(_fast_numbers, spec)
             is_input = spec.type is not FeatureType.DATE
-            self._checks.append((order, spec, check, fast, column if is_input else None))
+            # Dates take the one pass at any size: it is a memo lookup, no numpy.
+            one_pass_from = ONE_PASS_ROWS if is_input else 1
+            self._checks.append((order, spec, check, fast, one_pass_from,
+                                 column if is_input else None))
             column += is_input
 
     def validate(
@@ -291,19 +296,24 @@ class RowValidator:
         n = columns.n_rows
         known = self._known | also_known if also_known else self._known
         model_columns: list[Values] = []
-        dates: np.ndarray | None = None
+        dates: list[int | None] | None = None
         # (row, order in the schema, violation): sorted at the end so violations read
         # row by row whatever order the columns were checked in.
         found: list[tuple[int, int, Violation]] = []
         for name in columns.values.keys() - known:
             found.extend(self._unknown(columns, name))
         given = columns.values.get
-        for order, spec, check, fast, column in self._checks:
+        for order, spec, check, fast, one_pass_from, column in self._checks:
             values = given(spec.name)
             if values is None:
                 checked = None
-            elif n >= ONE_PASS_ROWS:
+            elif n >= one_pass_from:
                 checked = fast(values)
+            elif n == 1:  # no list comprehension's frame for the commonest request
+                try:
+                    checked = [check(spec, values[0])]
+                except _Bad:
+                    checked = None
             else:
                 try:  # every value present and good: the common case for a small request
                     checked = [check(spec, value) for value in values]
@@ -316,7 +326,7 @@ class RowValidator:
             if column is not None:
                 model_columns.append(checked)
             elif spec.name == self._date_field:
-                dates = np.asarray(checked, dtype="datetime64[D]")
+                dates = checked
         if found:
             found.sort(key=lambda item: item[:2])
             raise ValidationFailed([v for _, _, v in found[:MAX_VIOLATIONS]])

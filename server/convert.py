@@ -13,7 +13,7 @@ from waybill.v1 import prediction_pb2 as pb
 
 from models.artifact import FeatureType
 from models.loaded import LoadedVersion
-from models.validation import Columns, Values, rows_to_columns
+from models.validation import Columns, Values, pairs_to_columns
 from router.table import ModelRoutes, RouteReason
 from server.errors import BadRequest, WireStatus
 from server.predictor import VERSION_HEADER, PredictOutcome, PredictQuery
@@ -59,7 +59,7 @@ def row_dict(row: struct_pb2.Struct) -> dict[str, Any]:
 
 def struct_columns(rows: Sequence[struct_pb2.Struct]) -> Columns:
     """Struct rows as columns: ~9 us a row, mostly protobuf building a Value per field."""
-    return rows_to_columns([row.fields.items() for row in rows], _value)
+    return pairs_to_columns([row.fields.items() for row in rows], _value)
 
 
 def proto_columns(columns: Sequence[pb.Column]) -> Columns:

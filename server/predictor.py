@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.calendar import epoch_days, text_of_day
+from models.calendar import text_of_day
 from models.loaded import LoadedVersion, Scored, delivery_dates, promised_days
 from models.validation import Columns, ValidatedRows, ValidationFailed
 from router.table import Decision, RouteReason, choose, shadow_for
@@ -246,8 +246,8 @@ class Predictor:
                 self._shadow.offer(query.model, snapshot.version(query.model, shadow),
                                    columns, also_known, scored, parent=call.span)
         medians, upper = scored.median.tolist(), scored.upper.tolist()
-        order_days: list[int | None] = (epoch_days(validated.dates)
-                                        if validated.dates is not None else [None] * n_rows)
+        order_days: list[int | None] = ([None] * n_rows if validated.dates is None
+                                        else validated.dates)
         expected, latest = delivery_dates(order_days, medians, upper)
         outcome = PredictOutcome(
             query.model, version.version, decision.reason, version.coverage, query.columnar,

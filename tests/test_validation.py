@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from models.calendar import day_number
 from models.validation import (
     MAX_VIOLATIONS,
     MISSING_CATEGORY,
@@ -31,8 +32,7 @@ def violations_of(row: dict[str, object]) -> list[tuple[str, str]]:
 def test_good_row_becomes_catboost_columns_in_schema_order() -> None:
     result = VALIDATOR.validate([good_row()])
     assert result.matrix.tolist() == [[512.5, 3.0, 0.0, "ground", "94107", 2.0]]
-    assert result.dates is not None
-    assert result.dates.tolist() == [date(2026, 11, 26)]
+    assert result.dates == [day_number(date(2026, 11, 26))]
 
 
 @pytest.mark.parametrize(
@@ -152,9 +152,8 @@ def test_columns_give_the_same_matrix_and_dates_as_rows() -> None:
                                       "order_date": "2024-02-29"}]
     by_row, by_column = VALIDATOR.validate(rows), VALIDATOR.validate(as_sent_in_columns(rows))
     assert by_column.matrix.tolist() == by_row.matrix.tolist()
-    assert by_column.dates is not None and by_row.dates is not None
-    assert by_column.dates.tolist() == by_row.dates.tolist() == [date(2026, 11, 26),
-                                                                  date(2024, 2, 29)]
+    assert by_column.dates == by_row.dates == [day_number(date(2026, 11, 26)),
+                                               day_number(date(2024, 2, 29))]
 
 
 def test_a_bad_value_in_a_column_is_named_by_column_and_row() -> None:
@@ -216,9 +215,7 @@ def test_one_pass_and_value_by_value_agree(values: list[tuple[object, ...]]) -> 
     assert together_bad == alone_bad[:MAX_VIOLATIONS]
     if not together_bad:
         assert together.matrix.tolist() == [r.matrix[1].tolist() for r in alone]
-        assert together.dates is not None
-        assert together.dates.tolist() == [r.dates.tolist()[1]
-                                           for r in alone if r.dates is not None]
+        assert together.dates == [r.dates[1] for r in alone if r.dates is not None]
 
 
 def test_a_field_without_any_value_is_ignored_however_it_was_sent() -> None:
