@@ -1,6 +1,8 @@
 """Bare reference server: grpc.aio + CatBoost and nothing else (no validation, routing,
 telemetry, ids or dates). Speaks waybill.v1.PredictionService/Predict so it takes the very
-same request bytes as Waybill. --noop: answer an empty response (the grpc.aio floor).
+same request bytes as Waybill. --noop: answer an empty response (the grpc.aio floor), or
+for a columnar request a prebuilt columnar answer as big as Waybill's (the floor of that
+exchange: the same bytes in and out, no work in between).
 --window-ms 0: predict per request on the event loop;
 --window-ms W: requests arriving within W ms of the first one are scored in one call on a
 single predict thread while the loop keeps accepting (the FACTS.md batching pattern)."""
@@ -40,9 +42,23 @@ def to_response(out: np.ndarray) -> pb.PredictResponse:
         for lo, m, hi in q.tolist()])
 
 
+def columnar_answer(n: int) -> pb.PredictResponse:
+    """An answer shaped and sized like Waybill's to an n-row columnar request."""
+    answer = pb.PredictResponse(model=bl.MODEL_NAME, version=bl.MODEL_VERSION, route_reason=1)
+    answer.columns.prediction_id.extend(f"{i:032x}" for i in range(n))
+    answer.columns.transit_days.extend(2.0 + i / 7 for i in range(n))
+    answer.columns.lower.extend(1.0 + i / 7 for i in range(n))
+    answer.columns.upper.extend(4.0 + i / 7 for i in range(n))
+    answer.columns.coverage = 0.8
+    answer.columns.delivery_date.extend(["2026-11-30"] * n)
+    answer.columns.latest_delivery_date.extend(["2026-12-02"] * n)
+    return answer
+
+
 class Service(pb_grpc.PredictionServiceServicer):
     def __init__(self, window_ms: float, noop: bool = False) -> None:
         self.noop = noop
+        self.columnar_answers: dict[int, pb.PredictResponse] = {}
         self.model = bl.load_regressor()
         self.window = window_ms / 1000
         self.pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
@@ -55,7 +71,12 @@ class Service(pb_grpc.PredictionServiceServicer):
 
     async def Predict(self, request: pb.PredictRequest, context: object) -> pb.PredictResponse:
         if self.noop:
-            return pb.PredictResponse()
+            if not request.columns:
+                return pb.PredictResponse()
+            n = max(len(c.numbers) + len(c.strings) + len(c.booleans) for c in request.columns)
+            if n not in self.columnar_answers:
+                self.columnar_answers[n] = columnar_answer(n)
+            return self.columnar_answers[n]
         m = to_matrix(request)
         if not self.window:
             return to_response(self.predict(m))

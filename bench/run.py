@@ -75,7 +75,8 @@ class Target:
     description: str
     kind: str  # raw | waybill-proto | mlserver
     start: Callable[[Path], Running] | None = None
-    waybill_api: bool = False  # serves what only Waybill has: PredictStream, columns
+    streams: bool = False  # serves PredictStream (Waybill only)
+    columns: bool = False  # takes columnar requests (Waybill, and noop-aio as their floor)
     notes: list[str] = field(default_factory=list)
 
 
@@ -151,8 +152,9 @@ def all_targets(src: Path) -> list[Target]:
         Target("raw", "CatBoostRegressor.predict in process (numpy object array, "
                "thread_count=1), sequential calls", "raw"),
         Target("noop-aio", "bench/bare_server.py --noop: grpc.aio answering an empty response "
-               "(no model): the floor of any Python gRPC server here", "waybill-proto",
-               start_bare(0.0, noop=True)),
+               "(no model): the floor of any Python gRPC server here; to a columnar request "
+               "a prebuilt columnar answer as big as Waybill's", "waybill-proto",
+               start_bare(0.0, noop=True), columns=True),
         Target("bare-aio", "bench/bare_server.py: grpc.aio, predict per request on the loop",
                "waybill-proto", start_bare(0.0)),
         Target("bare-aio-batch", f"bench/bare_server.py --window-ms {BATCH_WINDOW_MS:g}: one "
@@ -169,7 +171,7 @@ def all_targets(src: Path) -> list[Target]:
         args = " ".join(cfg["args"])
         targets.append(Target(name, f"waybill serve {args} (cores {cfg['cpus']}): "
                               f"{cfg['description']}", "waybill-proto", start_waybill(name, src),
-                              waybill_api=True))
+                              streams=True, columns=True))
     return targets
 
 
@@ -441,6 +443,15 @@ def target_checks(res: dict[tuple[str, str], dict[str, Any]], args: argparse.Nam
                         verdict(ratio >= 0.7)])
         else:
             out.append([f"{workload}: {server} vs raw", "not measured", "n/a"])
+    floor = get("noop-aio", f"{big} columns")
+    if floor and raw_big:
+        # What 70 % of raw leaves for Waybill: the transport alone, same bytes in and out.
+        out.append([f"context: {big.removeprefix('closed ')} columns with no work at all "
+                    "(noop-aio) vs raw",
+                    f"{floor['rows_s']:,.0f} vs {raw_big['rows_s']:,.0f} rows/s = "
+                    f"{floor['rows_s'] / raw_big['rows_s']:.0%}; server CPU "
+                    f"{floor['server_cpu_us_per_req']:,.0f} vs "
+                    f"{raw_big['server_cpu_us_per_req']:,.0f} µs per 64 rows", "floor"])
     if on and off:
         cost = 1 - on["req_s"] / off["req_s"]
         cpu = on["server_cpu_us_per_req"] / off["server_cpu_us_per_req"] - 1
@@ -581,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
             checks[t.name] = check_predictions(t, running, expected)
             print(f"   predictions: {checks[t.name]}", flush=True)
             for w in loads:
-                if (w.mode == "stream" or w.columns) and not t.waybill_api:
+                if (w.mode == "stream" and not t.streams) or (w.columns and not t.columns):
                     continue
                 if not running.proc.alive():
                     results.append((t.name, w.name, "server exited"))
