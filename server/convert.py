@@ -62,10 +62,12 @@ def struct_columns(rows: Sequence[struct_pb2.Struct]) -> Columns:
     return pairs_to_columns([row.fields.items() for row in rows], _value)
 
 
-def proto_columns(columns: Sequence[pb.Column]) -> Columns:
+def proto_columns(columns: Sequence[pb.Column],
+                  shape: tuple[int, str] | None = None) -> Columns:
     """A columnar request's values. Checks the shape (names, lists, lengths); the
-    values themselves are checked against the chosen version's schema later."""
-    n_rows, longest = column_rows(columns)
+    values themselves are checked against the chosen version's schema later.
+    ``shape`` is :func:`column_rows`'s answer, if the caller has it already."""
+    n_rows, longest = shape or column_rows(columns)
     values: dict[str, Values] = {}
     for index, column in enumerate(columns):
         name = column.name
@@ -118,8 +120,9 @@ def predict_query(
         if request.rows:
             raise BadRequest("columns", "conflict", "set rows or columns, not both")
         # Converted when the predictor reads it, after the cheap checks (model, row limit).
-        n_rows, read, columnar = (column_rows(request.columns)[0],
-                                  functools.partial(proto_columns, request.columns), True)
+        shape = column_rows(request.columns)
+        n_rows, read, columnar = (shape[0], functools.partial(proto_columns, request.columns,
+                                                              shape), True)
     else:
         n_rows, read, columnar = (len(request.rows),
                                   functools.partial(struct_columns, request.rows), False)
