@@ -357,7 +357,7 @@ class RowValidator:
             if not columns.by_row:
                 return out, [(-1, Violation(columns.field(spec.name, None), "required",
                                             "is required"))]
-            values = out
+            values = [None] * n  # absent from every row: each row misses it
         bad: list[tuple[int, Violation]] = []
         for row, value in enumerate(values):
             if value is None:
@@ -369,8 +369,10 @@ class RowValidator:
                 try:
                     out[row] = check(spec, value)
                 except _Bad as err:
-                    if err.rule == "wrong_type" and not columns.by_row:
-                        # A column holds one type: the whole column is in the wrong list.
+                    if (err.rule == "wrong_type" and not columns.by_row
+                            and not (spec.type is FeatureType.DATE and isinstance(value, str))):
+                        # A column holds one type: the whole column is in the wrong list
+                        # (a date column's strings are in the right one, just malformed).
                         return out, [(-1, Violation(
                             columns.field(spec.name, None), "wrong_type",
                             f"a {spec.type.value} feature: send its values in "

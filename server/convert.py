@@ -69,11 +69,8 @@ def proto_columns(columns: Sequence[pb.Column],
     ``shape`` is :func:`column_rows`'s answer, if the caller has it already."""
     n_rows, longest = shape or column_rows(columns)
     values: dict[str, Values] = {}
-    for index, column in enumerate(columns):
+    for column in columns:
         name = column.name
-        if not name:
-            raise BadRequest(f"columns[{index}].name", "required", "every column needs its "
-                             "feature name")
         field = f"columns.{name}"
         if name in values:
             raise BadRequest(field, "duplicate", "sent twice")
@@ -102,9 +99,13 @@ def proto_columns(columns: Sequence[pb.Column],
 
 def column_rows(columns: Sequence[pb.Column]) -> tuple[int, str]:
     """A columnar request's row count, read without converting it: its longest column's
-    length (a shorter column is the one refused), and that column's name."""
+    length (a shorter column is the one refused), and that column's name. Refuses a
+    column without a name."""
     n_rows, longest = 0, ""
-    for column in columns:
+    for index, column in enumerate(columns):
+        if not column.name:
+            raise BadRequest(f"columns[{index}].name", "required",
+                             "every column needs its feature name")
         size = max(len(column.numbers), len(column.strings), len(column.booleans))
         if size > n_rows:
             n_rows, longest = size, column.name

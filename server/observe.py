@@ -48,7 +48,8 @@ UNKNOWN = "_unknown"
 NO_ROUTE = "none"  # the request failed before a version was chosen
 # Request-level fields a Predict can break (server.predictor, server.convert).
 REQUEST_FIELDS = frozenset({"model", "rows", "version", "routing_key"})
-_ROW_FIELD = re.compile(r"^rows\[\d+\]\.(.+)$")
+# rows[3].zip_code, columns.zip_code[3] and columns.zip_code all name the feature zip_code.
+_ROW_FIELD = re.compile(r"^(?:rows\[\d+\]\.(.+)|columns\.([^\[]+)(?:\[\d+\])?)$")
 
 DURATION_BOUNDS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                      1.0, 2.5, 5.0, 10.0)
@@ -495,13 +496,13 @@ def fail(span: trace.Span, kind: type[BaseException]) -> None:
 
 
 def bounded_field(field: str, schema: frozenset[str]) -> str:
-    """``rows[3].zip_code`` -> ``zip_code`` when the version has that feature."""
+    """``rows[3].zip_code`` or ``columns.zip_code[3]`` -> ``zip_code`` when the version has
+    that feature."""
     if field in REQUEST_FIELDS:
         return field
     match = _ROW_FIELD.match(field)
-    if match is not None and match.group(1) in schema:
-        return match.group(1)
-    return UNKNOWN
+    feature = match.group(1) or match.group(2) if match is not None else None
+    return feature if feature in schema else UNKNOWN
 
 
 def _callback(read: Callable[[], Iterable[tuple[int | float, Mapping[str, Any]]]],

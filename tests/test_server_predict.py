@@ -324,6 +324,8 @@ def test_bad_columns_are_named_by_feature(stub: pb_grpc.PredictionServiceStub,
     [(field, _)] = refused(changed("distance_km", missing=[7]))
     assert field == "columns.distance_km.missing"
     [(field, _)] = refused([*good, good[0]])
+    [(field_, _)] = refused([*good, pb.Column(name="", numbers=[1.0, 2.0, 3.0, 4.0])])
+    assert field_ == f"columns[{len(good)}].name"
     assert field == f"columns.{good[0].name}"
     found = refused(changed("distance_km", numbers=[1.0, -5.0, 2.0]))
     assert [f for f, _ in found] == ["columns.distance_km[1]"]

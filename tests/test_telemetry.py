@@ -431,6 +431,9 @@ def test_histograms_bin_like_prometheus_and_fields_stay_bounded() -> None:
     schema = frozenset({"zip_code", "distance_km"})
     assert bounded_field("rows[12].zip_code", schema) == "zip_code"
     assert bounded_field("rows[0].made_up_by_a_caller", schema) == "_unknown"
+    assert bounded_field("columns.zip_code[3]", schema) == "zip_code"
+    assert bounded_field("columns.distance_km", schema) == "distance_km"
+    assert bounded_field("columns.made_up[1]", schema) == "_unknown"
     assert bounded_field("routing_key", schema) == "routing_key"
     assert bounded_field("anything_else", schema) == "_unknown"
     assert Observer().tracer is None  # unit use: aggregation only, no spans, no export

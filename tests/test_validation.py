@@ -224,3 +224,25 @@ def test_a_field_without_any_value_is_ignored_however_it_was_sent() -> None:
     assert VALIDATOR.validate(as_sent_in_columns(rows)).matrix.shape == (2, 6)
     rows[1]["colour"] = "blue"
     assert column_violations(rows) == [("columns.colour", "unknown_field")]
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8])
+def test_a_required_feature_absent_from_every_row_is_required_in_each(rows: int) -> None:
+    sent = [good_row() for _ in range(rows)]
+    for row in sent:
+        del row["zip_code"]  # categorical that accepts unknown values: "" must not pass
+        del row["distance_km"]
+    with pytest.raises(ValidationFailed) as caught:
+        VALIDATOR.validate(sent)
+    assert [(v.field, v.rule) for v in caught.value.violations] == [
+        (f"rows[{i}].{name}", "required") for i in range(rows)
+        for name in ("distance_km", "zip_code")]
+
+
+def test_a_malformed_date_in_a_column_is_named_by_row_not_blamed_on_the_list() -> None:
+    rows = [good_row(), good_row() | {"order_date": "2026/11/26"}]
+    with pytest.raises(ValidationFailed) as caught:
+        VALIDATOR.validate(as_sent_in_columns(rows))
+    [violation] = caught.value.violations
+    assert (violation.field, violation.rule) == ("columns.order_date[1]", "wrong_type")
+    assert "YYYY-MM-DD" in violation.description
