@@ -19,13 +19,12 @@ import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 import numpy as np
 
 from models.artifact import FeatureSpec, FeatureType, Manifest
-from models.calendar import DATE_RE, day_number, days_of
+from models.calendar import DATE_RE, day_number, days_of, parse_date
 
 # Optional categorical values that are missing are fed to CatBoost as this
 # category; optional numbers as NaN (CatBoost's nan_mode handles them).
@@ -163,10 +162,10 @@ def _category_checker(spec: FeatureSpec) -> Callable[[FeatureSpec, Any], str]:
 def _date(spec: FeatureSpec, value: Any) -> int:
     if not isinstance(value, str) or not DATE_RE.match(value):
         raise _Bad("wrong_type", f"expected a date as YYYY-MM-DD, got {_describe(value)}")
-    try:
-        return day_number(date.fromisoformat(value))
-    except ValueError:
-        raise _Bad("invalid_date", f"{value!r} is not a calendar date") from None
+    day = parse_date(value)
+    if day is None:
+        raise _Bad("invalid_date", f"{value!r} is not a calendar date")
+    return day_number(day)
 
 
 def _missing_value(spec: FeatureSpec) -> object:
@@ -256,7 +255,6 @@ class RowValidator:
 
     def __init__(self, manifest: Manifest) -> None:
         self._known = frozenset(f.name for f in manifest.features)
-        self._n_cols = len(manifest.model_features)
         self._date_field = manifest.output.date_field
         # (order in the schema, spec, per-value check, one-pass check, rows from which
         # the one pass is used, matrix column or None for dates)
@@ -364,7 +362,6 @@ class RowValidator:
                 if spec.required:
                     bad.append((row, Violation(columns.field(spec.name, row), "required",
                                                "is required")))
-                    out[row] = None
             else:
                 try:
                     out[row] = check(spec, value)

@@ -62,12 +62,11 @@ def struct_columns(rows: Sequence[struct_pb2.Struct]) -> Columns:
     return pairs_to_columns([row.fields.items() for row in rows], _value)
 
 
-def proto_columns(columns: Sequence[pb.Column],
-                  shape: tuple[int, str] | None = None) -> Columns:
-    """A columnar request's values. Checks the shape (names, lists, lengths); the
-    values themselves are checked against the chosen version's schema later.
-    ``shape`` is :func:`column_rows`'s answer, if the caller has it already."""
-    n_rows, longest = shape or column_rows(columns)
+def proto_columns(columns: Sequence[pb.Column], shape: tuple[int, str]) -> Columns:
+    """A columnar request's values. Checks the shape (lists, lengths) against ``shape``,
+    :func:`column_rows`'s answer; the values themselves are checked against the chosen
+    version's schema later."""
+    n_rows, longest = shape
     values: dict[str, Values] = {}
     for column in columns:
         name = column.name

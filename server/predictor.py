@@ -39,7 +39,8 @@ MAX_HEADER_VALUE = 128
 VERSION_HEADER = "x-model-version"
 # Up to this many rows are converted and validated on the event loop (microseconds);
 # bigger requests do it on the predict executor so the loop keeps serving others.
-# Columns cost about a tenth of Struct rows to read and check (bench/predict_path.py).
+# Columns cost a quarter of Struct rows to read and check at 64 rows, less beyond
+# (bench/request_forms.py).
 INLINE_ROWS = 16
 INLINE_COLUMN_ROWS = 256
 

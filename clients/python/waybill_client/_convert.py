@@ -554,14 +554,22 @@ def predict_result(response: prediction_pb2.PredictResponse) -> PredictResult:
     """Wrap a ``PredictResponse`` in a ``PredictResult``, whichever shape it came in
     (``predictions`` for a request of rows, ``columns`` for a columnar one)."""
     if response.HasField("columns"):
-        return PredictResult(
-            model=response.model,
-            version=response.version,
-            route_reason=route_reason_name(response.route_reason),
-            predictions=_column_predictions(response.columns),
-            response=response,
-        )
-    predictions = tuple(
+        predictions = _column_predictions(response.columns)
+    else:
+        predictions = _row_predictions(response.predictions)
+    return PredictResult(
+        model=response.model,
+        version=response.version,
+        route_reason=route_reason_name(response.route_reason),
+        predictions=predictions,
+        response=response,
+    )
+
+
+def _row_predictions(
+    predictions: Sequence[prediction_pb2.Prediction],
+) -> tuple[PredictionResult, ...]:
+    return tuple(
         PredictionResult(
             prediction_id=p.prediction_id,
             transit_days=p.transit_days,
@@ -573,14 +581,7 @@ def predict_result(response: prediction_pb2.PredictResponse) -> PredictResult:
                 p.latest_delivery_date, f"predictions[{i}].latest_delivery_date"
             ),
         )
-        for i, p in enumerate(response.predictions)
-    )
-    return PredictResult(
-        model=response.model,
-        version=response.version,
-        route_reason=route_reason_name(response.route_reason),
-        predictions=predictions,
-        response=response,
+        for i, p in enumerate(predictions)
     )
 
 
