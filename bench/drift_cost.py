@@ -24,7 +24,7 @@ from typing import Any
 import benchlib as bl
 
 from models.loaded import LoadedVersion
-from server.drift import DriftSettings, DriftTracker
+from server.monitoring.drift import DriftSettings, DriftTracker
 
 BATCHES = (1, 8, 64)
 ROUND_SECONDS = 0.05  # one timing round; the two calls alternate rounds

@@ -46,7 +46,7 @@ def rss_mib(pid: int) -> float:
 def measure(root: Path) -> float:
     port_file = root / "port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+        [sys.executable, "-m", "server.runtime.cli", "serve", "--host", "127.0.0.1", "--port", "0",
          "--admin-port", "0", "--metrics-port", "0", "--port-file", str(port_file),
          "--registry", str(root), "--no-routing", "--no-database"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

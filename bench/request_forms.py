@@ -3,7 +3,7 @@
     .venv/bin/python bench/request_forms.py
 
 In process, pinned to core 0: parse the serialized PredictRequest, convert it
-(server.convert.predict_query, then reading its values) and validate it against
+(server.transport.convert.predict_query, then reading its values) and validate it against
 delivery_eta 1.1.0's schema, for 1 to 64 orders of the bench rows. This is the part
 of a request whose cost depends on its form; scoring, the answer and gRPC come on top.
 """
@@ -21,7 +21,7 @@ def main() -> None:
     from waybill.v1 import prediction_pb2 as pb
 
     from models.loaded import LoadedVersion
-    from server import convert
+    from server.transport import convert
 
     bl.pin_self({0})
     version = LoadedVersion.load(bl.ROOT / "models", bl.MODEL_NAME, bl.MODEL_VERSION)

@@ -15,7 +15,7 @@ knows (versions that fail to load) through its ``failed`` argument.
 
 Alert rules (``[[models.<name>.alerts]]``) are parsed here too (:class:`AlertRule`);
 what they measure and how they are evaluated is the server's business
-(``server/alerts.py``).
+(``server/monitoring/alerts.py``).
 
 This module imports only the standard library and pydantic.
 """

@@ -8,11 +8,18 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from models import datagen, dataset, training
 from tests.harness import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
+# On 2 busy cores generating an input can be slow; that is not a failure of what a property
+# checks, so the slowness health check and per-example deadlines are off (same examples,
+# same seeds: derandomize keeps runs deterministic).
+settings.register_profile("waybill", suppress_health_check=[HealthCheck.too_slow],
+                          deadline=None, derandomize=True)
+settings.load_profile("waybill")
 SPECS = ROOT / "models" / "specs"
 # Small and quick: enough rows and trees for the two versions to differ and to
 # beat the naive baseline, while the whole registry trains in a few seconds.

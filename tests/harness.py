@@ -23,7 +23,7 @@ class ServerProcess:
         self.port_file = workdir / "port"
         self.log_path = workdir / "server.log"
         self.args = [
-            sys.executable, "-m", "server.cli", "serve",
+            sys.executable, "-m", "server.runtime.cli", "serve",
             "--host", "127.0.0.1", "--port", "0", "--admin-port", "0", "--metrics-port", "0",
             "--port-file", str(self.port_file), *args,
         ]

@@ -1,10 +1,10 @@
 """The in-process alert engine, piece by piece, with real objects and injected clocks.
 
-- :func:`server.alerts.advance` (the pure state machine) and :func:`breached`;
-- :func:`server.alerts.scoped_versions` on real routing tables;
-- :class:`server.signals.Signals` over a real :class:`Observer`, a real :class:`Store`
+- :func:`server.monitoring.alerts.advance` (the pure state machine) and :func:`breached`;
+- :func:`server.monitoring.alerts.scoped_versions` on real routing tables;
+- :class:`server.monitoring.signals.Signals` over a real :class:`Observer`, a real :class:`Store`
   and drift windows from a stand-in tracker;
-- :class:`server.alerts.AlertEngine` on a real :class:`ServingState` (loaded versions from
+- :class:`server.monitoring.alerts.AlertEngine` on a real :class:`ServingState` (loaded versions from
   the repository's registry), a real :class:`Journal` over SQLite, and restoring the
   saved override on a fresh table;
 - Alertmanager's webhook payload, and :class:`Notifier` posting to a local HTTP server.
@@ -31,15 +31,23 @@ import pytest
 from models.loaded import LoadedVersion
 from router.config import AlertRule, RoutingConfig, parse_routing
 from router.table import Override, RoutingTable, with_override
-from server import routing
-from server.alerts import AlertEngine, Change, Instance, State, advance, breached, scoped_versions
-from server.drift import FeatureDrift, WindowReport
-from server.journal import Journal
-from server.notify import Notifier, alertmanager_payload
-from server.observe import DURATION_BOUNDS_S, Observer
-from server.signals import NO_DATA, Reading, Signals, _quantile
-from server.state import ServingState, Snapshot
-from server.store import LoggedPrediction, Outcome, Store
+from server.monitoring.alerts import (
+    AlertEngine,
+    Change,
+    Instance,
+    State,
+    advance,
+    breached,
+    scoped_versions,
+)
+from server.monitoring.drift import FeatureDrift, WindowReport
+from server.monitoring.notify import Notifier, alertmanager_payload
+from server.monitoring.observe import DURATION_BOUNDS_S, Observer
+from server.monitoring.signals import NO_DATA, Reading, Signals, _quantile
+from server.serving import reloads as routing
+from server.serving.journal import Journal
+from server.serving.state import ServingState, Snapshot
+from server.storage.store import LoggedPrediction, Outcome, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "delivery_eta"

@@ -280,7 +280,7 @@ def test_drifted_inputs_raise_a_warning_and_move_no_traffic(
         assert value(series, "waybill_drift_window_rows", model=MODEL, version="1.1.0") >= 800
         png = tmp_path / "drift.png"
         report = subprocess.run(
-            [sys.executable, "-m", "server.cli", "drift", "--admin", server.admin_target,
+            [sys.executable, "-m", "server.runtime.cli", "drift", "--admin", server.admin_target,
              "--model", MODEL, "--version", "1.1.0", "--plot", str(png)],
             capture_output=True, text=True, timeout=60, check=True).stdout
     first_feature = report.splitlines()[2].split()

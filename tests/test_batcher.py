@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from models.loaded import Scored
-from server.batcher import MicroBatcher
+from server.serving.batcher import MicroBatcher
 
 
 class Recorder:

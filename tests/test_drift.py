@@ -24,7 +24,7 @@ from scipy import stats
 from models import datagen
 from models.artifact import NumericReference
 from models.loaded import LoadedVersion
-from server.drift import (
+from server.monitoring.drift import (
     PENDING_ROWS,
     PENDING_S,
     PREDICTION,

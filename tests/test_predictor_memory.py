@@ -12,10 +12,10 @@ from pathlib import Path
 from models.loaded import LoadedVersion
 from models.validation import rows_to_columns
 from router.table import RoutingTable
-from server.drift import DriftSettings
-from server.predictor import Predictor, PredictQuery
-from server.state import ServingState, Snapshot
-from server.trackers import DriftBook
+from server.monitoring.drift import DriftSettings
+from server.monitoring.trackers import DriftBook
+from server.serving.predictor import Predictor, PredictQuery
+from server.serving.state import ServingState, Snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "delivery_eta"

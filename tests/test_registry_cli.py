@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def waybill(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "server.runtime.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -135,7 +135,7 @@ def test_shadow_is_compared_and_a_full_queue_drops_without_failing_callers(
 
 def test_admin_token_rules(registry: Path, tmp_path: Path) -> None:
     refused = subprocess.run(
-        [sys.executable, "-m", "server.cli", "serve", "--registry", str(registry),
+        [sys.executable, "-m", "server.runtime.cli", "serve", "--registry", str(registry),
          "--port", "0", "--admin-host", "0.0.0.0", "--admin-port", "0"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
         env={k: v for k, v in os.environ.items() if k != "WAYBILL_ADMIN_TOKEN"},
@@ -198,7 +198,7 @@ def test_tls_and_mutual_tls(registry: Path, tmp_path: Path,
 
 
 def waybill(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "server.runtime.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
 
 

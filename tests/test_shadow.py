@@ -14,8 +14,8 @@ import pytest
 
 from models.loaded import LoadedVersion
 from models.validation import rows_to_columns
-from server.catalog import VersionCatalog
-from server.shadow import ShadowScorer
+from server.serving.catalog import VersionCatalog
+from server.serving.shadow import ShadowScorer
 
 
 class CountingExecutor(ThreadPoolExecutor):

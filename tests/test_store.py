@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from server.store import (
+from server.storage.store import (
     Accuracy,
     ConflictingOutcomes,
     InvalidOutcome,
@@ -315,7 +315,7 @@ def test_event_and_override_survive_sigkill(tmp_path: Path) -> None:
     code = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from server.store import Store\n"
+        "from server.storage.store import Store\n"
         "store = Store(Path(sys.argv[1]))\n"
         "store.start()\n"
         "store.record_event('rollback', 'delivery_eta', version='1.1.0', actor='test')\n"

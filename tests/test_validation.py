@@ -137,7 +137,7 @@ def test_fields_of_sibling_versions_are_ignored_not_rejected() -> None:
 
 # ------------------------------------------------------------------ columns
 def as_sent_in_columns(rows: list[dict[str, object]]) -> Columns:
-    """What server.convert makes of a columnar request holding these rows."""
+    """What server.transport.convert makes of a columnar request holding these rows."""
     return Columns(len(rows), rows_to_columns(rows).values, by_row=False)
 
 

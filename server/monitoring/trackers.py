@@ -11,8 +11,8 @@ import threading
 import weakref
 
 from models.loaded import LoadedVersion
-from server.drift import DriftSettings, DriftTracker
-from server.state import Snapshot
+from server.monitoring.drift import DriftSettings, DriftTracker
+from server.serving.state import Snapshot
 
 
 class DriftBook:

@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from router.config import AlertRule, Metric, StatusClass
-from server.drift import DriftTracker, WindowReport
-from server.observe import SERVER_ERROR_CODES, Observer
-from server.shadow import ShadowScorer
-from server.store import Accuracy, Store
+from server.monitoring.drift import DriftTracker, WindowReport
+from server.monitoring.observe import SERVER_ERROR_CODES, Observer
+from server.serving.shadow import ShadowScorer
+from server.storage.store import Accuracy, Store
 
 Key = tuple[str, str]  # (model, version)
 # Snapshots older than the longest window are dropped, and the rest thinned so that

@@ -23,7 +23,7 @@ from models.registry import DEFAULT_ROOT
 
 ENV_PREFIX = "WAYBILL_"
 # The committed routing config beside the code (deploy/routing.toml).
-DEFAULT_ROUTING = Path(__file__).resolve().parent.parent / "deploy" / "routing.toml"
+DEFAULT_ROUTING = Path(__file__).resolve().parents[2] / "deploy" / "routing.toml"
 
 
 class SettingsError(Exception):
@@ -68,7 +68,7 @@ class Settings(BaseModel):
     # turns the endpoint off (OTLP export, set by OTEL_* variables, is independent).
     metrics_enabled: bool = True
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
-    # Server processes sharing the port (SO_REUSEPORT), one per core; see server/workers.py.
+    # Server processes sharing the port (SO_REUSEPORT), one per core; see server/runtime/workers.py.
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     # Set by the supervisor for its workers, not by users.
     worker_index: Annotated[int, Field(ge=0)] = 0
@@ -105,7 +105,7 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        from server.auth import is_loopback
+        from server.transport.auth import is_loopback
 
         if self.admin_token is None and not is_loopback(self.admin_host):
             raise ValueError(

@@ -26,11 +26,11 @@ from enum import StrEnum
 
 from router.config import MODEL_SCOPE, Action, AlertRule, Metric
 from router.table import ModelRoutes, OverrideRefused
-from server import routing
-from server.journal import Journal
-from server.notify import Notifier
-from server.signals import Reading, Signals
-from server.state import ServingState, Snapshot, utc_now
+from server.monitoring.notify import Notifier
+from server.monitoring.signals import Reading, Signals
+from server.serving import reloads as routing
+from server.serving.journal import Journal
+from server.serving.state import ServingState, Snapshot, utc_now
 
 log = logging.getLogger("waybill.alerts")
 

@@ -12,9 +12,9 @@ from models.registry import DEFAULT_ROOT
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from server import logs
-    from server.app import run
-    from server.settings import SettingsError, load_settings
+    from server.runtime import logs
+    from server.runtime.app import run
+    from server.runtime.settings import SettingsError, load_settings
 
     overrides = {
         "host": args.host, "port": args.port, "port_file": args.port_file,
@@ -44,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     logs.configure(settings.log_level, settings.access_log)
     if settings.workers > 1:
-        from server.workers import supervise
+        from server.runtime.workers import supervise
 
         return supervise(settings)
     return run(settings)
@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also load every version and run its probe prediction")
     check.set_defaults(func=_routing_check)
 
-    from server import drift_report
+    from server.runtime import drift_report
 
     drift = sub.add_parser("drift", help="print a running server's drift report; --plot PNG")
     drift_report.add_arguments(drift)

@@ -25,25 +25,25 @@ from waybill.v1 import admin_pb2, admin_pb2_grpc, prediction_pb2, prediction_pb2
 
 from models.loaded import LoadedVersion
 from models.registry import discover
-from server.admin_service import AdminService
-from server.alerts import AlertEngine, State
-from server.auth import BearerToken, server_credentials
-from server.catalog import Key, LoadFailed, VersionCatalog
-from server.drift import DriftSettings
-from server.journal import Journal
-from server.notify import Notifier
-from server.observe import HistogramFunction, Observer, observe_process
-from server.prediction_service import PredictionService
-from server.predictor import Predictor
-from server.routing import ConfigRejected, RoutingReloader, watch
-from server.rpc import start_draining
-from server.settings import Settings
-from server.shadow import DIFF_BOUNDS, ShadowScorer
-from server.signals import Signals
-from server.state import ServingState, Snapshot
-from server.store import Store
-from server.telemetry import FLUSH_MAX_S, Telemetry, TelemetryError
-from server.trackers import DriftBook
+from server.monitoring.alerts import AlertEngine, State
+from server.monitoring.drift import DriftSettings
+from server.monitoring.notify import Notifier
+from server.monitoring.observe import HistogramFunction, Observer, observe_process
+from server.monitoring.signals import Signals
+from server.monitoring.trackers import DriftBook
+from server.runtime.settings import Settings
+from server.runtime.telemetry import FLUSH_MAX_S, Telemetry, TelemetryError
+from server.serving.catalog import Key, LoadFailed, VersionCatalog
+from server.serving.journal import Journal
+from server.serving.predictor import Predictor
+from server.serving.reloads import ConfigRejected, RoutingReloader, watch
+from server.serving.shadow import DIFF_BOUNDS, ShadowScorer
+from server.serving.state import ServingState, Snapshot
+from server.storage.store import Store
+from server.transport.admin_service import AdminService
+from server.transport.auth import BearerToken, server_credentials
+from server.transport.prediction_service import PredictionService
+from server.transport.rpc import start_draining
 
 log = logging.getLogger("waybill.server")
 

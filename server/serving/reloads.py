@@ -27,9 +27,9 @@ from router.table import (
     with_override,
     without_override,
 )
-from server.catalog import Key, LoadFailed, VersionCatalog
-from server.journal import Journal
-from server.state import ServingState, Snapshot, utc_now
+from server.serving.catalog import Key, LoadFailed, VersionCatalog
+from server.serving.journal import Journal
+from server.serving.state import ServingState, Snapshot, utc_now
 
 log = logging.getLogger("waybill.routing")
 

@@ -15,9 +15,9 @@ from models.artifact import FeatureType
 from models.loaded import LoadedVersion
 from models.validation import Columns, Values, pairs_to_columns
 from router.table import ModelRoutes, RouteReason
-from server.errors import BadRequest, WireStatus
-from server.predictor import VERSION_HEADER, PredictOutcome, PredictQuery
-from server.store import Outcome
+from server.serving.predictor import VERSION_HEADER, PredictOutcome, PredictQuery
+from server.storage.store import Outcome
+from server.transport.status import BadRequest, WireStatus
 
 ROUTE_REASON_HEADER = "x-route-reason"
 

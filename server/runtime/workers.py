@@ -45,7 +45,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
-from server.settings import Settings
+from server.runtime.settings import Settings
 
 log = logging.getLogger("waybill.workers")
 
@@ -136,7 +136,7 @@ class Worker:
         env = {**os.environ, SETTINGS_ENV: json.dumps(self.settings)}
         if self.token is not None:  # a secret: never in the JSON, never on a command line
             env["WAYBILL_ADMIN_TOKEN"] = self.token
-        self.proc = subprocess.Popen([sys.executable, "-m", "server.workers"], env=env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "server.runtime.workers"], env=env)
 
     def ready(self) -> bool:
         """True once the worker wrote its port file (it is serving)."""
@@ -262,8 +262,8 @@ def _die_with_parent() -> None:
 
 def _child() -> int:
     """A worker: the settings the supervisor passed, then the ordinary server."""
-    from server import logs
-    from server.app import run
+    from server.runtime import logs
+    from server.runtime.app import run
 
     _die_with_parent()
     data = json.loads(os.environ.pop(SETTINGS_ENV))

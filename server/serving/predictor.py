@@ -3,7 +3,7 @@
 This module owns the order of the steps and nothing else; it knows no protobuf
 and no gRPC. The servicer calls :meth:`Predictor.predict` once per request. Each step
 is a child span of the request's server span when that span is sampled, and the
-outcome is recorded with bounded labels (see :mod:`server.observe`).
+outcome is recorded with bounded labels (see :mod:`server.monitoring.observe`).
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from models.calendar import text_of_day
 from models.loaded import LoadedVersion, Scored, delivery_dates, promised_days
 from models.validation import Columns, ValidatedRows, ValidationFailed
 from router.table import Decision, RouteReason, choose, shadow_for
-from server.batcher import MicroBatcher
-from server.errors import BadRequest, Overloaded
-from server.observe import UNKNOWN, Call, Observer, current_call, fail
-from server.shadow import ShadowScorer
-from server.state import ServingState, Snapshot
-from server.store import LoggedPrediction, Store, new_prediction_ids
-from server.trackers import DriftBook
+from server.monitoring.observe import UNKNOWN, Call, Observer, current_call, fail
+from server.monitoring.trackers import DriftBook
+from server.serving.batcher import MicroBatcher
+from server.serving.shadow import ShadowScorer
+from server.serving.state import ServingState, Snapshot
+from server.storage.store import LoggedPrediction, Store, new_prediction_ids
+from server.transport.status import BadRequest, Overloaded
 
 TrackFn = Callable[[np.ndarray, np.ndarray], None]
 

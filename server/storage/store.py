@@ -12,7 +12,7 @@ drains it every ``flush_interval_s`` in one transaction, and before every job, s
 sees every prediction queued before it was submitted. Readers open their own short-lived
 read-only connections: WAL lets them read while the writer writes.
 
-Errors, with the gRPC status each should map to in ``server/errors.py``::
+Errors, with the gRPC status each should map to in ``server/transport/status.py``::
 
     Exception
     ├── UnknownPredictions   -> NOT_FOUND (never logged here, or already purged)

@@ -22,11 +22,11 @@ from router.table import (
     restore_overrides,
     without_override,
 )
-from server.state import ServingState, Snapshot
-from server.store import Store
+from server.serving.state import ServingState, Snapshot
+from server.storage.store import Store
 
 if TYPE_CHECKING:
-    from server.alerts import Change
+    from server.monitoring.alerts import Change
 
 log = logging.getLogger("waybill.journal")
 

@@ -23,7 +23,7 @@ from opentelemetry import trace
 
 from models.loaded import LoadedVersion, Scored
 from models.validation import Columns, ValidationFailed
-from server.observe import HistogramPoint
+from server.monitoring.observe import HistogramPoint
 
 log = logging.getLogger("waybill.shadow")
 

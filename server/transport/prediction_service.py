@@ -13,14 +13,14 @@ from waybill.v1 import prediction_pb2 as pb
 from waybill.v1 import prediction_pb2_grpc as pb_grpc
 
 from router.table import resolve
-from server import convert
-from server.errors import BadRequest, Unavailable
-from server.observe import Call, Observer, begin_call, current_call
-from server.predictor import Predictor
-from server.rpc import annotate, failure, handler, log_call
-from server.state import ServingState
-from server.store import InvalidOutcome, Store, UnknownPredictions
-from server.streams import serve_stream
+from server.monitoring.observe import Call, Observer, begin_call, current_call
+from server.serving.predictor import Predictor
+from server.serving.state import ServingState
+from server.storage.store import InvalidOutcome, Store, UnknownPredictions
+from server.transport import convert
+from server.transport.rpc import annotate, failure, handler, log_call
+from server.transport.status import BadRequest, Unavailable
+from server.transport.streams import serve_stream
 
 MAX_OUTCOMES = 1000
 # Requests of one PredictStream read and not yet answered; beyond, it stops reading.
@@ -30,7 +30,7 @@ SIBLING_FLUSH_S = 0.5
 
 
 class PredictionService(pb_grpc.PredictionServiceServicer):
-    service = pb.DESCRIPTOR.services_by_name["PredictionService"].full_name  # read by server.rpc
+    service = pb.DESCRIPTOR.services_by_name["PredictionService"].full_name  # read by server.transport.rpc
 
     def __init__(
         self, predictor: Predictor, state: ServingState, default_deadline_s: float,
@@ -43,8 +43,8 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         # another worker answered a moment ago may not be written yet.
         self._siblings = siblings
         self._state = state
-        self.default_deadline_s = default_deadline_s  # read by server.rpc.handler
-        self.observer = observer  # read by server.rpc.handler
+        self.default_deadline_s = default_deadline_s  # read by server.transport.rpc.handler
+        self.observer = observer  # read by server.transport.rpc.handler
 
     @handler("Predict")
     async def Predict(

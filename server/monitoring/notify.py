@@ -5,7 +5,7 @@ already receives Alertmanager notifications (a chat bridge, PagerDuty's
 integration, a paging router) can receive Waybill's in-process alerts as well.
 Posts happen on one background thread with a bounded queue: a slow or dead
 receiver costs dropped notifications (counted and logged), never a stalled
-evaluation. The log line and the metrics are the engine's (server/alerts.py).
+evaluation. The log line and the metrics are the engine's (server/monitoring/alerts.py).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
-from server.state import utc_now
+from server.serving.state import utc_now
 
 if TYPE_CHECKING:
-    from server.alerts import Change
+    from server.monitoring.alerts import Change
 
 log = logging.getLogger("waybill.notify")
 QUEUE_MAX = 256

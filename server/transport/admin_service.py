@@ -11,18 +11,18 @@ from waybill.v1 import admin_pb2 as pb
 from waybill.v1 import admin_pb2_grpc as pb_grpc
 
 from router.table import ModelRoutes, resolve
-from server import routing
-from server.alerts import AlertEngine, Instance
-from server.drift import BinShare, DriftReport, FeatureDrift, WindowReport
-from server.errors import BadRequest, Unavailable
-from server.journal import Journal
-from server.observe import Observer
-from server.routing import RoutingReloader
-from server.rpc import annotate, handler
-from server.shadow import DIFF_BOUNDS, ShadowScorer
-from server.state import ServingState
-from server.store import Accuracy, Event, Store
-from server.trackers import DriftBook
+from server.monitoring.alerts import AlertEngine, Instance
+from server.monitoring.drift import BinShare, DriftReport, FeatureDrift, WindowReport
+from server.monitoring.observe import Observer
+from server.monitoring.trackers import DriftBook
+from server.serving import reloads as routing
+from server.serving.journal import Journal
+from server.serving.reloads import RoutingReloader
+from server.serving.shadow import DIFF_BOUNDS, ShadowScorer
+from server.serving.state import ServingState
+from server.storage.store import Accuracy, Event, Store
+from server.transport.rpc import annotate, handler
+from server.transport.status import BadRequest, Unavailable
 
 MAX_EVENTS = 1000
 
@@ -115,7 +115,7 @@ def event(item: Event) -> pb.Event:
 
 
 class AdminService(pb_grpc.AdminServiceServicer):
-    service = pb.DESCRIPTOR.services_by_name["AdminService"].full_name  # read by server.rpc
+    service = pb.DESCRIPTOR.services_by_name["AdminService"].full_name  # read by server.transport.rpc
 
     def __init__(self, state: ServingState, reloader: RoutingReloader | None,
                  shadow: ShadowScorer, default_deadline_s: float,
@@ -130,8 +130,8 @@ class AdminService(pb_grpc.AdminServiceServicer):
         self._store = store
         self._alerts = alerts
         self._accuracy_window_s = accuracy_window_s
-        self.default_deadline_s = default_deadline_s  # read by server.rpc.handler
-        self.observer = observer  # read by server.rpc.handler
+        self.default_deadline_s = default_deadline_s  # read by server.transport.rpc.handler
+        self.observer = observer  # read by server.transport.rpc.handler
 
     @handler("GetRouting")
     async def GetRouting(

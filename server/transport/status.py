@@ -4,16 +4,16 @@ The domain raises its own exceptions and never imports grpc::
 
     Exception
     ├── models.validation.ValidationFailed   -> INVALID_ARGUMENT + google.rpc.BadRequest
-    ├── server.errors.BadRequest             -> INVALID_ARGUMENT + google.rpc.BadRequest
+    ├── server.transport.status.BadRequest             -> INVALID_ARGUMENT + google.rpc.BadRequest
     ├── router.table.RoutingError
     │   ├── UnknownModel                     -> NOT_FOUND (lists served models)
     │   └── UnknownVersion                   -> NOT_FOUND (lists versions and labels)
     ├── router.table.OverrideRefused         -> FAILED_PRECONDITION
-    ├── server.routing.ConfigRejected        -> INVALID_ARGUMENT (FAILED_PRECONDITION: load)
-    ├── server.store.UnknownPredictions      -> NOT_FOUND (lists the ids)
-    ├── server.store.ConflictingOutcomes     -> ALREADY_EXISTS (lists the ids)
-    ├── server.errors.Unavailable            -> UNAVAILABLE
-    ├── server.errors.Overloaded             -> RESOURCE_EXHAUSTED
+    ├── server.serving.reloads.ConfigRejected        -> INVALID_ARGUMENT (FAILED_PRECONDITION: load)
+    ├── server.storage.store.UnknownPredictions      -> NOT_FOUND (lists the ids)
+    ├── server.storage.store.ConflictingOutcomes     -> ALREADY_EXISTS (lists the ids)
+    ├── server.transport.status.Unavailable            -> UNAVAILABLE
+    ├── server.transport.status.Overloaded             -> RESOURCE_EXHAUSTED
     ├── TimeoutError                         -> DEADLINE_EXCEEDED
     └── anything else                        -> INTERNAL, with an error id; details only in the log
 
@@ -33,8 +33,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from models.validation import ValidationFailed, Violation
 from router.table import OverrideRefused, RoutingError
-from server.routing import ConfigRejected
-from server.store import ConflictingOutcomes, UnknownPredictions
+from server.serving.reloads import ConfigRejected
+from server.storage.store import ConflictingOutcomes, UnknownPredictions
 
 
 class BadRequest(ValidationFailed):
