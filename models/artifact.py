@@ -16,47 +16,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from models.naming import MODEL_NAME_RE, is_semver
+
 MANIFEST_FILE = "model.json"
 MODEL_FILE = "model.cbm"
 FORMAT_VERSION = 1
 
-# Semantic Versioning 2.0.0, without build metadata (a version names one artifact).
-SEMVER_RE = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?$"
-)
 # Quantile outputs of whole-day targets land a hair off the integer (2.00003);
 # a bound within this many days of a whole day counts as that day, both when
 # training measures interval coverage and when serving derives dates.
 DAY_TOLERANCE = 0.01
-MODEL_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 class ArtifactError(Exception):
     """A model version on disk is not usable: bad manifest, digest, schema or file."""
-
-
-def is_semver(text: str) -> bool:
-    return SEMVER_RE.match(text) is not None
-
-
-def semver_key(text: str) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]:
-    """Sort key with SemVer precedence (a pre-release sorts before its release)."""
-    match = SEMVER_RE.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a semantic version (MAJOR.MINOR.PATCH)")
-    major, minor, patch, pre = match.groups()
-    if pre is None:
-        return (int(major), int(minor), int(patch), 1, ())
-    ids = tuple((0, int(p)) if p.isdigit() else (1, p) for p in pre.split("."))
-    return (int(major), int(minor), int(patch), 0, ids)
 
 
 def sha256_file(path: Path) -> str:
@@ -65,6 +44,15 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def check_quantiles(value: tuple[float, float, float]) -> tuple[float, float, float]:
+    """The (lower, median, upper) quantiles of an interval model, as training and the
+    manifest both require them."""
+    lower, mid, upper = value
+    if not 0.0 < lower < mid < upper < 1.0:
+        raise ValueError(f"quantiles must satisfy 0 < lower < median < upper < 1, got {value}")
+    return value
 
 
 class FeatureType(StrEnum):
@@ -136,13 +124,7 @@ class OutputSpec(_Frozen):
         "latest_delivery_date = order_date + ceil(interval upper) calendar days"
     )
 
-    @field_validator("quantiles")
-    @classmethod
-    def _ordered(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
-        lower, mid, upper = value
-        if not 0.0 < lower < mid < upper < 1.0:
-            raise ValueError(f"quantiles must satisfy 0 < lower < median < upper < 1, got {value}")
-        return value
+    _ordered = field_validator("quantiles")(check_quantiles)
 
     @property
     def interval_coverage(self) -> float:

@@ -1,4 +1,5 @@
-"""Calendar days as text (YYYY-MM-DD) and as day numbers (days since 1970-01-01).
+"""Calendar days as text (YYYY-MM-DD) and as day numbers (days since 1970-01-01), and
+moments as RFC 3339 text (:func:`utc_text`).
 
 Every request names its order dates as text and every answer names delivery dates as
 text; in between, a date is an int, so the date rule is integer arithmetic. Live
@@ -12,8 +13,9 @@ only computes a day twice).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
@@ -76,3 +78,13 @@ def _text(number: int) -> str:
         _text_of_day.clear()
     _text_of_day[number] = text
     return text
+
+
+def utc_text(seconds: float) -> str:
+    """A Unix time as RFC 3339 UTC text to the millisecond: ``2026-12-04T16:15:46.123Z``."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def utc_now() -> str:
+    return utc_text(time.time())

@@ -46,7 +46,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models.artifact import MODEL_NAME_RE, FeatureType, check_bounds
+from models.artifact import FeatureType, check_bounds, check_quantiles
+from models.naming import MODEL_NAME_RE
 
 COLUMN_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 LANE_RE = re.compile(r"^(?P<column>[A-Za-z_][A-Za-z0-9_]{0,63})(?:\[:(?P<prefix>[1-9]\d*)\])?$")
@@ -145,13 +146,7 @@ class TrainingParams(_Frozen):
     # rarer values are scored as unseen. None = keep all (CatBoost's default).
     ctr_leaf_count_limit: Annotated[int, Field(ge=1)] | None = None
 
-    @field_validator("quantiles")
-    @classmethod
-    def _ordered(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
-        lower, mid, upper = value
-        if not 0.0 < lower < mid < upper < 1.0:
-            raise ValueError(f"quantiles must satisfy 0 < lower < median < upper < 1, got {value}")
-        return value
+    _ordered = field_validator("quantiles")(check_quantiles)
 
 
 class DatasetSpec(_Frozen):

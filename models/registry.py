@@ -19,14 +19,12 @@ from pathlib import Path
 from models.artifact import (
     MANIFEST_FILE,
     MODEL_FILE,
-    MODEL_NAME_RE,
     ArtifactError,
     Manifest,
-    is_semver,
     read_manifest,
-    semver_key,
     sha256_file,
 )
+from models.naming import MODEL_NAME_RE, is_semver, semver_key
 
 # The committed registry: models/<name>/<version>/ next to this file.
 DEFAULT_ROOT = Path(__file__).resolve().parent

@@ -14,9 +14,10 @@ only reads files, runs ``git show`` and discovers the registry.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
+from models.naming import semver_key
 from router.config import (
     ModelConfig,
     RoutingConfig,
@@ -24,7 +25,6 @@ from router.config import (
     check_against_registry,
     content_hash,
     parse_routing,
-    semver_key,
 )
 from router.sticky import Rendezvous
 
@@ -262,6 +262,7 @@ def check_report(
     old_source: str | None = None,
     failed: Mapping[str, Mapping[str, str]] | None = None,
     keys: int = DEFAULT_SAMPLE,
+    parse: Callable[[str, str], RoutingConfig] = parse_routing,
 ) -> tuple[bool, str]:
     """Validate ``new_text`` against the registry and preview it against ``old_text``.
 
@@ -269,11 +270,12 @@ def check_report(
     version -> why it failed to load (when the caller tried). ``old_text`` None
     means there is nothing to compare with (a new file). Returns ``(ok, report)``;
     ``ok`` is False when the new config does not parse or names unusable versions.
-    A previous config that does not parse is reported and treated as absent.
+    A previous config that does not parse is reported and treated as absent. ``parse``
+    reads a file's routes (the server's reads its alert rules too, and checks them).
     """
     lines = [f"### waybill routing check: {new_source}", ""]
     try:
-        new = parse_routing(new_text, new_source)
+        new = parse(new_text, new_source)
     except RoutingConfigError as err:
         lines.append(f"Result: **invalid**, {len(err.problems)} problem"
                      f"{'s' if len(err.problems) != 1 else ''}:")
@@ -293,7 +295,7 @@ def check_report(
         lines += ["", "Compared with: nothing (a new routing file)"]
     else:
         try:
-            old = parse_routing(old_text, label)
+            old = parse(old_text, label)
             lines += ["", f"Compared with: {label}"]
         except RoutingConfigError as err:
             lines += ["", f"Compared with: nothing; {label} does not parse "

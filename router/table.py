@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
-from router.config import DEFAULT_STICKY_KEY, STABLE_LABEL, RoutingConfig, semver_key
+from models.naming import semver_key
+from router.config import DEFAULT_STICKY_KEY, STABLE_LABEL, RoutingConfig
 from router.sticky import Rendezvous
 
 

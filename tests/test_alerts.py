@@ -4,7 +4,7 @@
 - :func:`server.monitoring.alerts.scoped_versions` on real routing tables;
 - :class:`server.monitoring.signals.Signals` over a real :class:`Observer`, a real :class:`Store`
   and drift windows from a stand-in tracker;
-- :class:`server.monitoring.alerts.AlertEngine` on a real :class:`ServingState` (loaded versions from
+- :class:`server.serving.alerting.AlertEngine` on a real :class:`ServingState` (loaded versions from
   the repository's registry), a real :class:`Journal` over SQLite, and restoring the
   saved override on a fresh table;
 - Alertmanager's webhook payload, and :class:`Notifier` posting to a local HTTP server.
@@ -29,10 +29,9 @@ from typing import Any
 import pytest
 
 from models.loaded import LoadedVersion
-from router.config import AlertRule, RoutingConfig, parse_routing
+from router.config import RoutingConfig, parse_routing
 from router.table import Override, RoutingTable, with_override
 from server.monitoring.alerts import (
-    AlertEngine,
     Change,
     Instance,
     State,
@@ -42,12 +41,15 @@ from server.monitoring.alerts import (
 )
 from server.monitoring.drift import FeatureDrift, WindowReport
 from server.monitoring.notify import Notifier, alertmanager_payload
-from server.monitoring.observe import DURATION_BOUNDS_S, Observer
+from server.monitoring.rules import AlertRule
 from server.monitoring.signals import NO_DATA, Reading, Signals, _quantile
-from server.serving import reloads as routing
+from server.serving.alerting import AlertEngine
 from server.serving.journal import Journal
+from server.serving.overrides import clear_override
+from server.serving.routing_file import parse_routing_file
 from server.serving.state import ServingState, Snapshot
 from server.storage.store import LoggedPrediction, Outcome, Store
+from server.telemetry.observe import DURATION_BOUNDS_S, Observer
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "delivery_eta"
@@ -613,9 +615,10 @@ def rig(tmp_path: Path, loaded: dict[tuple[str, str], LoadedVersion]) -> Iterato
     stores: list[Store] = []
 
     def make(alerts: str, **routes: Any) -> Rig:
-        config = parse_routing(config_text(alerts, **routes))
+        parsed = parse_routing_file(config_text(alerts, **routes))
+        config = parsed.config
         snapshot = Snapshot.build(build_table(config), loaded, source="routing.toml",
-                                  alerts={n: m.alerts for n, m in config.models.items()})
+                                  alerts=parsed.alerts)
         state = ServingState(snapshot)
         db = Store(tmp_path / "waybill.db")
         db.start()
@@ -708,7 +711,7 @@ def test_a_canary_given_back_its_traffic_while_the_rule_fires_is_rolled_back_aga
     assert r.evaluate() == [("canary-errors", CANARY, State.FIRING)]
     assert r.routes.override is not None
     # An operator clears the override while the canary is still bad.
-    changed, routes = routing.clear_override(r.state, MODEL, "admin")
+    changed, routes = clear_override(r.state, MODEL, "admin")
     asyncio.run(Journal(r.store).cleared(MODEL, routes, "admin"))
     assert changed and r.routes.effective_weight(CANARY) == 20
     add_calls(r.observer, CANARY, ok=8, INTERNAL=2)
@@ -794,9 +797,8 @@ def test_a_firing_alert_whose_rule_goes_away_or_changes_is_resolved(rig: Any) ->
     for _ in range(20):
         r.observer.request_duration.record((MODEL, CANARY), 0.3)
     assert r.evaluate() == [("slow", CANARY, State.FIRING)]
-    edited = parse_routing(config_text(slow.replace("0.05", "0.5")))
-    r.state.update(lambda cur: dataclasses.replace(
-        cur, alerts={n: m.alerts for n, m in edited.models.items()}))
+    edited = parse_routing_file(config_text(slow.replace("0.05", "0.5")))
+    r.state.update(lambda cur: dataclasses.replace(cur, alerts=edited.alerts))
     # The old rule's alert resolves; the edited rule starts again (0.3 s < 0.5 s: clear).
     assert r.evaluate() == [("slow", CANARY, State.RESOLVED)]
     assert r.evaluate() == []

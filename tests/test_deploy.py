@@ -829,13 +829,14 @@ def canary() -> ModuleType:
 
 
 def test_canary_edit_keeps_the_rest_of_the_file(canary: ModuleType) -> None:
-    from router.config import check_against_registry, parse_routing
+    from router.config import check_against_registry
+    from server.serving.routing_file import parse_routing_file
 
     text = ROUTING.read_text()  # the committed file, comments and all
     before = tomllib.loads(text)["models"]["delivery_eta"]
     stable_weight = next(r["weight"] for r in before["routes"] if r["version"] == before["stable"])
     updated = canary.add_canary(text, "delivery_eta", "9.0.0", 1, "deploy-test")
-    config = parse_routing(updated, "routing.toml")
+    config = parse_routing_file(updated, "routing.toml").config
     known = {r["version"] for r in before["routes"]} | {before.get("shadow", {}).get("version")}
     available = {"delivery_eta": sorted(v for v in known | {"9.0.0"} if v)}
     assert check_against_registry(config, available) == []

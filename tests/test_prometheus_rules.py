@@ -191,7 +191,7 @@ def test_the_rules_mirror_the_in_process_defaults() -> None:
 
 def test_error_rate_counts_the_servers_own_server_side_codes() -> None:
     """The same codes as the in-process error_rate rule (status_class "server")."""
-    from server.monitoring.observe import SERVER_ERROR_CODES
+    from server.telemetry.observe import SERVER_ERROR_CODES
 
     expr = next(r["expr"] for r in rules() if r["alert"] == "WaybillHighServerErrorRate")
     [codes] = re.findall(r'code=~"([A-Z_|]+)"', expr)

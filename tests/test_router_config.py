@@ -1,4 +1,8 @@
-"""The routing config file: parsing, every rejection rule, registry checks, the committed file."""
+"""The routing file: parsing, every rejection rule, registry checks, the committed file.
+
+Problems are read through the server's file parser (:mod:`server.serving.routing_file`),
+which is what users meet: the router validates the routes and monitoring the alert rules,
+with one list of problems."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from router.config import (
     parse_routing,
     version_fields,
 )
+from server.serving.routing_file import load_routing_file, parse_routing_file
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = {"delivery_eta": ["1.0.0", "1.1.0", "1.2.0"]}
@@ -37,7 +42,7 @@ def config_text(
 
 def problems_of(text: str) -> tuple[str, ...]:
     with pytest.raises(RoutingConfigError) as caught:
-        parse_routing(text, "deploy/routing.toml")
+        parse_routing_file(text, "deploy/routing.toml")
     assert str(caught.value).startswith("deploy/routing.toml: ")
     return caught.value.problems
 
@@ -207,7 +212,7 @@ def test_alert_rules_parse_with_defaults_and_durations() -> None:
                        'severity = "critical"\naction = "rollback"\n'
                        + ALERT.replace("canary-mae", "drift").replace("mae_ratio", "feature_psi")
                        + 'feature = "zip_code"\n')
-    rules = parse_routing(text).models["delivery_eta"].alerts
+    rules = parse_routing_file(text).rules("delivery_eta")
     assert [r.name for r in rules] == ["canary-mae", "drift"]
     first, second = rules
     assert (first.scope, first.for_s, first.window, first.severity, first.action) == (
@@ -244,6 +249,27 @@ def test_alert_rules_parse_with_defaults_and_durations() -> None:
 )
 def test_bad_alert_rules_name_the_field(extra: str, expected: str) -> None:
     assert only_problem(config_text(extra=ALERT + extra)) == expected
+
+
+def test_the_router_alone_knows_nothing_of_alert_rules() -> None:
+    text = config_text(extra=ALERT)
+    with pytest.raises(RoutingConfigError) as caught:
+        parse_routing(text)
+    assert caught.value.problems == (
+        "models.delivery_eta.alerts: unknown key (allowed here: stable, sticky_key, routes, "
+        "shadow)",)
+    whole = parse_routing_file(text)
+    assert whole.config == parse_routing(config_text(extra=""))
+    assert [r.name for r in whole.rules("delivery_eta")] == ["canary-mae"]
+
+
+def test_route_and_rule_problems_are_listed_together() -> None:
+    text = config_text(routes='{ version = "1.1.0", weight = 90 },',
+                       extra=ALERT + "min_samples = 0")
+    assert problems_of(text) == (
+        "models.delivery_eta.routes[*].weight = 90: weights must sum to 100",
+        "models.delivery_eta.alerts[0].min_samples = 0: must be at least 1: a rule never "
+        "judges on no data")
 
 
 def test_alert_rule_names_are_unique_and_operators_known() -> None:
@@ -375,7 +401,7 @@ def test_version_fields_lists_every_path() -> None:
 
 
 def test_committed_routing_file_is_valid_for_the_demo_registry() -> None:
-    config = load_routing(ROOT / "deploy" / "routing.toml")
+    config = load_routing_file(ROOT / "deploy" / "routing.toml").config
     assert isinstance(config, RoutingConfig)
     assert check_against_registry(config, {"delivery_eta": ["1.0.0", "1.1.0"]}) == []
     model = config.models["delivery_eta"]
@@ -387,6 +413,7 @@ def test_committed_routing_file_matches_the_committed_registry() -> None:
     registry = ROOT / "models"
     available = {
         name: [p.name for p in (registry / name).iterdir() if (p / "model.json").is_file()]
-        for name in load_routing(ROOT / "deploy" / "routing.toml").models
+        for name in load_routing_file(ROOT / "deploy" / "routing.toml").config.models
     }
-    assert check_against_registry(load_routing(ROOT / "deploy" / "routing.toml"), available) == []
+    config = load_routing_file(ROOT / "deploy" / "routing.toml").config
+    assert check_against_registry(config, available) == []

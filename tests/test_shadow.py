@@ -65,7 +65,7 @@ def test_sampled_requests_are_scored_in_one_call_and_compared_one_by_one(
 
     scorer = asyncio.run(run())
     assert executor.calls == 1
-    tally = scorer.stats()[("delivery_eta", "1.0.0")]
+    tally = scorer.stats.stats()[("delivery_eta", "1.0.0")]
     assert (tally.sampled, tally.compared_rows, tally.failed) == (4, 13, 0)
     diffs = np.concatenate([s.median - a.median for s, a in zip(alone, answers, strict=True)])
     assert tally.sum_diff == pytest.approx(float(diffs.sum()))
@@ -93,6 +93,6 @@ def test_a_request_the_shadow_refuses_does_not_spoil_the_others(
         await scorer.stop()
         return scorer
 
-    tally = asyncio.run(run()).stats()[("delivery_eta", "1.0.0")]
+    tally = asyncio.run(run()).stats.stats()[("delivery_eta", "1.0.0")]
     assert (tally.sampled, tally.compared_rows, tally.failed) == (2, 2, 1)
     assert executor.calls == 1

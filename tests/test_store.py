@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from server.serving.ids import new_prediction_ids
 from server.storage.store import (
     Accuracy,
     ConflictingOutcomes,
@@ -28,7 +29,6 @@ from server.storage.store import (
     Outcome,
     Store,
     UnknownPredictions,
-    new_prediction_ids,
 )
 
 ROOT = Path(__file__).resolve().parent.parent

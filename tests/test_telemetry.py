@@ -29,8 +29,8 @@ from waybill.v1 import prediction_pb2 as pb
 from waybill.v1 import prediction_pb2_grpc as pb_grpc
 from waybill_client import WaybillClient
 
-from server.monitoring.observe import Histogram, Observer, begin_call, bounded_field
-from server.runtime import telemetry
+from server.telemetry import export as telemetry
+from server.telemetry.observe import Histogram, Observer, begin_call, bounded_field
 from tests.harness import ServerProcess
 from tests.otlp_receiver import (
     SERVER_KIND,

@@ -1,4 +1,4 @@
-"""The in-process alert engine: rules from the routing config, evaluated periodically.
+"""Alert rules as a state machine: pure, no clock, no I/O.
 
 Each (rule, model, version) is one alert instance with a state::
 
@@ -8,31 +8,22 @@ Each (rule, model, version) is one alert instance with a state::
 
 A reading with no value or fewer samples than the rule's ``min_samples`` holds the
 state as it is: too little data never fires an alert and never resolves one.
-:func:`advance` is the pure state machine; :class:`AlertEngine` reads the signals,
-applies it, and acts on the changes: every change goes to the journal (the durable
-event log) and the notifier; a rule with ``action = "rollback"`` that fires on a
-version with traffic rolls the model back to its stable version.
+:func:`advance` is the state machine; :func:`scoped_versions` says which versions one
+rule watches. The engine that reads signals and acts on changes is
+:mod:`server.serving.alerting`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import operator
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from router.config import MODEL_SCOPE, Action, AlertRule, Metric
-from router.table import ModelRoutes, OverrideRefused
-from server.monitoring.notify import Notifier
-from server.monitoring.signals import Reading, Signals
-from server.serving import reloads as routing
-from server.serving.journal import Journal
-from server.serving.state import ServingState, Snapshot, utc_now
-
-log = logging.getLogger("waybill.alerts")
+from models.calendar import utc_now
+from router.table import ModelRoutes
+from server.monitoring.rules import MODEL_SCOPE, AlertRule, Metric
+from server.monitoring.signals import Reading
 
 COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
@@ -97,7 +88,7 @@ def advance(instance: Instance, reading: Reading, now: float) -> tuple[Instance,
                          State.RESOLVED if state == State.FIRING else State.INACTIVE)
 
 
-def _ended(instance: Instance, now: float) -> list[Change]:
+def ended(instance: Instance, now: float) -> list[Change]:
     """A firing alert whose rule was edited or removed is resolved, so nobody is left
     paged by a rule that no longer exists."""
     if instance.state != State.FIRING:
@@ -124,131 +115,3 @@ def scoped_versions(rule: AlertRule, routes: ModelRoutes) -> list[str]:
     return configured
 
 
-class AlertEngine:
-    def __init__(self, state: ServingState, signals: Signals, journal: Journal,
-                 notifier: Notifier, interval_s: float,
-                 before: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._state = state
-        self._signals = signals
-        self._journal = journal
-        self._notifier = notifier
-        self._interval = interval_s
-        self._before = before  # e.g. close idle drift windows
-        self._clock = clock
-        self._instances: dict[tuple[str, str, str], Instance] = {}
-        # (model, rule, version) -> wall time, for alerts the event log says were firing
-        # when the process last stopped: they start firing, so that clearing is reported
-        # as resolved, and a condition still true does not page a second time.
-        self._firing_before: dict[tuple[str, str, str], str] = {}
-        self.evaluations = 0
-        self.transitions: dict[tuple[str, str, str], int] = {}  # (rule, severity, state)
-
-    def seed(self, firing: dict[tuple[str, str, str], str]) -> None:
-        """Alerts firing when the process last stopped (from the event log)."""
-        self._firing_before = dict(firing)
-
-    def instances(self) -> list[Instance]:
-        return sorted(self._instances.values(), key=lambda i: (i.model, i.rule.name, i.version))
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.evaluate()
-            except Exception:  # one bad evaluation must not end alerting for good
-                log.exception("alert evaluation failed")
-            await asyncio.sleep(self._interval)
-
-    async def evaluate(self) -> list[Change]:
-        snapshot = self._state.current
-        rules = list(self._rules(snapshot))
-        horizon = max((r.window for _, r in rules), default=0.0)
-        # Reading signals touches locks and SQLite: off the event loop.
-        readings = await asyncio.to_thread(self._read, snapshot, rules, horizon)
-        now = self._clock()
-        changes: list[Change] = []
-        rollbacks: list[Instance] = []
-        live: set[tuple[str, str, str]] = set()
-        for key, rule, reading in readings:
-            live.add(key)
-            current = self._instances.get(key)
-            if current is not None and current.rule != rule:  # edited: start again
-                changes.extend(_ended(current, now))
-                current = None
-            if current is None:
-                started = self._firing_before.pop(key, None)
-                current = (Instance(rule, key[0], key[2], State.FIRING, now, started)
-                           if started is not None else Instance(rule, key[0], key[2]))
-            nxt, change = advance(current, reading, now)
-            self._instances[key] = nxt
-            if change is not None:
-                changes.append(change)
-            elif (nxt.state == State.FIRING and rule.action == Action.ROLLBACK
-                  and breached(rule, reading)):
-                # Level-triggered: a canary that gets traffic back (an operator cleared
-                # the override, or the rollback was refused) while the rule still fires
-                # is taken out again. _rollback does nothing when it has no traffic.
-                rollbacks.append(nxt)
-        for key in set(self._instances) - live:  # rule or version no longer configured
-            changes.extend(_ended(self._instances.pop(key), now))
-        self.evaluations += 1
-        for change in changes:
-            await self._act(change)
-        for instance in rollbacks:
-            await self._rollback(instance)
-        return changes
-
-    @staticmethod
-    def _rules(snapshot: Snapshot) -> Iterator[tuple[str, AlertRule]]:
-        for model, rules in snapshot.alerts.items():
-            for rule in rules:
-                yield model, rule
-
-    def _read(self, snapshot: Snapshot, rules: list[tuple[str, AlertRule]],
-              horizon: float) -> list[tuple[tuple[str, str, str], AlertRule, Reading]]:
-        self._before()
-        self._signals.sample(horizon)
-        out = []
-        for model, rule in rules:
-            routes = snapshot.table.models.get(model)
-            if routes is None:
-                continue
-            for version in scoped_versions(rule, routes):
-                reading = self._signals.read(rule, model, version, routes.default)
-                out.append(((model, rule.name, version), rule, reading))
-        return out
-
-    async def _act(self, change: Change) -> None:
-        instance, rule = change.instance, change.instance.rule
-        key = (rule.name, rule.severity.value, change.state.value)
-        self.transitions[key] = self.transitions.get(key, 0) + 1
-        log_at = logging.WARNING if change.state == State.FIRING else logging.INFO
-        log.log(log_at, "alert %s", change.state.value, extra={"fields": {
-            "rule": rule.name, "model": instance.model, "version": instance.version,
-            "severity": rule.severity.value, "metric": rule.metric.value,
-            "value": instance.value, "threshold": rule.threshold, "op": rule.op,
-            "samples": instance.samples, "from": change.previous.value}})
-        await self._journal.alert(change)
-        self._notifier.notify(change)
-        if change.state == State.FIRING and rule.action == Action.ROLLBACK:
-            await self._rollback(instance)
-
-    async def _rollback(self, instance: Instance) -> None:
-        rule = instance.rule
-        routes = self._state.current.table.models.get(instance.model)
-        if routes is None or instance.version == routes.default:
-            return  # the stable version is where a rollback goes; nothing to take away
-        if routes.effective_weight(instance.version) == 0:
-            return  # no traffic to take away (already rolled back, or never routed)
-        reason = (f"{rule.name}: {rule.metric.value} = {instance.value:.4g} {rule.op} "
-                  f"{rule.threshold:g} over {instance.samples} samples")
-        try:
-            changed, after = routing.rollback(self._state, instance.model, reason,
-                                              actor=f"alert:{rule.name}")
-        except OverrideRefused as err:
-            log.error("rollback refused", extra={"fields": {
-                "rule": rule.name, "model": instance.model, "error": str(err)}})
-            return
-        if changed:
-            await self._journal.rolled_back(instance.model, after, rule=rule.name,
-                                            version=instance.version, value=instance.value)

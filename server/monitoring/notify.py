@@ -17,14 +17,12 @@ import queue
 import threading
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry import trace
 
-from server.serving.state import utc_now
-
-if TYPE_CHECKING:
-    from server.monitoring.alerts import Change
+from models.calendar import utc_now
+from server.monitoring.alerts import Change
 
 log = logging.getLogger("waybill.notify")
 QUEUE_MAX = 256

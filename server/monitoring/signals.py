@@ -15,12 +15,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
-from router.config import AlertRule, Metric, StatusClass
 from server.monitoring.drift import DriftTracker, WindowReport
-from server.monitoring.observe import SERVER_ERROR_CODES, Observer
-from server.serving.shadow import ShadowScorer
+from server.monitoring.rules import AlertRule, Metric, StatusClass
+from server.monitoring.shadow_stats import ShadowStats
 from server.storage.store import Accuracy, Store
+from server.telemetry.observe import SERVER_ERROR_CODES, Observer
 
 Key = tuple[str, str]  # (model, version)
 # Snapshots older than the longest window are dropped, and the rest thinned so that
@@ -81,7 +82,7 @@ def error_share(codes: Mapping[str, int], status_class: StatusClass) -> tuple[in
 
 class Signals:
     def __init__(self, observer: Observer, tracker: Callable[[str, str], DriftTracker | None],
-                 store: Store | None, shadow: ShadowScorer | None,
+                 store: Store | None, shadow: ShadowStats | None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._observer = observer
         self._tracker = tracker
@@ -128,41 +129,43 @@ class Signals:
         return self._history[index], latest
 
     def read(self, rule: AlertRule, model: str, version: str, stable: str) -> Reading:
-        metric = rule.metric
-        if metric == Metric.ERROR_RATE:
-            base, last = self._window(rule.window)
-            now, then = last.codes.get((model, version), {}), base.codes.get((model, version), {})
-            delta = {code: n - then.get(code, 0) for code, n in now.items()}
-            errors, total = error_share(delta, rule.status_class)
-            return Reading(errors / total if total else None, total)
-        if metric == Metric.LATENCY:
-            base, last = self._window(rule.window)
-            now_counts = last.latency.get((model, version))
-            if now_counts is None:
-                return NO_DATA
-            then_counts = base.latency.get((model, version), (0,) * len(now_counts))
-            counts = [a - b for a, b in zip(now_counts, then_counts, strict=True)]
-            bounds = self._observer.request_duration.bounds
-            return Reading(_quantile(bounds, counts, rule.quantile), sum(counts))
-        if metric in (Metric.FEATURE_PSI, Metric.PREDICTION_PSI):
-            return self._drift(rule, model, version)
-        if metric == Metric.SHADOW_DIVERGENCE:
-            base, last = self._window(rule.window)
-            rows, diff = last.shadow.get((model, version), (0, 0.0))
-            rows0, diff0 = base.shadow.get((model, version), (0, 0.0))
-            n = rows - rows0
-            return Reading((diff - diff0) / n if n else None, n)
-        return self._outcomes(rule, model, version, stable)
+        return READERS[rule.metric](self, rule, model, version, stable)
 
-    def _drift(self, rule: AlertRule, model: str, version: str) -> Reading:
+    def _error_rate(self, rule: AlertRule, model: str, version: str, _stable: str) -> Reading:
+        base, last = self._window(rule.window)
+        now, then = last.codes.get((model, version), {}), base.codes.get((model, version), {})
+        delta = {code: n - then.get(code, 0) for code, n in now.items()}
+        errors, total = error_share(delta, rule.status_class)
+        return Reading(errors / total if total else None, total)
+
+    def _latency(self, rule: AlertRule, model: str, version: str, _stable: str) -> Reading:
+        base, last = self._window(rule.window)
+        now_counts = last.latency.get((model, version))
+        if now_counts is None:
+            return NO_DATA
+        then_counts = base.latency.get((model, version), (0,) * len(now_counts))
+        counts = [a - b for a, b in zip(now_counts, then_counts, strict=True)]
+        bounds = self._observer.request_duration.bounds
+        return Reading(_quantile(bounds, counts, rule.quantile), sum(counts))
+
+    def _shadow_divergence(self, rule: AlertRule, model: str, version: str,
+                           _stable: str) -> Reading:
+        base, last = self._window(rule.window)
+        rows, diff = last.shadow.get((model, version), (0, 0.0))
+        rows0, diff0 = base.shadow.get((model, version), (0, 0.0))
+        n = rows - rows0
+        return Reading((diff - diff0) / n if n else None, n)
+
+    def _window_report(self, model: str, version: str) -> WindowReport | None:
         tracker = self._tracker(model, version)
-        window: WindowReport | None = tracker.latest() if tracker is not None else None
+        return tracker.latest() if tracker is not None else None
+
+    def _feature_psi(self, rule: AlertRule, model: str, version: str, _stable: str) -> Reading:
+        window = self._window_report(model, version)
         if window is None:
             return NO_DATA
         if window.status != "ok":
             return Reading(None, window.rows)
-        if rule.metric == Metric.PREDICTION_PSI:
-            return Reading(window.prediction.psi, window.rows)
         if rule.feature is None:
             psis = [f.psi for f in window.features
                     if f.psi is not None and f.name not in rule.exclude]
@@ -171,6 +174,13 @@ class Signals:
             if feature.name == rule.feature:
                 return Reading(feature.psi, window.rows)
         return NO_DATA  # this version's schema has no such feature
+
+    def _prediction_psi(self, rule: AlertRule, model: str, version: str,
+                        _stable: str) -> Reading:
+        window = self._window_report(model, version)
+        if window is None:
+            return NO_DATA
+        return Reading(window.prediction.psi if window.status == "ok" else None, window.rows)
 
     def accuracy(self, model: str, window_s: float) -> dict[str, Accuracy]:
         """Per version, over outcomes reported in the window; read once per evaluation."""
@@ -183,22 +193,48 @@ class Signals:
             self._accuracy[key] = cached
         return cached
 
-    def _outcomes(self, rule: AlertRule, model: str, version: str, stable: str) -> Reading:
-        per_version = self.accuracy(model, rule.window)
-        mine = per_version.get(version)
-        if mine is None or mine.outcomes == 0:
-            return NO_DATA
-        metric = rule.metric
-        if metric == Metric.MAE:
-            return Reading(mine.mae, mine.outcomes)
-        if metric == Metric.COVERAGE:
-            return Reading(mine.coverage, mine.outcomes)
-        if metric == Metric.ON_TIME:
-            return Reading(mine.on_time, mine.outcomes)
-        # MAE_RATIO: both sides need enough outcomes, so the sample count is the smaller.
-        theirs = per_version.get(stable)
-        if version == stable or theirs is None or theirs.outcomes == 0:
+    def _mine(self, rule: AlertRule, model: str, version: str) -> Accuracy | None:
+        mine = self.accuracy(model, rule.window).get(version)
+        return mine if mine is not None and mine.outcomes > 0 else None
+
+    def _mae(self, rule: AlertRule, model: str, version: str, _stable: str) -> Reading:
+        mine = self._mine(rule, model, version)
+        return NO_DATA if mine is None else Reading(mine.mae, mine.outcomes)
+
+    def _coverage(self, rule: AlertRule, model: str, version: str, _stable: str) -> Reading:
+        mine = self._mine(rule, model, version)
+        return NO_DATA if mine is None else Reading(mine.coverage, mine.outcomes)
+
+    def _on_time(self, rule: AlertRule, model: str, version: str, _stable: str) -> Reading:
+        mine = self._mine(rule, model, version)
+        return NO_DATA if mine is None else Reading(mine.on_time, mine.outcomes)
+
+    def _mae_ratio(self, rule: AlertRule, model: str, version: str, stable: str) -> Reading:
+        # Both sides need enough outcomes, so the sample count is the smaller.
+        mine = self._mine(rule, model, version)
+        theirs = self._mine(rule, model, stable)
+        if mine is None or version == stable or theirs is None:
             return NO_DATA
         if theirs.mae == 0:
             return Reading(None, min(mine.outcomes, theirs.outcomes))
         return Reading(mine.mae / theirs.mae, min(mine.outcomes, theirs.outcomes))
+
+
+Reader = Callable[[Signals, AlertRule, str, str, str], Reading]
+
+# One reader per metric, (signals, rule, model, version, stable version) -> reading. A
+# metric without a reader is refused here, at import, not read as some other metric.
+READERS: Mapping[Metric, Reader] = MappingProxyType({
+    Metric.ERROR_RATE: Signals._error_rate,
+    Metric.LATENCY: Signals._latency,
+    Metric.FEATURE_PSI: Signals._feature_psi,
+    Metric.PREDICTION_PSI: Signals._prediction_psi,
+    Metric.MAE: Signals._mae,
+    Metric.MAE_RATIO: Signals._mae_ratio,
+    Metric.COVERAGE: Signals._coverage,
+    Metric.ON_TIME: Signals._on_time,
+    Metric.SHADOW_DIVERGENCE: Signals._shadow_divergence,
+})
+_unread = set(Metric) - set(READERS)
+if _unread:
+    raise ImportError(f"alert metrics without a reader: {sorted(_unread)}")

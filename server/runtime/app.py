@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -16,7 +15,6 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -25,21 +23,22 @@ from waybill.v1 import admin_pb2, admin_pb2_grpc, prediction_pb2, prediction_pb2
 
 from models.loaded import LoadedVersion
 from models.registry import discover
-from server.monitoring.alerts import AlertEngine, State
 from server.monitoring.drift import DriftSettings
 from server.monitoring.notify import Notifier
-from server.monitoring.observe import HistogramFunction, Observer, observe_process
+from server.monitoring.shadow_stats import ShadowStats
 from server.monitoring.signals import Signals
 from server.monitoring.trackers import DriftBook
 from server.runtime.settings import Settings
-from server.runtime.telemetry import FLUSH_MAX_S, Telemetry, TelemetryError
+from server.serving.alerting import AlertEngine
 from server.serving.catalog import Key, LoadFailed, VersionCatalog
 from server.serving.journal import Journal
 from server.serving.predictor import Predictor
 from server.serving.reloads import ConfigRejected, RoutingReloader, watch
-from server.serving.shadow import DIFF_BOUNDS, ShadowScorer
+from server.serving.shadow import ShadowScorer
 from server.serving.state import ServingState, Snapshot
 from server.storage.store import Store
+from server.telemetry.export import FLUSH_MAX_S, Telemetry, TelemetryError
+from server.telemetry.observe import Instrumented, Observer, observe_process
 from server.transport.admin_service import AdminService
 from server.transport.auth import BearerToken, server_credentials
 from server.transport.prediction_service import PredictionService
@@ -98,144 +97,6 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-def _observe(observer: Observer, server: WaybillServer, predictor: Predictor) -> None:
-    """Observable metrics: state read at collection time, nothing on the request path."""
-    catalog, reloader, shadow, state = server.catalog, server.reloader, server.shadow, server.state
-    observer.observe_counter(
-        "waybill.model.loads", "{version}", "Model version loads by outcome",
-        lambda: [(catalog.loads, {"outcome": "loaded"}),
-                 (catalog.load_failures, {"outcome": "failed"})])
-    observer.observe_gauge(
-        "waybill.model.loaded", "{version}", "1 for each model version the server serves",
-        lambda: [(1, {"model": m, "version": v})
-                 for m, vs in state.current.versions.items() for v in vs])
-    observer.observe_gauge(
-        "waybill.routing.generation", "{generation}",
-        "Generation of the routing snapshot in force (grows on every reload or override)",
-        lambda: [(state.current.generation, {})])
-    if reloader is not None:
-        observer.observe_counter(
-            "waybill.config.reloads", "{reload}",
-            "Routing config loads: applied, or rejected with the reason",
-            lambda: [(reloader.applied, {"outcome": "applied", "reason": "none"}),
-                     *((n, {"outcome": "rejected", "reason": why})
-                       for why, n in reloader.rejected.items())])
-
-    def tallies(read: str) -> list[tuple[int | float, dict[str, str]]]:
-        return [(getattr(t, read), {"model": m, "version": v})
-                for (m, v), t in shadow.stats().items()]
-
-    for name, unit, what, attribute in (
-        ("waybill.shadow.sampled", "{request}", "Requests sampled for shadow scoring",
-         "sampled"),
-        ("waybill.shadow.dropped", "{request}", "Shadow requests dropped: queue full",
-         "dropped"),
-        ("waybill.shadow.failed", "{request}", "Shadow requests refused or failed",
-         "failed"),
-        ("waybill.shadow.compared_rows", "{row}", "Rows scored by served and shadow version",
-         "compared_rows"),
-        ("waybill.shadow.outside_interval", "{row}",
-         "Rows whose shadow median fell outside the served interval", "outside"),
-    ):
-        observer.observe_counter(name, unit, what, functools.partial(tallies, attribute))
-    observer.observe_gauge(
-        "waybill.shadow.difference", "d",
-        "Sum of (shadow - served) medians over compared rows; divide by compared rows "
-        "for the mean bias", lambda: tallies("sum_diff"), up_down=True)
-    observer.add_histogram(HistogramFunction(
-        "waybill.shadow.divergence", "d", "|shadow - served| median per compared row",
-        DIFF_BOUNDS, shadow.divergence))
-    observer.observe_gauge(
-        "waybill.predictions.inflight", "{request}", "Predictions in flight",
-        lambda: [(predictor.inflight, {})], up_down=True)
-    observer.observe_gauge(
-        "waybill.model.route_weight", "{percent}",
-        "Share of unpinned traffic in force per version, percent (0 once rolled back)",
-        lambda: [(routes.effective_weight(v), {"model": m, "version": v})
-                 for m, routes in state.current.table.models.items() for v in routes.versions])
-    observer.observe_gauge(
-        "waybill.model.stable", "{version}", "1 for the stable version of each model",
-        lambda: [(1, {"model": m, "version": routes.stable})
-                 for m, routes in state.current.table.models.items()])
-    _observe_monitoring(observer, server)
-    observe_process(observer)
-
-
-def _observe_monitoring(observer: Observer, server: WaybillServer) -> None:
-    """Drift, accuracy, alerts and the prediction log, all read at collection time."""
-    state, drift, store, engine = server.state, server.drift, server.store, server.alerts
-
-    def latest_windows() -> list[tuple[str, str, Any]]:
-        out: list[tuple[str, str, Any]] = []
-        if drift is None:
-            return out
-        for model, versions in state.current.versions.items():
-            for version, loaded in versions.items():
-                window = drift.tracker(loaded).latest()
-                if window is not None and window.status == "ok":
-                    out.append((model, version, window))
-        return out
-
-    def per_feature(read: str) -> list[tuple[float, dict[str, str]]]:
-        return [(getattr(f, read), {"model": m, "version": v, "feature": f.name})
-                for m, v, w in latest_windows() for f in w.features
-                if getattr(f, read) is not None]
-
-    for name, what, read in (
-        ("waybill.drift.psi", "PSI per feature, newest closed drift window with enough rows",
-         "psi"),
-        ("waybill.drift.ks_statistic", "Kolmogorov-Smirnov statistic per numeric feature",
-         "ks_statistic"),
-        ("waybill.drift.unseen_rate", "Share of categories never seen in training",
-         "unseen_rate"),
-    ):
-        observer.observe_gauge(name, "{ratio}", what, functools.partial(per_feature, read))
-    observer.observe_gauge(
-        "waybill.drift.prediction_psi", "{ratio}", "PSI of the predictions against training",
-        lambda: [(w.prediction.psi, {"model": m, "version": v}) for m, v, w in latest_windows()])
-    observer.observe_gauge(
-        "waybill.drift.window_rows", "{row}", "Rows in the newest closed drift window",
-        lambda: [(w.rows, {"model": m, "version": v}) for m, v, w in latest_windows()])
-    if store is not None:
-        window_s = server.settings.accuracy_window_s
-
-        def accuracy() -> list[Any]:
-            return [a for model in state.current.versions for a in store.accuracy(model, window_s)]
-
-        for name, unit, what, read in (
-            ("waybill.accuracy.mae", "d", "Mean absolute error over recent outcomes", "mae"),
-            ("waybill.accuracy.bias", "d", "Mean (predicted - actual) over recent outcomes",
-             "bias"),
-            ("waybill.accuracy.coverage", "{ratio}", "Share of outcomes inside the interval",
-             "coverage"),
-            ("waybill.accuracy.on_time", "{ratio}",
-             "Share of deliveries by the predicted date", "on_time"),
-            ("waybill.accuracy.outcomes", "{outcome}", "Outcomes in the accuracy window",
-             "outcomes"),
-        ):
-            observer.observe_gauge(name, unit, what, functools.partial(
-                lambda read: [(getattr(a, read), {"model": a.model, "version": a.version})
-                              for a in accuracy() if getattr(a, read) is not None], read),
-                up_down=read == "bias")
-        observer.observe_counter(
-            "waybill.prediction_log.dropped", "{prediction}",
-            "Predictions not logged because the log's queue was full",
-            lambda: [(store.dropped, {})])
-    observer.observe_gauge(
-        "waybill.alerts.firing", "{alert}", "1 while an in-process alert rule fires",
-        lambda: [(1 if i.state == State.FIRING else 0,
-                  {"rule": i.rule.name, "model": i.model, "version": i.version,
-                   "severity": i.rule.severity.value}) for i in engine.instances()])
-    observer.observe_counter(
-        "waybill.alerts.transitions", "{transition}", "Alert state changes",
-        lambda: [(n, {"rule": r, "severity": sev, "state": st})
-                 for (r, sev, st), n in list(engine.transitions.items())])
-    observer.observe_counter(
-        "waybill.rollbacks", "{rollback}", "Rollbacks by model and actor",
-        lambda: [(n, {"model": m, "actor": a})
-                 for (m, a), n in list(server.journal.rollbacks.items())])
-
-
 class WaybillServer:
     """Owns the process's gRPC servers and everything they need to serve and to stop."""
 
@@ -280,7 +141,9 @@ class WaybillServer:
                                  root_ratio=self.telemetry.root_ratio)
         self.telemetry.histograms.add(self.observer.histograms)
         self._executor = ThreadPoolExecutor(settings.predict_threads, "waybill-predict")
-        self.shadow = ShadowScorer(self._executor, settings.shadow_queue, self.observer.tracer)
+        self.shadow_stats = ShadowStats()
+        self.shadow = ShadowScorer(self._executor, settings.shadow_queue, self.observer.tracer,
+                                   self.shadow_stats)
         self.drift: DriftBook | None = None
         if settings.drift_enabled:
             self.drift = DriftBook(DriftSettings(
@@ -288,9 +151,10 @@ class WaybillServer:
                 min_rows=settings.drift_min_rows))
         state, drift = self.state, self.drift
         signals = Signals(self.observer,
-                          lambda model, version: (drift.find(state.current, model, version)
+                          lambda model, version: (drift.find(state.current.versions, model,
+                                                             version)
                                                   if drift is not None else None),
-                          self.store, self.shadow)
+                          self.store, self.shadow_stats)
         self.notifier = Notifier(self.observer.tracer, settings.alert_webhook, labels={
             "instance": socket.gethostname(), "worker": str(settings.worker_index)})
         self.alerts = AlertEngine(self.state, signals, self.journal, self.notifier,
@@ -310,7 +174,7 @@ class WaybillServer:
             batch_delay_s=settings.batch_delay_us / 1e6, max_inflight=settings.max_inflight,
             observer=self.observer, drift=self.drift, store=self.store,
         )
-        _observe(self.observer, self, predictor)
+        self._register_metrics(predictor)
         prediction_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(predictor, self.state, settings.default_deadline_s, self.observer,
                               self.store, siblings=settings.reuse_port),
@@ -325,12 +189,28 @@ class WaybillServer:
         interceptors = [BearerToken(token.get_secret_value())] if token else []
         self._admin = grpc.aio.server(options=options, interceptors=interceptors)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminService(self.state, self.reloader, self.shadow, settings.default_deadline_s,
+            AdminService(self.state, self.reloader, self.shadow_stats, settings.default_deadline_s,
                          self.observer, journal=self.journal, drift=self.drift, store=self.store,
                          alerts=self.alerts, accuracy_window_s=settings.accuracy_window_s),
             self._admin,
         )
         reflection.enable_server_reflection((ADMIN_SERVICE, reflection.SERVICE_NAME), self._admin)
+
+    def _register_metrics(self, predictor: Predictor) -> None:
+        """Each owner registers its own metrics, read at collection time."""
+        observer, state = self.observer, self.state
+        owners: tuple[Instrumented | None, ...] = (
+            self.catalog, state, self.reloader, self.shadow_stats, predictor, self.alerts,
+            self.journal)
+        for owner in owners:
+            if owner is not None:
+                owner.register_metrics(observer)
+        if self.drift is not None:
+            self.drift.register_metrics(observer, lambda: state.current.versions)
+        if self.store is not None:
+            self.store.register_metrics(observer, lambda: state.current.versions,
+                                        self.settings.accuracy_window_s)
+        observe_process(observer)
 
     def _bind(self, server: grpc.aio.Server, host: str, port: int) -> int:
         address = f"{host}:{port}"

@@ -114,8 +114,12 @@ def _routing_check(args: argparse.Namespace) -> int:
     from models.artifact import ArtifactError
     from models.loaded import LoadedVersion
     from models.registry import check_files, discover, version_path
-    from router.config import RoutingConfigError, parse_routing, version_fields
+    from router.config import RoutingConfig, RoutingConfigError, version_fields
     from router.preview import check_report
+    from server.serving.routing_file import parse_routing_file
+
+    def parse(text: str, source: str) -> RoutingConfig:
+        return parse_routing_file(text, source).config
 
     try:
         new_text = args.file.read_text(encoding="utf-8")
@@ -134,7 +138,7 @@ def _routing_check(args: argparse.Namespace) -> int:
     available = {name: [ref.version for ref in refs] for name, refs in found.items()}
     failed: dict[str, dict[str, str]] = {}
     try:
-        config = parse_routing(new_text, str(args.file))
+        config: RoutingConfig | None = parse(new_text, str(args.file))
     except RoutingConfigError:
         config = None  # check_report explains the problems
     if config is not None:
@@ -149,7 +153,7 @@ def _routing_check(args: argparse.Namespace) -> int:
             except ArtifactError as err:
                 failed.setdefault(model, {})[version] = str(err)
     ok, report = check_report(new_text, str(args.file), old_text, available,
-                              old_source=old_source, failed=failed)
+                              old_source=old_source, failed=failed, parse=parse)
     print(report, end="")
     return 0 if ok else 1
 

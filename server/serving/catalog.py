@@ -17,6 +17,7 @@ from pathlib import Path
 
 from models.artifact import ArtifactError
 from models.loaded import LoadedVersion
+from server.telemetry.observe import Observer
 
 log = logging.getLogger("waybill.catalog")
 
@@ -40,6 +41,12 @@ class VersionCatalog:
         # Counters by outcome, read by telemetry.
         self.loads = 0
         self.load_failures = 0
+
+    def register_metrics(self, observer: Observer) -> None:
+        observer.observe_counter(
+            "waybill.model.loads", "{version}", "Model version loads by outcome",
+            lambda: [(self.loads, {"outcome": "loaded"}),
+                     (self.load_failures, {"outcome": "failed"})])
 
     def ensure(self, keys: Iterable[Key]) -> dict[Key, LoadedVersion]:
         """Return every requested version, loading the missing ones; all or nothing."""

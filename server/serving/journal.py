@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from router.table import (
     ModelRoutes,
@@ -22,11 +22,10 @@ from router.table import (
     restore_overrides,
     without_override,
 )
+from server.monitoring.alerts import Change
 from server.serving.state import ServingState, Snapshot
 from server.storage.store import Store
-
-if TYPE_CHECKING:
-    from server.monitoring.alerts import Change
+from server.telemetry.observe import Observer
 
 log = logging.getLogger("waybill.journal")
 
@@ -66,6 +65,12 @@ class Journal:
         # must reach the store in that order, and `follow` must not read between a local
         # change and its save.
         self._lock = asyncio.Lock()
+
+    def register_metrics(self, observer: Observer) -> None:
+        observer.observe_counter(
+            "waybill.rollbacks", "{rollback}", "Rollbacks by model and actor",
+            lambda: [(n, {"model": m, "actor": a})
+                     for (m, a), n in list(self.rollbacks.items())])
 
     # ---- start-up (blocking; before the event loop serves) -------------------------------
     def restore(self, table: RoutingTable) -> RoutingTable:

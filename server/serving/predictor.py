@@ -3,7 +3,7 @@
 This module owns the order of the steps and nothing else; it knows no protobuf
 and no gRPC. The servicer calls :meth:`Predictor.predict` once per request. Each step
 is a child span of the request's server span when that span is sampled, and the
-outcome is recorded with bounded labels (see :mod:`server.monitoring.observe`).
+outcome is recorded with bounded labels (see :mod:`server.telemetry.observe`).
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from models.calendar import text_of_day
 from models.loaded import LoadedVersion, Scored, delivery_dates, promised_days
 from models.validation import Columns, ValidatedRows, ValidationFailed
 from router.table import Decision, RouteReason, choose, shadow_for
-from server.monitoring.observe import UNKNOWN, Call, Observer, current_call, fail
 from server.monitoring.trackers import DriftBook
 from server.serving.batcher import MicroBatcher
+from server.serving.errors import BadRequest, Overloaded
+from server.serving.ids import new_prediction_ids
 from server.serving.shadow import ShadowScorer
 from server.serving.state import ServingState, Snapshot
-from server.storage.store import LoggedPrediction, Store, new_prediction_ids
-from server.transport.status import BadRequest, Overloaded
+from server.storage.store import LoggedPrediction, Store
+from server.telemetry.observe import UNKNOWN, Call, Observer, current_call, fail
 
 TrackFn = Callable[[np.ndarray, np.ndarray], None]
 
@@ -147,6 +148,11 @@ class Predictor:
     @property
     def inflight(self) -> int:
         return self._inflight
+
+    def register_metrics(self, observer: Observer) -> None:
+        observer.observe_gauge(
+            "waybill.predictions.inflight", "{request}", "Predictions in flight",
+            lambda: [(self._inflight, {})], up_down=True)
 
     def batcher(self, version: LoadedVersion) -> MicroBatcher:
         batcher = self._batchers.get(version)

@@ -17,19 +17,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.calendar import utc_now
 from models.loaded import LoadedVersion
 from models.registry import discover
-from router.config import RoutingConfig, RoutingConfigError, check_against_registry, parse_routing
+from router.config import RoutingConfigError, check_against_registry
 from router.table import (
-    ModelRoutes,
     RoutingTable,
     reapply_overrides,
-    with_override,
-    without_override,
 )
+from server.monitoring.rules import Rules
 from server.serving.catalog import Key, LoadFailed, VersionCatalog
 from server.serving.journal import Journal
-from server.serving.state import ServingState, Snapshot, utc_now
+from server.serving.routing_file import parse_routing_file
+from server.serving.state import ServingState, Snapshot
+from server.telemetry.observe import Observer
 
 log = logging.getLogger("waybill.routing")
 
@@ -68,12 +69,12 @@ def _referenced(table: RoutingTable) -> list[Key]:
     return keys
 
 
-def _unknown_features(config: RoutingConfig, loaded: Mapping[Key, LoadedVersion]) -> list[str]:
+def _unknown_features(alerts: Rules, loaded: Mapping[Key, LoadedVersion]) -> list[str]:
     """Alert rules on a feature no loaded version of the model has (a typo never alerts)."""
     problems = []
-    for name, model in config.models.items():
+    for name, rules in alerts.items():
         known = set().union(*(v.feature_names for (m, _), v in loaded.items() if m == name))
-        for i, rule in enumerate(model.alerts):
+        for i, rule in enumerate(rules):
             named = [("feature", rule.feature)] if rule.feature is not None else []
             named += [(f"exclude[{j}]", f) for j, f in enumerate(rule.exclude)]
             for path, feature in named:
@@ -96,6 +97,14 @@ class RoutingReloader:
         self.initial_signature: Signature | None = None
         self._lock = asyncio.Lock()
 
+    def register_metrics(self, observer: Observer) -> None:
+        observer.observe_counter(
+            "waybill.config.reloads", "{reload}",
+            "Routing config loads: applied, or rejected with the reason",
+            lambda: [(self.applied, {"outcome": "applied", "reason": "none"}),
+                     *((n, {"outcome": "rejected", "reason": why})
+                       for why, n in self.rejected.items())])
+
     def _read(self) -> bytes:
         try:
             return self.path.read_bytes()
@@ -109,11 +118,12 @@ class RoutingReloader:
         except UnicodeDecodeError as err:
             raise ConfigRejected("encoding", f"{self.path}: not UTF-8 ({err})") from None
         try:
-            config = parse_routing(text, str(self.path))
+            parsed = parse_routing_file(text, str(self.path))
         except RoutingConfigError as err:
             raise ConfigRejected("invalid", str(err)) from None
         found = discover(self.catalog.root)
         available = {name: [ref.version for ref in refs] for name, refs in found.items()}
+        config = parsed.config
         problems = check_against_registry(config, available)
         if problems:
             raise ConfigRejected("registry", f"{self.path}: " + "; ".join(problems))
@@ -122,13 +132,12 @@ class RoutingReloader:
             loaded = self.catalog.ensure(_referenced(table))
         except LoadFailed as err:
             raise ConfigRejected("load", f"{self.path}: {err}") from None
-        unknown = _unknown_features(config, loaded)
+        unknown = _unknown_features(parsed.alerts, loaded)
         if unknown:
             raise ConfigRejected("invalid", f"{self.path}: " + "; ".join(unknown))
         digest = hashlib.sha256(raw).hexdigest()
-        alerts = {name: model.alerts for name, model in config.models.items() if model.alerts}
         return Snapshot.build(table, loaded, source=str(self.path), content_hash=digest,
-                              alerts=alerts)
+                              alerts=parsed.alerts)
 
     def load_initial(self) -> Snapshot:
         # Taken before reading: a change that lands while we read is still seen as new.
@@ -170,30 +179,6 @@ class RoutingReloader:
         self.last_failure = Failure(utc_now(), err.reason, str(err), digest)
         log.error("routing rejected", extra={"fields": {
             "trigger": trigger, "reason": err.reason, "error": str(err), "content_hash": digest}})
-
-
-def rollback(state: ServingState, model: str, reason: str, actor: str) -> tuple[bool, ModelRoutes]:
-    """Send the model's traffic to its stable version; idempotent. Returns (changed, routes)."""
-    before = state.current
-    published = state.update(
-        lambda cur: cur.with_table(with_override(
-            cur.table, model, reason, utc_now(), actor=actor, loaded=cur.versions.get(model, {})))
-    )
-    changed = published.table.routes(model) != before.table.routes(model)
-    if changed:
-        log.warning("routing override", extra={"fields": {
-            "model": model, "reason": reason, "actor": actor, "generation": published.generation}})
-    return changed, published.table.routes(model)
-
-
-def clear_override(state: ServingState, model: str, actor: str) -> tuple[bool, ModelRoutes]:
-    before = state.current
-    published = state.update(lambda cur: cur.with_table(without_override(cur.table, model)))
-    changed = published.table.routes(model) != before.table.routes(model)
-    if changed:
-        log.warning("routing override cleared", extra={"fields": {
-            "model": model, "actor": actor, "generation": published.generation}})
-    return changed, published.table.routes(model)
 
 
 def file_signature(path: Path) -> Signature | None:

@@ -10,56 +10,22 @@ with one call per shadow version on the predict executor.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
-import threading
-import time
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from opentelemetry import trace
 
 from models.loaded import LoadedVersion, Scored
 from models.validation import Columns, ValidationFailed
-from server.monitoring.observe import HistogramPoint
+from server.monitoring.shadow_stats import ShadowStats
 
 log = logging.getLogger("waybill.shadow")
 
-# Upper bounds (days) of the |shadow - served| histogram; the last bucket is open.
-DIFF_BOUNDS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 # How long the worker gathers sampled requests before scoring them together.
 GATHER_S = 0.05
-
-
-@dataclass
-class ShadowTally:
-    sampled: int = 0
-    compared_rows: int = 0
-    dropped: int = 0
-    failed: int = 0
-    sum_diff: float = 0.0
-    sum_abs_diff: float = 0.0
-    outside: int = 0
-    counts: list[int] = field(default_factory=lambda: [0] * (len(DIFF_BOUNDS) + 1))
-    min_abs_diff: float = float("inf")
-    max_abs_diff: float = 0.0
-
-    def add(self, served: Scored, shadow: Scored) -> None:
-        diff = shadow.median - served.median
-        if not len(diff):
-            return
-        absolute = np.abs(diff)
-        self.compared_rows += len(diff)
-        self.sum_diff += float(diff.sum())
-        self.sum_abs_diff += float(absolute.sum())
-        self.min_abs_diff = min(self.min_abs_diff, float(absolute.min()))
-        self.max_abs_diff = max(self.max_abs_diff, float(absolute.max()))
-        outside = (shadow.median < served.lower) | (shadow.median > served.upper)
-        self.outside += int(outside.sum())
-        for value in absolute:
-            self.counts[bisect.bisect_right(DIFF_BOUNDS, float(value))] += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,21 +40,12 @@ class _Job:
 
 class ShadowScorer:
     def __init__(self, executor: Executor, queue_size: int,
-                 tracer: trace.Tracer | None = None) -> None:
+                 tracer: trace.Tracer | None = None, stats: ShadowStats | None = None) -> None:
         self._executor = executor
         self._tracer = tracer
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
-        self._lock = threading.Lock()
-        self._tallies: dict[tuple[str, str], ShadowTally] = {}
+        self.stats = stats or ShadowStats()
         self._task: asyncio.Task[None] | None = None
-        self._started_ns = time.time_ns()
-
-    def _tally(self, model: str, version: str) -> ShadowTally:
-        key = (model, version)
-        tally = self._tallies.get(key)
-        if tally is None:
-            tally = self._tallies.setdefault(key, ShadowTally())
-        return tally
 
     def offer(self, model: str, shadow: LoadedVersion, rows: Columns,
               also_known: frozenset[str], served: Scored,
@@ -98,15 +55,13 @@ class ShadowScorer:
         ``parent`` (the request's span, when it records) becomes the parent of a
         ``waybill.shadow`` span, which ends after the request's answer has gone.
         """
-        with self._lock:
-            tally = self._tally(model, shadow.version)
-            tally.sampled += 1
-            try:
-                self._queue.put_nowait(_Job(model, shadow, rows, also_known, served,
-                                            parent if self._tracer is not None else None))
-            except asyncio.QueueFull:
-                tally.dropped += 1
-                return False
+        try:
+            self._queue.put_nowait(_Job(model, shadow, rows, also_known, served,
+                                        parent if self._tracer is not None else None))
+        except asyncio.QueueFull:
+            self.stats.sampled(model, shadow.version, dropped=True)
+            return False
+        self.stats.sampled(model, shadow.version)
         return True
 
     def start(self) -> None:
@@ -163,11 +118,11 @@ class ShadowScorer:
                 self._failed(job, span)
             return
         start = 0
-        with self._lock:
-            for job, _, matrix in valid:
-                end = start + len(matrix)
-                self._tally(job.model, shadow.version).add(job.served, scored.part(start, end))
-                start = end
+        for job, _, matrix in valid:
+            end = start + len(matrix)
+            self.stats.compared(job.model, shadow.version, job.served.median, job.served.lower,
+                                job.served.upper, scored.part(start, end).median)
+            start = end
         for _, span, _ in valid:
             _end(span, "compared")
 
@@ -186,25 +141,7 @@ class ShadowScorer:
         _end(span, "failed")
 
     def _count_failure(self, job: _Job) -> None:
-        with self._lock:
-            self._tally(job.model, job.shadow.version).failed += 1
-
-    def stats(self) -> dict[tuple[str, str], ShadowTally]:
-        with self._lock:
-            return {
-                key: ShadowTally(t.sampled, t.compared_rows, t.dropped, t.failed, t.sum_diff,
-                                 t.sum_abs_diff, t.outside, list(t.counts), t.min_abs_diff,
-                                 t.max_abs_diff)
-                for key, t in self._tallies.items()
-            }
-
-    def divergence(self) -> list[HistogramPoint]:
-        """|shadow - served| per compared row as cumulative histogram points."""
-        return [
-            HistogramPoint({"model": model, "version": version}, tuple(t.counts),
-                           t.sum_abs_diff, t.min_abs_diff, t.max_abs_diff, self._started_ns)
-            for (model, version), t in self.stats().items() if t.compared_rows
-        ]
+        self.stats.failed(job.model, job.shadow.version)
 
     async def drain(self) -> None:
         """Wait until every queued job is scored."""

@@ -12,19 +12,16 @@ import dataclasses
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from types import MappingProxyType
 
-from models.artifact import semver_key
+from models.calendar import utc_now
 from models.loaded import LoadedVersion
-from router.config import AlertRule
+from models.naming import semver_key
 from router.table import RoutingTable, UnknownVersion
+from server.monitoring.rules import AlertRule
+from server.telemetry.observe import Observer
 
 Key = tuple[str, str]  # (model, version)
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +88,27 @@ class ServingState:
     @property
     def current(self) -> Snapshot:
         return self._current
+
+    def register_metrics(self, observer: Observer) -> None:
+        """What is served and how traffic is split, read from the snapshot in force."""
+        observer.observe_gauge(
+            "waybill.model.loaded", "{version}", "1 for each model version the server serves",
+            lambda: [(1, {"model": m, "version": v})
+                     for m, vs in self.current.versions.items() for v in vs])
+        observer.observe_gauge(
+            "waybill.routing.generation", "{generation}",
+            "Generation of the routing snapshot in force (grows on every reload or override)",
+            lambda: [(self.current.generation, {})])
+        observer.observe_gauge(
+            "waybill.model.route_weight", "{percent}",
+            "Share of unpinned traffic in force per version, percent (0 once rolled back)",
+            lambda: [(routes.effective_weight(v), {"model": m, "version": v})
+                     for m, routes in self.current.table.models.items()
+                     for v in routes.versions])
+        observer.observe_gauge(
+            "waybill.model.stable", "{version}", "1 for the stable version of each model",
+            lambda: [(1, {"model": m, "version": routes.stable})
+                     for m, routes in self.current.table.models.items()])
 
     def update(self, derive: Callable[[Snapshot], Snapshot]) -> Snapshot:
         """Publish ``derive(current)`` as the next generation; return it."""

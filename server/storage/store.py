@@ -23,10 +23,10 @@ Errors, with the gRPC status each should map to in ``server/transport/status.py`
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
-import os
 import re
 import sqlite3
 import threading
@@ -36,11 +36,12 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
+from models.calendar import utc_text
+from server.telemetry.observe import Observer
 
 log = logging.getLogger("waybill.store")
 
@@ -116,42 +117,6 @@ _INSERT_OUTCOME = (
     " reported_at, error, covered, on_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _EVENT_COLUMNS = "id, at, kind, model, version, rule, state, value, reason, actor, detail"
-
-
-def new_prediction_ids(n: int) -> list[str]:
-    """``n`` RFC 9562 version 7 UUIDs as 32 hex digits: Unix milliseconds, then 74 random
-    bits (from the OS, so ids cannot be guessed from others).
-
-    Ids minted in time order land at the end of the log's primary-key index, so an insert
-    stays cheap however big the log grows: with random (version 4) ids the writer's cost
-    per row grew from 4.7 to 10.8 us between 50k and 400k rows; with these it stays
-    at 3.0-3.2 us. They also cost a third of ``uuid.uuid4().hex`` to make.
-    """
-    if n >= _VECTOR_IDS:
-        return _new_prediction_ids_at_once(n)
-    prefix = f"{time.time_ns() // 1_000_000:012x}7"
-    noise = os.urandom(10 * n).hex()
-    ids = []
-    for start in range(0, 20 * n, 20):
-        r = noise[start:start + 20]
-        # version 7 (above), then 12 random bits, the variant (binary 10) and 62 more
-        ids.append(f"{prefix}{r[:3]}{'89ab'[int(r[3], 16) & 3]}{r[4:19]}")
-    return ids
-
-
-# From this many ids a request's batch is minted with numpy: 0.15 us an id against 0.5
-# for the loop above, which is cheaper for a handful (numpy's fixed cost is ~5 us).
-_VECTOR_IDS = 16
-
-
-def _new_prediction_ids_at_once(n: int) -> list[str]:
-    """The same ids, as one array of 16-byte UUIDs rendered as hex in one call."""
-    uuids = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
-    uuids[:, :6] = np.frombuffer((time.time_ns() // 1_000_000).to_bytes(6, "big"), np.uint8)
-    uuids[:, 6] = 0x70 | (uuids[:, 6] & 0x0F)  # version 7, 4 random bits (+8 in byte 7)
-    uuids[:, 8] = 0x80 | (uuids[:, 8] & 0x3F)  # variant 10, 6 random bits (+56 after)
-    text = uuids.tobytes().hex()
-    return [text[start:start + 32] for start in range(0, 32 * n, 32)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +306,35 @@ class Store:
 
     # -- predictions and outcomes ----------------------------------------------------
 
+    def register_metrics(self, observer: Observer, models: Callable[[], Iterable[str]],
+                         accuracy_window_s: float) -> None:
+        """The log's drops, and accuracy per version of ``models()`` over the window."""
+
+        def accuracy() -> list[Accuracy]:
+            return [a for model in models() for a in self.accuracy(model, accuracy_window_s)]
+
+        def figures(read: str) -> list[tuple[float, dict[str, str]]]:
+            return [(value, {"model": a.model, "version": a.version})
+                    for a in accuracy() if (value := getattr(a, read)) is not None]
+
+        for name, unit, what, read in (
+            ("waybill.accuracy.mae", "d", "Mean absolute error over recent outcomes", "mae"),
+            ("waybill.accuracy.bias", "d", "Mean (predicted - actual) over recent outcomes",
+             "bias"),
+            ("waybill.accuracy.coverage", "{ratio}", "Share of outcomes inside the interval",
+             "coverage"),
+            ("waybill.accuracy.on_time", "{ratio}",
+             "Share of deliveries by the predicted date", "on_time"),
+            ("waybill.accuracy.outcomes", "{outcome}", "Outcomes in the accuracy window",
+             "outcomes"),
+        ):
+            observer.observe_gauge(name, unit, what, functools.partial(figures, read),
+                                   up_down=read == "bias")
+        observer.observe_counter(
+            "waybill.prediction_log.dropped", "{prediction}",
+            "Predictions not logged because the log's queue was full",
+            lambda: [(self.dropped, {})])
+
     def log_predictions(self, rows: Sequence[LoggedPrediction]) -> None:
         """Queue rows for the writer. Never blocks and never raises: the event loop calls it.
 
@@ -423,7 +417,7 @@ class Store:
 
         def insert(conn: sqlite3.Connection) -> Event:
             # Stamped by the writer so times never run backwards against ids.
-            at = _rfc3339(self._clock())
+            at = utc_text(self._clock())
             with _transaction(conn, durable=True):
                 cursor = conn.execute(
                     f"INSERT INTO events ({_EVENT_COLUMNS})"
@@ -468,7 +462,7 @@ class Store:
 
     def save_override(self, model: str, override: dict[str, Any]) -> None:
         text = _to_json(override)
-        saved_at = _rfc3339(self._clock())
+        saved_at = utc_text(self._clock())
 
         def save(conn: sqlite3.Connection) -> None:
             with _transaction(conn, durable=True):
@@ -794,10 +788,6 @@ def _event(row: tuple[Any, ...]) -> Event:
 
 def _to_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def _rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _preview(ids: Sequence[str], shown: int = 5) -> str:

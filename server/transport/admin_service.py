@@ -11,18 +11,19 @@ from waybill.v1 import admin_pb2 as pb
 from waybill.v1 import admin_pb2_grpc as pb_grpc
 
 from router.table import ModelRoutes, resolve
-from server.monitoring.alerts import AlertEngine, Instance
+from server.monitoring.alerts import Instance
 from server.monitoring.drift import BinShare, DriftReport, FeatureDrift, WindowReport
-from server.monitoring.observe import Observer
+from server.monitoring.shadow_stats import DIFF_BOUNDS, ShadowStats
 from server.monitoring.trackers import DriftBook
-from server.serving import reloads as routing
+from server.serving.alerting import AlertEngine
+from server.serving.errors import BadRequest, Unavailable
 from server.serving.journal import Journal
+from server.serving.overrides import clear_override, rollback
 from server.serving.reloads import RoutingReloader
-from server.serving.shadow import DIFF_BOUNDS, ShadowScorer
 from server.serving.state import ServingState
 from server.storage.store import Accuracy, Event, Store
+from server.telemetry.observe import Observer
 from server.transport.rpc import annotate, handler
-from server.transport.status import BadRequest, Unavailable
 
 MAX_EVENTS = 1000
 
@@ -118,7 +119,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
     service = pb.DESCRIPTOR.services_by_name["AdminService"].full_name  # read by server.transport.rpc
 
     def __init__(self, state: ServingState, reloader: RoutingReloader | None,
-                 shadow: ShadowScorer, default_deadline_s: float,
+                 shadow: ShadowStats, default_deadline_s: float,
                  observer: Observer | None = None, *, journal: Journal | None = None,
                  drift: DriftBook | None = None, store: Store | None = None,
                  alerts: AlertEngine | None = None, accuracy_window_s: float = 3600.0) -> None:
@@ -168,7 +169,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
         if not request.reason:
             raise BadRequest("reason", "required", "say why; it is recorded with the override")
         annotate(model=request.model)
-        changed, routes = routing.rollback(self._state, request.model, request.reason, "admin")
+        changed, routes = rollback(self._state, request.model, request.reason, "admin")
         if changed:
             await self._journal.rolled_back(request.model, routes)
         return pb.RollbackResponse(changed=changed, routing=model_routing(routes))
@@ -178,7 +179,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
         self, request: pb.ClearOverrideRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClearOverrideResponse:
         annotate(model=request.model)
-        changed, routes = routing.clear_override(self._state, request.model, "admin")
+        changed, routes = clear_override(self._state, request.model, "admin")
         if changed:
             await self._journal.cleared(request.model, routes, "admin")
         return pb.ClearOverrideResponse(changed=changed, routing=model_routing(routes))

@@ -13,13 +13,13 @@ from waybill.v1 import prediction_pb2 as pb
 from waybill.v1 import prediction_pb2_grpc as pb_grpc
 
 from router.table import resolve
-from server.monitoring.observe import Call, Observer, begin_call, current_call
+from server.serving.errors import BadRequest, Unavailable
 from server.serving.predictor import Predictor
 from server.serving.state import ServingState
 from server.storage.store import InvalidOutcome, Store, UnknownPredictions
+from server.telemetry.observe import Call, Observer, begin_call, current_call
 from server.transport import convert
 from server.transport.rpc import annotate, failure, handler, log_call
-from server.transport.status import BadRequest, Unavailable
 from server.transport.streams import serve_stream
 
 MAX_OUTCOMES = 1000

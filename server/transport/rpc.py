@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 import grpc
 from opentelemetry import trace
 
-from server.monitoring.observe import UNKNOWN, Call, Observer, begin_call, current_call
 from server.runtime.logs import ACCESS, ACCESS_LOGGER
-from server.transport.status import Unavailable, WireStatus, to_status
+from server.serving.errors import Unavailable
+from server.telemetry.observe import UNKNOWN, Call, Observer, begin_call, current_call
+from server.transport.status import WireStatus, to_status
 
 log = logging.getLogger(ACCESS_LOGGER)
 errors_log = logging.getLogger("waybill.errors")
@@ -93,7 +94,7 @@ def handler(method: str, *, streaming: bool = False,
     its messages get one each, see PredictionService.PredictStream).
 
     The servicer must have ``default_deadline_s`` and ``service`` (the full gRPC service
-    name) attributes, and may have ``observer`` (a :class:`server.monitoring.observe.Observer`).
+    name) attributes, and may have ``observer`` (a :class:`server.telemetry.observe.Observer`).
     """
 
     def wrap(func: Handler[Req, Resp]) -> Handler[Req, Resp]:

@@ -1,21 +1,9 @@
-"""Domain errors to gRPC statuses, in one place.
+"""Errors to gRPC statuses, in one table.
 
-The domain raises its own exceptions and never imports grpc::
-
-    Exception
-    ├── models.validation.ValidationFailed   -> INVALID_ARGUMENT + google.rpc.BadRequest
-    ├── server.transport.status.BadRequest             -> INVALID_ARGUMENT + google.rpc.BadRequest
-    ├── router.table.RoutingError
-    │   ├── UnknownModel                     -> NOT_FOUND (lists served models)
-    │   └── UnknownVersion                   -> NOT_FOUND (lists versions and labels)
-    ├── router.table.OverrideRefused         -> FAILED_PRECONDITION
-    ├── server.serving.reloads.ConfigRejected        -> INVALID_ARGUMENT (FAILED_PRECONDITION: load)
-    ├── server.storage.store.UnknownPredictions      -> NOT_FOUND (lists the ids)
-    ├── server.storage.store.ConflictingOutcomes     -> ALREADY_EXISTS (lists the ids)
-    ├── server.transport.status.Unavailable            -> UNAVAILABLE
-    ├── server.transport.status.Overloaded             -> RESOURCE_EXHAUSTED
-    ├── TimeoutError                         -> DEADLINE_EXCEEDED
-    └── anything else                        -> INTERNAL, with an error id; details only in the log
+The layers below raise their own exceptions and never import grpc; :data:`STATUS_TABLE`
+says, for each, the status a caller sees and its message. The first row whose type the
+error is an instance of decides; anything no row names is INTERNAL, with an error id that
+leads to the traceback in the server log (never a stack trace on the wire).
 
 :func:`to_status` is the only place that decides what goes on the wire.
 """
@@ -23,7 +11,7 @@ The domain raises its own exceptions and never imports grpc::
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -33,23 +21,11 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from models.validation import ValidationFailed, Violation
 from router.table import OverrideRefused, RoutingError
+from server.serving.errors import Overloaded, Unavailable
 from server.serving.reloads import ConfigRejected
 from server.storage.store import ConflictingOutcomes, UnknownPredictions
 
-
-class BadRequest(ValidationFailed):
-    """A request-level field (not a row feature) is invalid."""
-
-    def __init__(self, field: str, rule: str, description: str) -> None:
-        super().__init__([Violation(field, rule, description)])
-
-
-class Unavailable(Exception):
-    pass
-
-
-class Overloaded(Exception):
-    pass
+Code = grpc.StatusCode  # short for the table
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +34,38 @@ class WireStatus:
     message: str
     details: status_pb2.Status | None = None
     error_id: str | None = None  # set when the cause is only in the server log
+
+
+def _said(error: BaseException) -> str:
+    return str(error)
+
+
+def _config_code(error: BaseException) -> grpc.StatusCode:
+    # A file that parses and validates but names a version that cannot load is a problem
+    # of the system's state, not of the request.
+    assert isinstance(error, ConfigRejected)
+    code: grpc.StatusCode = (Code.FAILED_PRECONDITION if error.reason == "load"
+                             else Code.INVALID_ARGUMENT)
+    return code
+
+
+# (error type, its code (or a function of the error), its message)
+STATUS_TABLE: Sequence[tuple[type[BaseException],
+                             grpc.StatusCode | Callable[[BaseException], grpc.StatusCode],
+                             Callable[[BaseException], str]]] = (
+    # ValidationFailed gets a google.rpc.BadRequest with one violation per field too.
+    (ValidationFailed, Code.INVALID_ARGUMENT, _said),
+    (RoutingError, Code.NOT_FOUND, _said),  # lists the models, or the versions and labels
+    (ConfigRejected, _config_code, _said),
+    (UnknownPredictions, Code.NOT_FOUND, _said),  # lists the ids
+    (ConflictingOutcomes, Code.ALREADY_EXISTS, _said),  # lists the ids
+    (OverrideRefused, Code.FAILED_PRECONDITION, _said),
+    (Unavailable, Code.UNAVAILABLE, lambda e: str(e) or "server is not ready"),
+    (Overloaded, Code.RESOURCE_EXHAUSTED, lambda e: str(e) or "server is overloaded"),
+    # A stream message that is not what the method reads.
+    (DecodeError, Code.INVALID_ARGUMENT, lambda e: f"malformed message: {e}"),
+    (TimeoutError, Code.DEADLINE_EXCEEDED, lambda e: "deadline exceeded"),
+)
 
 
 def _bad_request(message: str, violations: Sequence[Violation]) -> status_pb2.Status:
@@ -75,33 +83,13 @@ def _bad_request(message: str, violations: Sequence[Violation]) -> status_pb2.St
 
 
 def to_status(error: BaseException) -> WireStatus:
-    if isinstance(error, ValidationFailed):
-        message = str(error)
-        return WireStatus(
-            grpc.StatusCode.INVALID_ARGUMENT, message, _bad_request(message, error.violations)
-        )
-    if isinstance(error, RoutingError):
-        return WireStatus(grpc.StatusCode.NOT_FOUND, str(error))
-    if isinstance(error, ConfigRejected):
-        # A file that parses and validates but names a version that cannot load is a
-        # problem of the system's state, not of the request.
-        code = (grpc.StatusCode.FAILED_PRECONDITION if error.reason == "load"
-                else grpc.StatusCode.INVALID_ARGUMENT)
-        return WireStatus(code, str(error))
-    if isinstance(error, UnknownPredictions):
-        return WireStatus(grpc.StatusCode.NOT_FOUND, str(error))
-    if isinstance(error, ConflictingOutcomes):
-        return WireStatus(grpc.StatusCode.ALREADY_EXISTS, str(error))
-    if isinstance(error, OverrideRefused):
-        return WireStatus(grpc.StatusCode.FAILED_PRECONDITION, str(error))
-    if isinstance(error, Unavailable):
-        return WireStatus(grpc.StatusCode.UNAVAILABLE, str(error) or "server is not ready")
-    if isinstance(error, Overloaded):
-        return WireStatus(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error) or "server is overloaded")
-    if isinstance(error, DecodeError):  # a stream message that is not what the method reads
-        return WireStatus(grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {error}")
-    if isinstance(error, TimeoutError):
-        return WireStatus(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+    for kind, code, message in STATUS_TABLE:
+        if isinstance(error, kind):
+            said = message(error)
+            details = (_bad_request(said, error.violations)
+                       if isinstance(error, ValidationFailed) else None)
+            return WireStatus(code if isinstance(code, grpc.StatusCode) else code(error), said,
+                              details)
     error_id = uuid.uuid4().hex[:12]
-    return WireStatus(grpc.StatusCode.INTERNAL, f"internal error (error id {error_id})",
+    return WireStatus(Code.INTERNAL, f"internal error (error id {error_id})",
                       error_id=error_id)

@@ -19,8 +19,8 @@ from typing import Any
 import grpc
 from waybill.v1 import prediction_pb2 as pb
 
+from server.serving.errors import Unavailable
 from server.transport.rpc import on_drain
-from server.transport.status import Unavailable
 
 Answer = Callable[[pb.PredictRequest], Coroutine[Any, Any, pb.PredictStreamResponse]]
 

@@ -1,6 +1,6 @@
 """The only module that wires the OpenTelemetry SDK: providers, samplers, readers and
 exporters. The composition root (:mod:`server.runtime.app`) calls it; every other module uses
-the API through :class:`server.monitoring.observe.Observer`.
+the API through :class:`server.telemetry.observe.Observer`.
 
 What is switched on, by the standard ``OTEL_*`` environment variables:
 
@@ -63,8 +63,8 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry, start_http_server
 
-from server.monitoring.observe import Histogram as OwnHistogram
-from server.monitoring.observe import HistogramSource
+from server.telemetry.observe import Histogram as OwnHistogram
+from server.telemetry.observe import HistogramSource
 
 log = logging.getLogger("waybill.telemetry")
 
@@ -99,7 +99,7 @@ class Sampling:
     """The configured sampler, split so that a request it would drop costs nothing.
 
     ``root_ratio`` is the share of requests *without* a caller's trace context that get a
-    span at all: :class:`server.monitoring.observe.Observer` draws it before any span work, and
+    span at all: :class:`server.telemetry.observe.Observer` draws it before any span work, and
     ``sdk`` (which the SDK then applies) samples every root that got that far. With a
     caller's context ``sdk`` decides alone, exactly as the configured sampler would.
     ``None``: the SDK decides everything (samplers that are not parent-based).
@@ -218,7 +218,7 @@ class _Histograms:
     """Turns the request path's own histograms into SDK metric data at collection time.
 
     The SDK has no asynchronous histogram, and its synchronous one costs 9-20 us per
-    record here (see server.monitoring.observe); so readers get these added to what they collect.
+    record here (see server.telemetry.observe); so readers get these added to what they collect.
     """
 
     def __init__(self) -> None:

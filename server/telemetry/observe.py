@@ -1,6 +1,6 @@
 """What the request path records: spans, counters and histograms, cheaply.
 
-This module uses only the OpenTelemetry *API*; :mod:`server.runtime.telemetry` (called by the
+This module uses only the OpenTelemetry *API*; :mod:`server.telemetry.export` (called by the
 composition root) wires the SDK and hands an :class:`Observer` its tracer and meter.
 Without them (unit tests, ``Observer()``) every record still works and nothing is exported.
 
@@ -10,7 +10,7 @@ Predict records seven values: 60-140 us, a third to over half of the ~220 us bud
 So the hot path aggregates in process, the way the SDK's own aggregation does after its
 checks: :class:`Counter` and :class:`Histogram` bin and add under a short lock (~0.4 us).
 Counters reach the SDK as observable counters (read at collection time); histograms, which
-the API has no asynchronous form of, are read by :mod:`server.runtime.telemetry` at collection
+the API has no asynchronous form of, are read by :mod:`server.telemetry.export` at collection
 time and exported as cumulative explicit-bucket histograms.
 
 Spans cost more: about 25-30 us each to record and 40+ us each to encode for OTLP here.
@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -175,7 +175,7 @@ class Histogram:
 
 
 class HistogramSource:
-    """Anything :mod:`server.runtime.telemetry` exports as a histogram: a name and its points."""
+    """Anything :mod:`server.telemetry.export` exports as a histogram: a name and its points."""
 
     name: str
     unit: str
@@ -199,6 +199,12 @@ class HistogramFunction(HistogramSource):
 
     def points(self) -> list[HistogramPoint]:
         return self._read()
+
+
+class Instrumented(Protocol):
+    """Anything that owns metrics: it registers them, read at collection time."""
+
+    def register_metrics(self, observer: Observer) -> None: ...
 
 
 # --------------------------------------------------------------------------- one call
@@ -269,7 +275,7 @@ class Observer:
 
     ``tracer`` is None when tracing is not configured: then no span work is done at all.
     ``meter`` is None in unit tests: aggregation still happens, nothing is exported.
-    ``root_ratio`` (see :class:`server.runtime.telemetry.Sampling`): the share of calls without a
+    ``root_ratio`` (see :class:`server.telemetry.export.Sampling`): the share of calls without a
     caller's trace that get a span; the others do no span work either.
     """
 

@@ -1,0 +1,177 @@
+"""The in-process alert engine: the routing file's alert rules, evaluated periodically.
+
+Every ``interval_s`` the engine takes the snapshot in force, reads each rule's signal for
+each version it watches (:mod:`server.monitoring.signals`), advances the pure state
+machine (:mod:`server.monitoring.alerts`) and acts on the changes: every change goes to
+the journal (the durable event log) and the notifier; a rule with ``action = "rollback"``
+that fires on a version with traffic rolls the model back to its stable version by
+publishing an override, the way an operator's Rollback does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+from router.table import OverrideRefused
+from server.monitoring.alerts import (
+    Change,
+    Instance,
+    State,
+    advance,
+    breached,
+    ended,
+    scoped_versions,
+)
+from server.monitoring.notify import Notifier
+from server.monitoring.rules import Action, AlertRule
+from server.monitoring.signals import Reading, Signals
+from server.serving.journal import Journal
+from server.serving.overrides import rollback
+from server.serving.state import ServingState, Snapshot
+from server.telemetry.observe import Observer
+
+log = logging.getLogger("waybill.alerts")
+
+
+class AlertEngine:
+    def __init__(self, state: ServingState, signals: Signals, journal: Journal,
+                 notifier: Notifier, interval_s: float,
+                 before: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._state = state
+        self._signals = signals
+        self._journal = journal
+        self._notifier = notifier
+        self._interval = interval_s
+        self._before = before  # e.g. close idle drift windows
+        self._clock = clock
+        self._instances: dict[tuple[str, str, str], Instance] = {}
+        # (model, rule, version) -> wall time, for alerts the event log says were firing
+        # when the process last stopped: they start firing, so that clearing is reported
+        # as resolved, and a condition still true does not page a second time.
+        self._firing_before: dict[tuple[str, str, str], str] = {}
+        self.evaluations = 0
+        self.transitions: dict[tuple[str, str, str], int] = {}  # (rule, severity, state)
+
+    def seed(self, firing: dict[tuple[str, str, str], str]) -> None:
+        """Alerts firing when the process last stopped (from the event log)."""
+        self._firing_before = dict(firing)
+
+    def register_metrics(self, observer: Observer) -> None:
+        observer.observe_gauge(
+            "waybill.alerts.firing", "{alert}", "1 while an in-process alert rule fires",
+            lambda: [(1 if i.state == State.FIRING else 0,
+                      {"rule": i.rule.name, "model": i.model, "version": i.version,
+                       "severity": i.rule.severity.value}) for i in self.instances()])
+        observer.observe_counter(
+            "waybill.alerts.transitions", "{transition}", "Alert state changes",
+            lambda: [(n, {"rule": r, "severity": sev, "state": st})
+                     for (r, sev, st), n in list(self.transitions.items())])
+
+    def instances(self) -> list[Instance]:
+        return sorted(self._instances.values(), key=lambda i: (i.model, i.rule.name, i.version))
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.evaluate()
+            except Exception:  # one bad evaluation must not end alerting for good
+                log.exception("alert evaluation failed")
+            await asyncio.sleep(self._interval)
+
+    async def evaluate(self) -> list[Change]:
+        snapshot = self._state.current
+        rules = list(self._rules(snapshot))
+        horizon = max((r.window for _, r in rules), default=0.0)
+        # Reading signals touches locks and SQLite: off the event loop.
+        readings = await asyncio.to_thread(self._read, snapshot, rules, horizon)
+        now = self._clock()
+        changes: list[Change] = []
+        rollbacks: list[Instance] = []
+        live: set[tuple[str, str, str]] = set()
+        for key, rule, reading in readings:
+            live.add(key)
+            current = self._instances.get(key)
+            if current is not None and current.rule != rule:  # edited: start again
+                changes.extend(ended(current, now))
+                current = None
+            if current is None:
+                started = self._firing_before.pop(key, None)
+                current = (Instance(rule, key[0], key[2], State.FIRING, now, started)
+                           if started is not None else Instance(rule, key[0], key[2]))
+            nxt, change = advance(current, reading, now)
+            self._instances[key] = nxt
+            if change is not None:
+                changes.append(change)
+            elif (nxt.state == State.FIRING and rule.action == Action.ROLLBACK
+                  and breached(rule, reading)):
+                # Level-triggered: a canary that gets traffic back (an operator cleared
+                # the override, or the rollback was refused) while the rule still fires
+                # is taken out again. _rollback does nothing when it has no traffic.
+                rollbacks.append(nxt)
+        for key in set(self._instances) - live:  # rule or version no longer configured
+            changes.extend(ended(self._instances.pop(key), now))
+        self.evaluations += 1
+        for change in changes:
+            await self._act(change)
+        for instance in rollbacks:
+            await self._rollback(instance)
+        return changes
+
+    @staticmethod
+    def _rules(snapshot: Snapshot) -> Iterator[tuple[str, AlertRule]]:
+        for model, rules in snapshot.alerts.items():
+            for rule in rules:
+                yield model, rule
+
+    def _read(self, snapshot: Snapshot, rules: list[tuple[str, AlertRule]],
+              horizon: float) -> list[tuple[tuple[str, str, str], AlertRule, Reading]]:
+        self._before()
+        self._signals.sample(horizon)
+        out = []
+        for model, rule in rules:
+            routes = snapshot.table.models.get(model)
+            if routes is None:
+                continue
+            for version in scoped_versions(rule, routes):
+                reading = self._signals.read(rule, model, version, routes.default)
+                out.append(((model, rule.name, version), rule, reading))
+        return out
+
+    async def _act(self, change: Change) -> None:
+        instance, rule = change.instance, change.instance.rule
+        key = (rule.name, rule.severity.value, change.state.value)
+        self.transitions[key] = self.transitions.get(key, 0) + 1
+        log_at = logging.WARNING if change.state == State.FIRING else logging.INFO
+        log.log(log_at, "alert %s", change.state.value, extra={"fields": {
+            "rule": rule.name, "model": instance.model, "version": instance.version,
+            "severity": rule.severity.value, "metric": rule.metric.value,
+            "value": instance.value, "threshold": rule.threshold, "op": rule.op,
+            "samples": instance.samples, "from": change.previous.value}})
+        await self._journal.alert(change)
+        self._notifier.notify(change)
+        if change.state == State.FIRING and rule.action == Action.ROLLBACK:
+            await self._rollback(instance)
+
+    async def _rollback(self, instance: Instance) -> None:
+        rule = instance.rule
+        routes = self._state.current.table.models.get(instance.model)
+        if routes is None or instance.version == routes.default:
+            return  # the stable version is where a rollback goes; nothing to take away
+        if routes.effective_weight(instance.version) == 0:
+            return  # no traffic to take away (already rolled back, or never routed)
+        reason = (f"{rule.name}: {rule.metric.value} = {instance.value:.4g} {rule.op} "
+                  f"{rule.threshold:g} over {instance.samples} samples")
+        try:
+            changed, after = rollback(self._state, instance.model, reason,
+                                              actor=f"alert:{rule.name}")
+        except OverrideRefused as err:
+            log.error("rollback refused", extra={"fields": {
+                "rule": rule.name, "model": instance.model, "error": str(err)}})
+            return
+        if changed:
+            await self._journal.rolled_back(instance.model, after, rule=rule.name,
+                                            version=instance.version, value=instance.value)
