@@ -13,6 +13,11 @@ followed by FLAGS (split on spaces), e.g.
     .venv/bin/python bench/ab.py waybill-off waybill-on \\
         'noshadow=waybill-on+--routing /tmp/routing-without-shadow.toml' \\
         'nodrift=waybill-on+--no-drift'
+
+Any configuration can run another commit's code with ``@REF`` (a git ref, extracted with
+``git archive``; one ref per run), e.g. the same configuration before and after a change:
+
+    .venv/bin/python bench/ab.py waybill-on@HEAD~3 waybill-on
 """
 
 from __future__ import annotations
@@ -28,8 +33,18 @@ import benchlib as bl
 from waybill_configs import WAYBILL_CONFIGS, WaybillConfig
 
 
-def derive(spec: str) -> str:
-    """Register NAME=BASE+FLAGS as a configuration; return its name."""
+def derive(spec: str) -> tuple[str, Path]:
+    """Register NAME[=BASE+FLAGS][@REF] as a configuration; its name and source tree."""
+    spec, _, ref = spec.partition("@")
+    name = _derive(spec)
+    if not ref:
+        return name, bl.ROOT
+    at = f"{name}@{ref}"
+    WAYBILL_CONFIGS[at] = WAYBILL_CONFIGS[name]
+    return at, bl.waybill_source(ref)
+
+
+def _derive(spec: str) -> str:
     if "=" not in spec:
         if spec not in WAYBILL_CONFIGS:
             raise SystemExit(f"unknown configuration {spec!r}: {sorted(WAYBILL_CONFIGS)}")
@@ -46,11 +61,12 @@ def derive(spec: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("configs", nargs="+", help="NAME or NAME=BASE+FLAGS")
+    parser.add_argument("configs", nargs="+", help="NAME or NAME=BASE+FLAGS, each maybe @REF")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
-    names = [derive(spec) for spec in args.configs]
+    sources = dict(derive(spec) for spec in args.configs)
+    names = list(sources)
     work = bl.RUN_DIR / "ab"
     payloads = work / "payloads.bin"
     work.mkdir(parents=True, exist_ok=True)
@@ -59,7 +75,7 @@ def main() -> int:
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     try:
         for name in names:
-            servers[name] = bl.start_waybill(name, work / name)
+            servers[name] = bl.start_waybill(name, work / name, sources[name])
         for _ in range(args.rounds):
             for name in names:
                 proc, port = servers[name]

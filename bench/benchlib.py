@@ -411,8 +411,9 @@ def start_waybill(config: str, workdir: Path, src: Path = ROOT,
                   timeout: float = 90.0) -> tuple[Proc, int]:
     """Start one named configuration of `waybill serve`; ready when its port file appears.
 
-    Runs ``python -m server.runtime.cli serve`` from ``src`` (the work tree or a snapshot), so the
-    snapshot's packages win over the editable install.
+    Runs the CLI module (``server.runtime.cli``, ``server.cli`` before server/ had rooms)
+    from ``src`` (the work tree or a snapshot), so the snapshot's packages win over the
+    editable install.
     """
     from waybill_configs import WAYBILL_CONFIGS
 
@@ -422,7 +423,8 @@ def start_waybill(config: str, workdir: Path, src: Path = ROOT,
     args = [a.replace("{workdir}", str(workdir)) for a in spec["args"]]
     for stale in workdir.glob("waybill.db*"):  # each run starts with an empty log
         stale.unlink()
-    cmd = [VENV_PY, "-m", "server.runtime.cli", "serve", "--host", HOST, "--port", "0",
+    cli = "server.runtime.cli" if (src / "server" / "runtime" / "cli.py").exists() else "server.cli"
+    cmd = [VENV_PY, "-m", cli, "serve", "--host", HOST, "--port", "0",
            "--port-file", port_file, "--registry", src / "models", *args]
     env = {"PYTHONPATH": str(src / "clients" / "python")} if src != ROOT else {}
     sink: Proc | None = None

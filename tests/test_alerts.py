@@ -965,3 +965,12 @@ def test_notifier_without_webhook_posts_nothing() -> None:
         notifier.notify(change)
     notifier.close()
     assert (notifier.sent, notifier.failed, notifier.dropped) == (0, 0, 0)
+
+
+def test_every_alert_metric_has_its_own_reader() -> None:
+    from server.monitoring.rules import Metric
+    from server.monitoring.signals import READERS
+
+    assert set(READERS) == set(Metric)
+    # One reader per metric, not one reader standing in for several.
+    assert len(set(READERS.values())) == len(Metric)

@@ -125,8 +125,8 @@ def test_server_refuses_to_start_without_a_servable_version(tmp_path: Path) -> N
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-m", "server.runtime.cli", "serve", "--port", "0", "--registry", str(empty),
-         "--no-routing"],
+        [sys.executable, "-m", "server.runtime.cli", "serve", "--port", "0", "--registry",
+         str(empty), "--no-routing"],
         cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60,
         check=False,
     )

@@ -5,17 +5,8 @@ A line written inside a span carries ``trace_id`` and ``span_id`` (lowercase hex
 W3C ``traceparent``), so it leads to its trace; the RPC access line is written inside the
 call's server span.
 
-The access line has its own writer, :data:`ACCESS`: through ``logging`` it cost about
-50 us in place (a LogRecord, the generic formatter looking up the current span, the
-handler lock and flush), a sixth of a whole Predict. The writer makes the same object from
-what the RPC wrapper already holds and writes it with the handler's stream and lock.
-
-Even so, a line for every successful call costs 15-20 us in place (5-7 % of a Predict)
-and, at thousands of calls a second per core, is mostly noise that the prediction log,
-the metrics and the traces already hold. So by default (``access_log="sampled"``) a call
-gets its line when it failed, when it was slow (``SLOW_CALL_S``), or when its trace is
-recorded (so a sampled trace always has its line, and the line its trace);
-``access_log="all"`` writes one for every call.
+The access line has its own writer (:mod:`server.transport.access_log`), bound here to
+the same handler.
 """
 
 from __future__ import annotations
@@ -23,17 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
 
-_RESERVED = {"ts", "level", "logger", "event", "trace_id", "span_id"}
-ACCESS_LOGGER = "waybill.access"
-# A call at least this long always gets its access line.
-SLOW_CALL_S = 0.25
+from server.transport.access_log import ACCESS, RESERVED
 
 
 def _timestamp(seconds: float) -> str:
@@ -48,7 +35,7 @@ def _entry(ts: float, level: str, logger: str, event: str,
         entry["trace_id"] = format(span.trace_id, "032x")
         entry["span_id"] = format(span.span_id, "016x")
     if fields:
-        entry.update({k: v for k, v in fields.items() if k not in _RESERVED})
+        entry.update({k: v for k, v in fields.items() if k not in RESERVED})
     return entry
 
 
@@ -60,68 +47,6 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
-
-
-class AccessLog:
-    """Writes the ``rpc`` line of each call: the same JSON object the formatter makes.
-
-    Until :func:`configure` binds it to a handler (unit tests, embedding), lines go
-    through the ``waybill.access`` logger like any other.
-    """
-
-    _HEAD = '{"ts": "%s", "level": "info", "logger": "%s", "event": "rpc", '
-
-    def __init__(self) -> None:
-        self._logger = logging.getLogger(ACCESS_LOGGER)
-        self._handler: logging.StreamHandler[Any] | None = None
-        self._every_call = True
-        self._second = -1
-        self._second_text = ""
-
-    def bind(self, handler: logging.StreamHandler[Any] | None, every_call: bool = True) -> None:
-        self._handler = handler
-        self._every_call = every_call
-
-    def _ts(self, now: float) -> str:
-        # The formatter's timestamp, with the date and time part made once a second.
-        second = int(now)
-        if second != self._second:
-            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            self._second = second
-        return f"{self._second_text}.{int((now - second) * 1000):03d}+00:00"
-
-    def write(self, fields: Mapping[str, Any], span: trace.Span | None, *, ok: bool = True,
-              seconds: float = 0.0) -> None:
-        """The line for one call; ``ok`` and ``seconds`` decide it when not every call
-        gets one."""
-        if not (self._every_call or not ok or seconds >= SLOW_CALL_S
-                or (span is not None and span.is_recording())):
-            return
-        logger = self._logger
-        if not logger.isEnabledFor(logging.INFO):
-            return
-        handler = self._handler
-        if handler is None:
-            logger.info("rpc", extra={"fields": fields})
-            return
-        if not _RESERVED.isdisjoint(fields):
-            fields = {k: v for k, v in fields.items() if k not in _RESERVED}
-        head = self._HEAD % (self._ts(time.time()), ACCESS_LOGGER)
-        context = span.get_span_context() if span is not None else None
-        if context is not None and context.is_valid:
-            head += f'"trace_id": "{context.trace_id:032x}", "span_id": "{context.span_id:016x}", '
-        body = json.dumps(fields, default=str)
-        line = head + body[1:] + "\n" if len(body) > 2 else head[:-2] + "}\n"
-        handler.acquire()
-        try:
-            handler.stream.write(line)
-        except Exception:
-            handler.handleError(logging.makeLogRecord({"msg": "rpc", "name": ACCESS_LOGGER}))
-        finally:
-            handler.release()
-
-
-ACCESS = AccessLog()
 
 
 def configure(level: str = "info", access_log: str = "all") -> None:

@@ -266,8 +266,9 @@ class _Carrier(Getter[Metadata]):
 
 
 _GETTER = _Carrier()
-# What start_span hands back to end_span: the context token to detach and the span.
-Started = tuple["contextvars.Token[Context]", trace.Span]
+# What start_span hands back to end_span: the context token to detach (None for a span
+# that was never made current, such as a stream request's) and the span.
+Started = tuple["contextvars.Token[Context] | None", trace.Span]
 
 
 class Observer:
@@ -403,7 +404,8 @@ class Observer:
         try:
             self.close_span(span, call, code, code_value, error)
         finally:
-            otel_context.detach(token)
+            if token is not None:
+                otel_context.detach(token)
 
     def close_span(self, span: trace.Span, call: Call, code: str, code_value: int,
                    error: BaseException | None) -> None:

@@ -23,7 +23,7 @@ from server.serving.reloads import RoutingReloader
 from server.serving.state import ServingState
 from server.storage.store import Accuracy, Event, Store
 from server.telemetry.observe import Observer
-from server.transport.rpc import annotate, handler
+from server.transport.rpc import Edge, annotate, handler
 
 MAX_EVENTS = 1000
 
@@ -116,7 +116,7 @@ def event(item: Event) -> pb.Event:
 
 
 class AdminService(pb_grpc.AdminServiceServicer):
-    service = pb.DESCRIPTOR.services_by_name["AdminService"].full_name  # read by server.transport.rpc
+    SERVICE = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
 
     def __init__(self, state: ServingState, reloader: RoutingReloader | None,
                  shadow: ShadowStats, default_deadline_s: float,
@@ -131,8 +131,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
         self._store = store
         self._alerts = alerts
         self._accuracy_window_s = accuracy_window_s
-        self.default_deadline_s = default_deadline_s  # read by server.transport.rpc.handler
-        self.observer = observer  # read by server.transport.rpc.handler
+        self.edge = Edge(self.SERVICE, default_deadline_s, observer or Observer())
 
     @handler("GetRouting")
     async def GetRouting(

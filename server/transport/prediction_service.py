@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
@@ -17,9 +16,9 @@ from server.serving.errors import BadRequest, Unavailable
 from server.serving.predictor import Predictor
 from server.serving.state import ServingState
 from server.storage.store import InvalidOutcome, Store, UnknownPredictions
-from server.telemetry.observe import Call, Observer, begin_call, current_call
+from server.telemetry.observe import Call, Observer, current_call
 from server.transport import convert
-from server.transport.rpc import annotate, failure, handler, log_call
+from server.transport.rpc import CallRecord, Edge, annotate, handler
 from server.transport.streams import serve_stream
 
 MAX_OUTCOMES = 1000
@@ -30,7 +29,7 @@ SIBLING_FLUSH_S = 0.5
 
 
 class PredictionService(pb_grpc.PredictionServiceServicer):
-    service = pb.DESCRIPTOR.services_by_name["PredictionService"].full_name  # read by server.transport.rpc
+    SERVICE = pb.DESCRIPTOR.services_by_name["PredictionService"].full_name
 
     def __init__(
         self, predictor: Predictor, state: ServingState, default_deadline_s: float,
@@ -43,8 +42,7 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         # another worker answered a moment ago may not be written yet.
         self._siblings = siblings
         self._state = state
-        self.default_deadline_s = default_deadline_s  # read by server.transport.rpc.handler
-        self.observer = observer  # read by server.transport.rpc.handler
+        self.edge = Edge(self.SERVICE, default_deadline_s, observer or Observer())
 
     @handler("Predict")
     async def Predict(
@@ -72,44 +70,33 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
     async def _answer(self, request: pb.PredictRequest, *, metadata: Sequence[tuple[str, str]],
                       stream: Call | None) -> pb.PredictStreamResponse:
         """One stream request, observed like a Predict: metrics, access line, spans."""
-        fields: dict[str, object] = {"method": "PredictStream"}
-        call = begin_call(fields)  # this task's own call scope
-        observer = self.observer
-        span = (observer.child_span(stream, "waybill.stream.request")
-                if observer is not None else None)
+        observer = self.edge.observer
+        record = CallRecord(observer, "PredictStream")  # this task's own call scope
+        call = record.call
+        span = observer.child_span(stream, "waybill.stream.request")
         if span is not None:
             call.span, call.context = span, trace.set_span_in_context(span)
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        failed: Exception | None = None
+            record.span = (None, span)
         try:
-            async with asyncio.timeout(self.default_deadline_s):
+            async with asyncio.timeout(self.edge.default_deadline_s):
                 query = convert.predict_query(request, metadata)
-                fields.update(model=query.model, rows=query.n_rows)
+                call.fields.update(model=query.model, rows=query.n_rows)
                 outcome = await self._predictor.predict(query)
             return pb.PredictStreamResponse(response=convert.predict_response(outcome))
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
-                code = grpc.StatusCode.CANCELLED  # the stream ended under it
+                record.code = grpc.StatusCode.CANCELLED  # the stream ended under it
                 raise
             # Cancelled from below (the executor is stopping): answer, as for any failure.
-            code = grpc.StatusCode.UNAVAILABLE
-            fields["error"] = "server is stopping"
+            record.code = grpc.StatusCode.UNAVAILABLE
+            call.fields["error"] = "server is stopping"
             return pb.PredictStreamResponse(error=pb.PredictError(
-                code=code.value[0], message="server is stopping"))
+                code=record.code.value[0], message="server is stopping"))
         except Exception as error:
-            status = failure(error, "PredictStream")
-            code, failed = status.code, error
-            fields["error"] = status.message
-            return pb.PredictStreamResponse(error=convert.predict_error(status))
+            return pb.PredictStreamResponse(error=convert.predict_error(record.fail(error)))
         finally:
-            elapsed = time.perf_counter() - started
-            log_call(call, code, elapsed, span)
-            if observer is not None:
-                if span is not None:
-                    observer.close_span(span, call, code.name, code.value[0], failed)
-                observer.request_done(call, code.name, elapsed)
+            record.close()
 
     @handler("ListModels")
     async def ListModels(
@@ -159,8 +146,7 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         except InvalidOutcome as err:
             raise BadRequest(err.field, err.rule, err.description) from None
         recorded = [r for r in results if not r.duplicate]
-        if self.observer is not None:
-            self.observer.outcomes_reported((r.model, r.version) for r in recorded)
+        self.edge.observer.outcomes_reported((r.model, r.version) for r in recorded)
         annotate(recorded=len(recorded))
         return pb.ReportOutcomeResponse(recorded=len(recorded),
                                         duplicates=len(results) - len(recorded))
