@@ -12,12 +12,14 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-$(RUNTIME): $(BIN)/python pyproject.toml clients/python/pyproject.toml
-	$(PIP) -e ./clients/python -e .
+# The three local distributions in one pip call, so pip takes waybill-protos (the generated
+# waybill.v1 stubs) and waybill-client (the tests use it) from here, never from an index.
+$(RUNTIME): $(BIN)/python pyproject.toml protos/python/pyproject.toml clients/python/pyproject.toml
+	$(PIP) -e ./protos/python -e ./clients/python -e .
 	touch $@
 
 $(DEV): $(RUNTIME)
-	$(PIP) -e './clients/python' -e '.[dev]'
+	$(PIP) -e ./protos/python -e ./clients/python -e '.[dev]'
 	touch $@
 
 ## serve: start the server on 127.0.0.1:50051 with the committed models
@@ -38,7 +40,7 @@ lint: $(DEV)
 	$(BIN)/python -m mypy
 	$(BIN)/buf lint
 
-## protos: regenerate the committed Python stubs from protos/
+## protos: regenerate the committed Python stubs (protos/python) from protos/
 protos: $(DEV)
 	$(BIN)/python protos/generate.py
 

@@ -426,7 +426,9 @@ def start_waybill(config: str, workdir: Path, src: Path = ROOT,
     cli = "server.runtime.cli" if (src / "server" / "runtime" / "cli.py").exists() else "server.cli"
     cmd = [VENV_PY, "-m", cli, "serve", "--host", HOST, "--port", "0",
            "--port-file", port_file, "--registry", src / "models", *args]
-    env = {"PYTHONPATH": str(src / "clients" / "python")} if src != ROOT else {}
+    # A snapshot's own stubs: protos/python, or clients/python in commits from before it.
+    stubs = [str(src / "protos" / "python"), str(src / "clients" / "python")]
+    env = {"PYTHONPATH": os.pathsep.join(stubs)} if src != ROOT else {}
     sink: Proc | None = None
     if spec.get("otlp"):
         sink, sink_port = start_otlp_sink(workdir)

@@ -1,8 +1,8 @@
-"""Generate the Python gRPC code for protos/ into the client package.
+"""Generate the Python gRPC code for protos/ into the waybill-protos package (protos/python).
 
-The generated modules are committed (callers install the client without protoc);
-tests/test_protos.py regenerates into a temporary directory and fails when the
-committed files differ. Run: python protos/generate.py [OUT_DIR]
+The generated modules are committed (the server and the client install waybill-protos
+without protoc); tests/test_protos.py regenerates into a temporary directory and fails
+when the committed files differ. Run: python protos/generate.py [OUT_DIR]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_OUT = ROOT.parent / "clients" / "python"
+DEFAULT_OUT = ROOT / "python"
 
 
 def proto_files() -> list[Path]:

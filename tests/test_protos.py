@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -10,14 +11,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "protos"))
-import generate  # noqa: E402
+# Loaded by path, not by putting protos/ on sys.path: there protos/waybill (the .proto files)
+# would shadow the installed waybill package as a namespace package, and grpc_tools' import
+# hook would then compile waybill.v1 from the .proto files instead of the committed stubs.
+_spec = importlib.util.spec_from_file_location("generate", ROOT / "protos" / "generate.py")
+assert _spec is not None and _spec.loader is not None
+generate = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(generate)
 
 BUF = shutil.which("buf") or str(Path(sys.executable).parent / "buf")
 
 
 def test_generated_code_is_not_stale(tmp_path: Path) -> None:
-    committed = ROOT / "clients" / "python"
+    committed = ROOT / "protos" / "python"  # the waybill-protos distribution
+    assert committed == generate.DEFAULT_OUT, "`make protos` must write what this test checks"
     for fresh in generate.generate(tmp_path):
         rel = fresh.relative_to(tmp_path)
         assert (committed / rel).read_bytes() == fresh.read_bytes(), (

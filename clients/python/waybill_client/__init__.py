@@ -10,8 +10,9 @@
         # Later, once the parcel arrived:
         client.report_outcomes([(result.predictions[0].prediction_id, "2026-11-30")])
 
-The generated stubs are importable as ``waybill.v1.prediction_pb2`` and
-``waybill.v1.prediction_pb2_grpc``; ``pin()`` and ``routing_key()`` build their metadata.
+The generated stubs (the ``waybill-protos`` dependency) are importable as
+``waybill.v1.prediction_pb2`` and ``waybill.v1.prediction_pb2_grpc``; ``pin()`` and
+``routing_key()`` build their metadata.
 """
 
 from ._convert import (
