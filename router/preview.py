@@ -30,6 +30,16 @@ from router.sticky import Rendezvous
 
 DEFAULT_SAMPLE = 100_000
 
+# Per model, the tables of the file that other owners parse (alert rules): compared as
+# values, never read, so that a change to them alone still shows as a change.
+OtherTables = Mapping[str, Mapping[str, object]]
+Parsed = tuple[RoutingConfig, OtherTables]
+
+
+def parse_routes(text: str, source: str) -> Parsed:
+    """A file that holds only routes."""
+    return parse_routing(text, source), {}
+
 
 @dataclass(frozen=True, slots=True)
 class VersionShare:
@@ -129,7 +139,8 @@ def _notes(name: str, old: ModelConfig | None, new: ModelConfig | None) -> list[
 
 
 def _model_preview(
-    name: str, old: ModelConfig | None, new: ModelConfig | None, keys: list[str]
+    name: str, old: ModelConfig | None, new: ModelConfig | None, keys: list[str],
+    old_tables: Mapping[str, object], new_tables: Mapping[str, object],
 ) -> ModelPreview:
     old_w = dict(_weights(old)) if old else {}
     new_w = dict(_weights(new)) if new else {}
@@ -157,30 +168,38 @@ def _model_preview(
         Movement(s, t, n)
         for (s, t), n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     )
+    edited = sorted(k for k in old_tables.keys() | new_tables.keys()
+                    if old is not None and new is not None
+                    and old_tables.get(k) != new_tables.get(k))
     if old is None:
         status = "added"
     elif new is None:
         status = "removed"
     else:
-        status = "unchanged" if old == new else "changed"
+        status = "unchanged" if old == new and not edited else "changed"
     return ModelPreview(
         model=name, status=status, shares=shares, sampled_keys=sampled,
         moved_keys=sum(counts.values()), ideal_fraction=ideal, movements=movements,
-        old_shadow=_shadow(old), new_shadow=_shadow(new), notes=tuple(_notes(name, old, new)),
+        old_shadow=_shadow(old), new_shadow=_shadow(new),
+        notes=(*_notes(name, old, new), *(f"`{key}` changed" for key in edited)),
     )
 
 
 def preview(
-    old: RoutingConfig | None, new: RoutingConfig, keys: int = DEFAULT_SAMPLE
+    old: RoutingConfig | None, new: RoutingConfig, keys: int = DEFAULT_SAMPLE,
+    old_tables: OtherTables | None = None, new_tables: OtherTables | None = None,
 ) -> Preview:
-    """Compare ``new`` with ``old`` (None: a new file) over ``keys`` sampled routing keys."""
+    """Compare ``new`` with ``old`` (None: a new file) over ``keys`` sampled routing keys;
+    ``*_tables`` are the other owners' tables of each file, per model."""
     if keys < 1:
         raise ValueError(f"keys must be at least 1, not {keys}")
     sample = sample_keys(keys)
     old_models: Mapping[str, ModelConfig] = old.models if old is not None else {}
     names = sorted(old_models.keys() | new.models.keys())
     return Preview(
-        tuple(_model_preview(n, old_models.get(n), new.models.get(n), sample) for n in names),
+        tuple(_model_preview(n, old_models.get(n), new.models.get(n), sample,
+                             (old_tables or {}).get(n, {}), (new_tables or {}).get(n, {}))
+              for n in names),
         keys,
     )
 
@@ -262,7 +281,7 @@ def check_report(
     old_source: str | None = None,
     failed: Mapping[str, Mapping[str, str]] | None = None,
     keys: int = DEFAULT_SAMPLE,
-    parse: Callable[[str, str], RoutingConfig] = parse_routing,
+    parse: Callable[[str, str], Parsed] = parse_routes,
 ) -> tuple[bool, str]:
     """Validate ``new_text`` against the registry and preview it against ``old_text``.
 
@@ -271,11 +290,12 @@ def check_report(
     means there is nothing to compare with (a new file). Returns ``(ok, report)``;
     ``ok`` is False when the new config does not parse or names unusable versions.
     A previous config that does not parse is reported and treated as absent. ``parse``
-    reads a file's routes (the server's reads its alert rules too, and checks them).
+    reads a file: its routes and the other owners' tables (the server's reads and checks
+    the alert rules too).
     """
     lines = [f"### waybill routing check: {new_source}", ""]
     try:
-        new = parse(new_text, new_source)
+        new, new_tables = parse(new_text, new_source)
     except RoutingConfigError as err:
         lines.append(f"Result: **invalid**, {len(err.problems)} problem"
                      f"{'s' if len(err.problems) != 1 else ''}:")
@@ -290,15 +310,16 @@ def check_report(
     else:
         lines.append(f"Result: **valid** (sha256 {digest})")
     old: RoutingConfig | None = None
+    old_tables: OtherTables = {}
     label = old_source or "the previous config"
     if old_text is None:
         lines += ["", "Compared with: nothing (a new routing file)"]
     else:
         try:
-            old = parse(old_text, label)
+            old, old_tables = parse(old_text, label)
             lines += ["", f"Compared with: {label}"]
         except RoutingConfigError as err:
             lines += ["", f"Compared with: nothing; {label} does not parse "
                           f"({len(err.problems)} problems), so every share is shown as new"]
-    lines += ["", render(preview(old, new, keys))]
+    lines += ["", render(preview(old, new, keys, old_tables, new_tables))]
     return not problems, "\n".join(lines).rstrip() + "\n"

@@ -22,7 +22,7 @@ from router.config import (
     parse_routing,
     version_fields,
 )
-from server.serving.routing_file import load_routing_file, parse_routing_file
+from server.serving.routing_file import parse_routing_file
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = {"delivery_eta": ["1.0.0", "1.1.0", "1.2.0"]}
@@ -212,7 +212,7 @@ def test_alert_rules_parse_with_defaults_and_durations() -> None:
                        'severity = "critical"\naction = "rollback"\n'
                        + ALERT.replace("canary-mae", "drift").replace("mae_ratio", "feature_psi")
                        + 'feature = "zip_code"\n')
-    rules = parse_routing_file(text).rules("delivery_eta")
+    rules = parse_routing_file(text).alerts["delivery_eta"]
     assert [r.name for r in rules] == ["canary-mae", "drift"]
     first, second = rules
     assert (first.scope, first.for_s, first.window, first.severity, first.action) == (
@@ -260,7 +260,7 @@ def test_the_router_alone_knows_nothing_of_alert_rules() -> None:
         "shadow)",)
     whole = parse_routing_file(text)
     assert whole.config == parse_routing(config_text(extra=""))
-    assert [r.name for r in whole.rules("delivery_eta")] == ["canary-mae"]
+    assert [r.name for r in whole.alerts["delivery_eta"]] == ["canary-mae"]
 
 
 def test_route_and_rule_problems_are_listed_together() -> None:
@@ -270,6 +270,32 @@ def test_route_and_rule_problems_are_listed_together() -> None:
         "models.delivery_eta.routes[*].weight = 90: weights must sum to 100",
         "models.delivery_eta.alerts[0].min_samples = 0: must be at least 1: a rule never "
         "judges on no data")
+
+
+def test_one_models_bad_routes_hide_no_other_models_rule_problems() -> None:
+    text = (config_text(routes='{ version = "1.1.0", weight = 90 },', model="a")
+            + config_text(head="", extra=ALERT.replace("delivery_eta", "b") + 'scope = "beta"',
+                          model="b"))
+    assert problems_of(text) == (
+        "models.a.routes[*].weight = 90: weights must sum to 100",
+        'models.b.alerts[0].scope = "beta": is not a label of this model (labels: canary, '
+        "stable)")
+
+
+def test_a_change_to_alert_rules_alone_shows_in_the_routing_check() -> None:
+    from router.preview import check_report
+
+    old = config_text(extra=ALERT)
+    new = config_text(extra=ALERT.replace("1.25", "1.5"))
+    ok, report = check_report(new, "new.toml", old, REGISTRY,
+                              parse=lambda text, source: parse_routing_file(text,
+                                                                            source).parsed())
+    assert ok
+    assert "delivery_eta: changed" in report and "`alerts` changed" in report
+    ok, report = check_report(old, "new.toml", old, REGISTRY,
+                              parse=lambda text, source: parse_routing_file(text,
+                                                                            source).parsed())
+    assert "delivery_eta: unchanged" in report and "`alerts` changed" not in report
 
 
 def test_alert_rule_names_are_unique_and_operators_known() -> None:
@@ -401,7 +427,7 @@ def test_version_fields_lists_every_path() -> None:
 
 
 def test_committed_routing_file_is_valid_for_the_demo_registry() -> None:
-    config = load_routing_file(ROOT / "deploy" / "routing.toml").config
+    config = parse_routing_file((ROOT / "deploy" / "routing.toml").read_text()).config
     assert isinstance(config, RoutingConfig)
     assert check_against_registry(config, {"delivery_eta": ["1.0.0", "1.1.0"]}) == []
     model = config.models["delivery_eta"]
@@ -413,7 +439,7 @@ def test_committed_routing_file_matches_the_committed_registry() -> None:
     registry = ROOT / "models"
     available = {
         name: [p.name for p in (registry / name).iterdir() if (p / "model.json").is_file()]
-        for name in load_routing_file(ROOT / "deploy" / "routing.toml").config.models
+        for name in parse_routing_file((ROOT / "deploy" / "routing.toml").read_text()).config.models
     }
-    config = load_routing_file(ROOT / "deploy" / "routing.toml").config
+    config = parse_routing_file((ROOT / "deploy" / "routing.toml").read_text()).config
     assert check_against_registry(config, available) == []

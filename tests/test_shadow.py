@@ -14,6 +14,7 @@ import pytest
 
 from models.loaded import LoadedVersion
 from models.validation import rows_to_columns
+from server.monitoring.shadow_stats import ShadowStats
 from server.serving.catalog import VersionCatalog
 from server.serving.shadow import ShadowScorer
 
@@ -54,7 +55,7 @@ def test_sampled_requests_are_scored_in_one_call_and_compared_one_by_one(
     alone = [shadow.score(shadow.validate(r, known).matrix) for r in requests]
 
     async def run() -> ShadowScorer:
-        scorer = ShadowScorer(executor, queue_size=16)
+        scorer = ShadowScorer(executor, queue_size=16, stats=ShadowStats())
         scorer.start()
         for request, answer in zip(requests, answers, strict=True):
             assert scorer.offer("delivery_eta", shadow, rows_to_columns(request), known,
@@ -85,7 +86,7 @@ def test_a_request_the_shadow_refuses_does_not_spoil_the_others(
     answer = served.score(served.validate(good, known).matrix)
 
     async def run() -> ShadowScorer:
-        scorer = ShadowScorer(executor, queue_size=16)
+        scorer = ShadowScorer(executor, queue_size=16, stats=ShadowStats())
         scorer.start()
         scorer.offer("delivery_eta", shadow, rows_to_columns(good), known, answer)
         scorer.offer("delivery_eta", shadow, rows_to_columns(bad), known, answer)

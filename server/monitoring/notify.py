@@ -5,7 +5,7 @@ already receives Alertmanager notifications (a chat bridge, PagerDuty's
 integration, a paging router) can receive Waybill's in-process alerts as well.
 Posts happen on one background thread with a bounded queue: a slow or dead
 receiver costs dropped notifications (counted and logged), never a stalled
-evaluation. The log line and the metrics are the engine's (server/monitoring/alerts.py).
+evaluation. The log line and the metrics are the engine's (server/serving/alerting.py).
 """
 
 from __future__ import annotations

@@ -36,7 +36,6 @@ from router.config import (
     STABLE_LABEL,
     Frozen,
     ModelConfig,
-    RoutingConfig,
     describe,
     rule_error,
     show,
@@ -192,12 +191,12 @@ _RULES: TypeAdapter[tuple[AlertRule, ...]] = TypeAdapter(tuple[AlertRule, ...])
 _RULE_KEYS = tuple(f.alias or name for name, f in AlertRule.model_fields.items())
 
 
-def check_rules(tables: Mapping[str, Any], config: RoutingConfig | None,
+def check_rules(tables: Mapping[str, Any], models: Mapping[str, ModelConfig],
                 ) -> tuple[dict[str, tuple[AlertRule, ...]], list[str]]:
     """Each model's ``alerts`` array (model -> raw value) as rules, and every problem.
 
-    ``config`` is the file's routes, None when they have problems of their own: then each
-    rule is checked by itself, not against labels and versions that may be wrong.
+    ``models`` are the models whose routes are valid: a rule of another model is checked
+    by itself, not against labels and versions that may be wrong.
     """
     rules: dict[str, tuple[AlertRule, ...]] = {}
     problems: list[str] = []
@@ -208,7 +207,7 @@ def check_rules(tables: Mapping[str, Any], config: RoutingConfig | None,
         except ValidationError as err:
             problems.extend(describe(e, prefix, _RULE_KEYS) for e in err.errors(include_url=False))
             continue
-        model = config.models.get(name) if config is not None else None
+        model = models.get(name)
         if model is not None:
             problems.extend(_against_routes(name, parsed, model))
         rules[name] = parsed

@@ -51,8 +51,6 @@ class ShadowTally:
             self.counts[bisect.bisect_right(DIFF_BOUNDS, float(value))] += 1
 
 
-
-
 class ShadowStats:
     """Tallies per (model, shadow version), under one short lock."""
 

@@ -142,8 +142,8 @@ class WaybillServer:
         self.telemetry.histograms.add(self.observer.histograms)
         self._executor = ThreadPoolExecutor(settings.predict_threads, "waybill-predict")
         self.shadow_stats = ShadowStats()
-        self.shadow = ShadowScorer(self._executor, settings.shadow_queue, self.observer.tracer,
-                                   self.shadow_stats)
+        self.shadow = ShadowScorer(self._executor, settings.shadow_queue, self.shadow_stats,
+                                   self.observer.tracer)
         self.drift: DriftBook | None = None
         if settings.drift_enabled:
             self.drift = DriftBook(DriftSettings(

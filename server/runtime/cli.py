@@ -115,11 +115,11 @@ def _routing_check(args: argparse.Namespace) -> int:
     from models.loaded import LoadedVersion
     from models.registry import check_files, discover, version_path
     from router.config import RoutingConfig, RoutingConfigError, version_fields
-    from router.preview import check_report
+    from router.preview import Parsed, check_report
     from server.serving.routing_file import parse_routing_file
 
-    def parse(text: str, source: str) -> RoutingConfig:
-        return parse_routing_file(text, source).config
+    def parse(text: str, source: str) -> Parsed:
+        return parse_routing_file(text, source).parsed()
 
     try:
         new_text = args.file.read_text(encoding="utf-8")
@@ -138,7 +138,7 @@ def _routing_check(args: argparse.Namespace) -> int:
     available = {name: [ref.version for ref in refs] for name, refs in found.items()}
     failed: dict[str, dict[str, str]] = {}
     try:
-        config: RoutingConfig | None = parse(new_text, str(args.file))
+        config: RoutingConfig | None = parse_routing_file(new_text, str(args.file)).config
     except RoutingConfigError:
         config = None  # check_report explains the problems
     if config is not None:

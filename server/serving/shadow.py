@@ -40,11 +40,11 @@ class _Job:
 
 class ShadowScorer:
     def __init__(self, executor: Executor, queue_size: int,
-                 tracer: trace.Tracer | None = None, stats: ShadowStats | None = None) -> None:
+                 stats: ShadowStats, tracer: trace.Tracer | None = None) -> None:
         self._executor = executor
         self._tracer = tracer
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
-        self.stats = stats or ShadowStats()
+        self.stats = stats
         self._task: asyncio.Task[None] | None = None
 
     def offer(self, model: str, shadow: LoadedVersion, rows: Columns,

@@ -34,8 +34,8 @@ SLOW_CALL_S = 0.25
 class AccessLog:
     """Writes the ``rpc`` line of each call: the same JSON object the formatter makes.
 
-    Until :func:`configure` binds it to a handler (unit tests, embedding), lines go
-    through the ``waybill.access`` logger like any other.
+    Until :func:`server.runtime.logs.configure` binds it to a handler (unit tests,
+    embedding), lines go through the ``waybill.access`` logger like any other.
     """
 
     _HEAD = '{"ts": "%s", "level": "info", "logger": "%s", "event": "rpc", '
@@ -88,9 +88,6 @@ class AccessLog:
             handler.handleError(logging.makeLogRecord({"msg": "rpc", "name": ACCESS_LOGGER}))
         finally:
             handler.release()
-
-
-ACCESS = AccessLog()
 
 
 ACCESS = AccessLog()
