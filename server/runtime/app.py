@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from waybill.v1 import admin_pb2, admin_pb2_grpc, prediction_pb2, prediction_pb2_grpc
+from waybill.v1 import admin_pb2, prediction_pb2
 
 from models.loaded import LoadedVersion
 from models.registry import discover
@@ -42,7 +42,7 @@ from server.telemetry.observe import Instrumented, Observer, observe_process
 from server.transport.admin_service import AdminService
 from server.transport.auth import BearerToken, server_credentials
 from server.transport.prediction_service import PredictionService
-from server.transport.rpc import start_draining
+from server.transport.rpc import add_service, start_draining
 
 log = logging.getLogger("waybill.server")
 
@@ -175,11 +175,9 @@ class WaybillServer:
             observer=self.observer, drift=self.drift, store=self.store,
         )
         self._register_metrics(predictor)
-        prediction_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(predictor, self.state, settings.default_deadline_s, self.observer,
-                              self.store, siblings=settings.reuse_port),
-            self._server,
-        )
+        add_service(self._server, PredictionService(
+            predictor, self.state, settings.default_deadline_s, self.observer, self.store,
+            siblings=settings.reuse_port))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (PREDICTION_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
@@ -188,12 +186,10 @@ class WaybillServer:
         token = settings.admin_token
         interceptors = [BearerToken(token.get_secret_value())] if token else []
         self._admin = grpc.aio.server(options=options, interceptors=interceptors)
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminService(self.state, self.reloader, self.shadow_stats, settings.default_deadline_s,
-                         self.observer, journal=self.journal, drift=self.drift, store=self.store,
-                         alerts=self.alerts, accuracy_window_s=settings.accuracy_window_s),
-            self._admin,
-        )
+        add_service(self._admin, AdminService(
+            self.state, self.reloader, self.shadow_stats, settings.default_deadline_s,
+            self.observer, journal=self.journal, drift=self.drift, store=self.store,
+            alerts=self.alerts, accuracy_window_s=settings.accuracy_window_s))
         reflection.enable_server_reflection((ADMIN_SERVICE, reflection.SERVICE_NAME), self._admin)
 
     def _register_metrics(self, predictor: Predictor) -> None:

@@ -17,5 +17,15 @@ class Unavailable(Exception):
     """Not now, maybe elsewhere: not ready, draining, or a part the call needs is off."""
 
 
+class MalformedMessage(Exception):
+    """A message that does not decode as what its method reads (the caller's error).
+
+    The message names the expected type only: the decoder's own text is about bytes the
+    caller sent and says nothing a caller can act on."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__(f"malformed message: not a {expected}")
+
+
 class Overloaded(Exception):
     """Shed at once rather than queued without bound; the caller may retry later."""

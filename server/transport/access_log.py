@@ -29,6 +29,9 @@ RESERVED = frozenset({"ts", "level", "logger", "event", "trace_id", "span_id"})
 ACCESS_LOGGER = "waybill.access"
 # A call at least this long always gets its access line.
 SLOW_CALL_S = 0.25
+# Lines for calls whose bytes did not even decode: a flood of junk costs the log at most
+# this many a second (a burst of twice that), however many arrive; the metrics count all.
+JUNK_LINES_PER_S = 10.0
 
 
 class AccessLog:
@@ -46,10 +49,26 @@ class AccessLog:
         self._every_call = True
         self._second = -1
         self._second_text = ""
+        self._junk_tokens = 2 * JUNK_LINES_PER_S
+        self._junk_at = time.monotonic()
+        self._junk_suppressed = 0
 
     def bind(self, handler: logging.StreamHandler[Any] | None, every_call: bool = True) -> None:
         self._handler = handler
         self._every_call = every_call
+
+    def _junk_admit(self) -> int | None:
+        """None to leave this line out; otherwise how many were left out before it."""
+        now = time.monotonic()
+        self._junk_tokens = min(2 * JUNK_LINES_PER_S,
+                                self._junk_tokens + (now - self._junk_at) * JUNK_LINES_PER_S)
+        self._junk_at = now
+        if self._junk_tokens < 1:
+            self._junk_suppressed += 1
+            return None
+        self._junk_tokens -= 1
+        suppressed, self._junk_suppressed = self._junk_suppressed, 0
+        return suppressed
 
     def _ts(self, now: float) -> str:
         # The formatter's timestamp, with the date and time part made once a second.
@@ -60,12 +79,19 @@ class AccessLog:
         return f"{self._second_text}.{int((now - second) * 1000):03d}+00:00"
 
     def write(self, fields: Mapping[str, Any], span: trace.Span | None, *, ok: bool = True,
-              seconds: float = 0.0) -> None:
+              seconds: float = 0.0, junk: bool = False) -> None:
         """The line for one call; ``ok`` and ``seconds`` decide it when not every call
-        gets one."""
+        gets one. ``junk`` lines (a message that did not decode) are rate-limited: the
+        next one written says how many were left out."""
         if not (self._every_call or not ok or seconds >= SLOW_CALL_S
                 or (span is not None and span.is_recording())):
             return
+        if junk:
+            suppressed = self._junk_admit()
+            if suppressed is None:
+                return
+            if suppressed:
+                fields = {**fields, "suppressed": suppressed}
         logger = self._logger
         if not logger.isEnabledFor(logging.INFO):
             return

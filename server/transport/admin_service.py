@@ -116,7 +116,7 @@ def event(item: Event) -> pb.Event:
 
 
 class AdminService(pb_grpc.AdminServiceServicer):
-    SERVICE = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
+    NAME = "AdminService"
 
     def __init__(self, state: ServingState, reloader: RoutingReloader | None,
                  shadow: ShadowStats, default_deadline_s: float,
@@ -131,7 +131,8 @@ class AdminService(pb_grpc.AdminServiceServicer):
         self._store = store
         self._alerts = alerts
         self._accuracy_window_s = accuracy_window_s
-        self.edge = Edge(self.SERVICE, default_deadline_s, observer or Observer())
+        self.edge = Edge(pb.DESCRIPTOR.services_by_name[self.NAME], default_deadline_s,
+                         observer)
 
     @handler("GetRouting")
     async def GetRouting(

@@ -29,7 +29,7 @@ SIBLING_FLUSH_S = 0.5
 
 
 class PredictionService(pb_grpc.PredictionServiceServicer):
-    SERVICE = pb.DESCRIPTOR.services_by_name["PredictionService"].full_name
+    NAME = "PredictionService"
 
     def __init__(
         self, predictor: Predictor, state: ServingState, default_deadline_s: float,
@@ -42,7 +42,8 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         # another worker answered a moment ago may not be written yet.
         self._siblings = siblings
         self._state = state
-        self.edge = Edge(self.SERVICE, default_deadline_s, observer or Observer())
+        self.edge = Edge(pb.DESCRIPTOR.services_by_name[self.NAME], default_deadline_s,
+                         observer)
 
     @handler("Predict")
     async def Predict(

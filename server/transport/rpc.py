@@ -15,13 +15,15 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError
 
-from server.serving.errors import Unavailable
+from server.serving.errors import MalformedMessage, Unavailable
 from server.telemetry.observe import (
     UNKNOWN,
     Call,
@@ -38,13 +40,63 @@ log = logging.getLogger(ACCESS_LOGGER)
 errors_log = logging.getLogger("waybill.errors")
 
 
-@dataclass(frozen=True, slots=True)
 class Edge:
-    """What every call of one gRPC service needs from the process."""
+    """What every call of one gRPC service needs from the process: the service (its name
+    and how to decode each method's requests), the default deadline, the observer."""
 
-    service: str  # the full gRPC service name, e.g. waybill.v1.PredictionService
-    default_deadline_s: float  # for callers that send none
-    observer: Observer = field(default_factory=Observer)
+    __slots__ = ("_decoders", "default_deadline_s", "descriptor", "observer", "service")
+
+    def __init__(self, service: ServiceDescriptor, default_deadline_s: float,
+                 observer: Observer | None = None) -> None:
+        self.descriptor = service
+        self.service = service.full_name  # e.g. waybill.v1.PredictionService
+        self.default_deadline_s = default_deadline_s  # for callers that send none
+        self.observer = observer or Observer()
+        self._decoders: dict[str, Callable[[bytes], Any]] = {
+            m.name: message_factory.GetMessageClass(m.input_type).FromString
+            for m in service.methods}
+
+    def decode(self, method: str, raw: bytes) -> Any:
+        """A request as its method reads it; DecodeError (INVALID_ARGUMENT) when it is not."""
+        try:
+            return self._decoders[method](raw)
+        except DecodeError:
+            raise MalformedMessage(self.descriptor.methods_by_name[method].input_type
+                                   .full_name) from None
+
+    async def decode_stream(self, method: str, raw: AsyncIterator[bytes],
+                            ) -> AsyncIterator[Any]:
+        decode = self._decoders[method]
+        async for message in raw:
+            try:
+                yield decode(message)
+            except DecodeError:
+                raise MalformedMessage(self.descriptor.methods_by_name[method].input_type
+                                       .full_name) from None
+
+
+def add_service(server: grpc.aio.Server, servicer: Servicer) -> None:
+    """Register every method of the servicer's service with its requests handed over as
+    bytes: the edge decodes them (:meth:`Edge.decode`), so a message that does not decode
+    is the caller's INVALID_ARGUMENT, counted under its method, not gRPC's UNKNOWN with a
+    traceback in the log."""
+    service = servicer.edge.descriptor
+    handlers = {}
+    for method in service.methods:
+        answer = message_factory.GetMessageClass(method.output_type).SerializeToString
+        make = _HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make(getattr(servicer, method.name),
+                                     request_deserializer=None, response_serializer=answer)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+_HANDLER_KINDS = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
 
 
 class Servicer(Protocol):
@@ -58,6 +110,8 @@ S = TypeVar("S", bound=Servicer)
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Handler = Callable[[S, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+# What gRPC calls: the request still as bytes (or a stream of bytes).
+Raw = Callable[[S, Any, grpc.aio.ServicerContext], Awaitable[Resp]]
 
 
 # Set once on SIGTERM: calls that still reach a handler are refused with UNAVAILABLE
@@ -131,7 +185,8 @@ class CallRecord:
         fields["code"] = code.name
         fields["duration_ms"] = round(elapsed * 1000, 3)
         span = self.span[1] if self.span is not None else None
-        ACCESS.write(fields, span, ok=code is grpc.StatusCode.OK, seconds=elapsed)
+        ACCESS.write(fields, span, ok=code is grpc.StatusCode.OK, seconds=elapsed,
+                     junk=isinstance(self.error, MalformedMessage))
         observer = self.observer
         observer.end_span(self.span, call, code.name, code.value[0], self.error)
         if self.rpc is not None:
@@ -154,7 +209,7 @@ def annotate(**fields: Any) -> None:
 
 
 def handler(method: str, *, streaming: bool = False,
-            ) -> Callable[[Handler[S, Req, Resp]], Handler[S, Req, Resp]]:
+            ) -> Callable[[Handler[S, Req, Resp]], Raw[S, Resp]]:
     """Wrap a servicer method: default deadline, server span, map any exception to its
     status, log once, record the call's duration and outcome.
 
@@ -162,9 +217,9 @@ def handler(method: str, *, streaming: bool = False,
     its messages get one each, see PredictionService.PredictStream).
     """
 
-    def wrap(func: Handler[S, Req, Resp]) -> Handler[S, Req, Resp]:
+    def wrap(func: Handler[S, Req, Resp]) -> Raw[S, Resp]:
         @functools.wraps(func)
-        async def run(self: S, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        async def run(self: S, raw: Any, context: grpc.aio.ServicerContext) -> Resp:
             edge = self.edge
             observer = edge.observer
             rpc = observer.rpc_method(edge.service, method)
@@ -180,6 +235,8 @@ def handler(method: str, *, streaming: bool = False,
             try:
                 if draining():
                     raise Unavailable("server is draining; retry on another replica")
+                request: Any = (edge.decode_stream(method, raw) if streaming
+                                else edge.decode(method, raw))
                 async with asyncio.timeout(budget):
                     return await func(self, request, context)
             except asyncio.CancelledError:

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 
 import grpc
 from google.protobuf import any_pb2
-from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from models.validation import ValidationFailed, Violation
 from router.table import OverrideRefused, RoutingError
-from server.serving.errors import Overloaded, Unavailable
+from server.serving.errors import MalformedMessage, Overloaded, Unavailable
 from server.serving.reloads import ConfigRejected
 from server.storage.store import ConflictingOutcomes, UnknownPredictions
 
@@ -62,8 +61,8 @@ STATUS_TABLE: Sequence[tuple[type[BaseException],
     (OverrideRefused, Code.FAILED_PRECONDITION, _said),
     (Unavailable, Code.UNAVAILABLE, lambda e: str(e) or "server is not ready"),
     (Overloaded, Code.RESOURCE_EXHAUSTED, lambda e: str(e) or "server is overloaded"),
-    # A stream message that is not what the method reads.
-    (DecodeError, Code.INVALID_ARGUMENT, lambda e: f"malformed message: {e}"),
+    # A message that is not what the method reads.
+    (MalformedMessage, Code.INVALID_ARGUMENT, _said),
     (TimeoutError, Code.DEADLINE_EXCEEDED, lambda e: "deadline exceeded"),
 )
 
