@@ -99,9 +99,9 @@ def test_a_stream_message_that_does_not_decode_ends_the_stream_invalid_argument(
 
 
 def test_the_admin_port_refuses_junk_the_same_way(hardened: ServerProcess) -> None:
-    with grpc.insecure_channel(hardened.admin_target) as channel:
-        with pytest.raises(grpc.RpcError) as caught:
-            channel.unary_unary(LIST_EVENTS)(b"\xff\xff", timeout=5)
+    with (grpc.insecure_channel(hardened.admin_target) as channel,
+          pytest.raises(grpc.RpcError) as caught):
+        channel.unary_unary(LIST_EVENTS)(b"\xff\xff", timeout=5)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
