@@ -83,6 +83,7 @@ async def _drive(spec: dict[str, Any], calls: list[Any], payloads: list[bytes],
                  duration_ns: int, latencies: array[int], errors: Counter[str],
                  state: dict[str, Any], marks: dict[str, float]) -> dict[str, Any]:
     rotation = [0]
+    error_latencies: dict[str, array[int]] = {}  # how long each kind of failure took
     start = clock()
     t_meas, t_end = start + warmup_ns, start + warmup_ns + duration_ns
 
@@ -109,6 +110,7 @@ async def _drive(spec: dict[str, Any], calls: list[Any], payloads: list[bytes],
                 latencies.append(clock() - t0)
             else:
                 errors[code] += 1
+                error_latencies.setdefault(code, array("q")).append(clock() - t0)
 
     sampler = asyncio.ensure_future(sample())
     if spec["mode"] == "stream":
@@ -192,6 +194,10 @@ async def _drive(spec: dict[str, Any], calls: list[Any], payloads: list[bytes],
         / window_s,
         "steal_frac": (marks["steal1"] - marks["steal0"]) / window_s,
         **bl.latency_summary(latencies),
+        "error_latency_ms": {
+            code: {"p50": bl.percentile(sorted(v), 0.5) / 1e6,
+                   "p99": bl.percentile(sorted(v), 0.99) / 1e6}
+            for code, v in error_latencies.items()},
     }
     if late:
         result["send_lag_p99_ms"] = bl.percentile(late, 0.99) / 1e6

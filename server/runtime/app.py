@@ -43,6 +43,7 @@ from server.transport.admin_service import AdminService
 from server.transport.auth import BearerToken, server_credentials
 from server.transport.prediction_service import PredictionService
 from server.transport.rpc import add_service, start_draining
+from server.transport.streams import StreamBudget
 
 log = logging.getLogger("waybill.server")
 
@@ -94,6 +95,13 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
         # in flight get 30 s more) makes every client reconnect through the balancer.
         ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
         ("grpc.max_connection_age_grace_ms", 30_000),
+        # Past this many calls at once on one connection, gRPC refuses the next at once
+        # (REFUSED_STREAM, which callers see as UNAVAILABLE and may retry): a flood from
+        # one client never reaches the event loop.
+        ("grpc.max_concurrent_streams", settings.max_calls_per_connection),
+        # No window growth past the 64 KiB default: what a stream sends ahead of the
+        # server's reading is held by gRPC, and with growing windows 200 streams held 1 GB.
+        ("grpc.http2.bdp_probe", 0),
     ]
 
 
@@ -177,7 +185,8 @@ class WaybillServer:
         self._register_metrics(predictor)
         add_service(self._server, PredictionService(
             predictor, self.state, settings.default_deadline_s, self.observer, self.store,
-            siblings=settings.reuse_port))
+            siblings=settings.reuse_port,
+            streams=StreamBudget(settings.max_streams, settings.stream_rows)))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (PREDICTION_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server

@@ -24,6 +24,8 @@ def _serve(args: argparse.Namespace) -> int:
         "routing": args.routing, "routing_poll_s": args.routing_poll,
         "shadow_queue": args.shadow_queue, "batch_delay_us": args.batch_delay_us,
         "batch_max_rows": args.batch_max_rows, "max_inflight": args.max_inflight,
+        "max_streams": args.max_streams, "stream_rows": args.stream_rows,
+        "max_calls_per_connection": args.max_calls_per_connection,
         "admin_host": args.admin_host, "admin_port": args.admin_port,
         "metrics_port": args.metrics_port, "metrics_enabled": False if args.no_metrics else None,
         "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
@@ -187,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--batch-max-rows", type=int, help="rows per batch at most (default 256)")
     serve.add_argument("--max-inflight", type=int,
                        help="predictions in flight at most, then RESOURCE_EXHAUSTED (default 1024)")
+    serve.add_argument("--max-streams", type=int,
+                       help="PredictStream calls open at once, then RESOURCE_EXHAUSTED "
+                            "(default 64)")
+    serve.add_argument("--stream-rows", type=int,
+                       help="rows read and not yet answered across all streams; beyond, "
+                            "streams wait (default 4096)")
+    serve.add_argument("--max-calls-per-connection", type=int,
+                       help="concurrent calls on one HTTP/2 connection; gRPC refuses more "
+                            "(default 100)")
     serve.add_argument("--shadow-queue", type=int,
                        help="shadow requests waiting at most; more are dropped (default 64)")
     serve.add_argument("--admin-host", help="admin address (default 127.0.0.1)")

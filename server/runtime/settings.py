@@ -53,8 +53,15 @@ class Settings(BaseModel):
     # others (0 = no batching) and share one CatBoost call of at most batch_max_rows.
     batch_delay_us: Annotated[int, Field(ge=0, le=100_000)] = 3_000
     batch_max_rows: Annotated[int, Field(ge=1, le=100_000)] = 256
-    # Predictions in flight at most; beyond, RESOURCE_EXHAUSTED at once.
+    # Predictions in flight at most; beyond, RESOURCE_EXHAUSTED at once (so is a prediction
+    # that the ones in flight would keep past its deadline: server/serving/admission.py).
     max_inflight: Annotated[int, Field(ge=1, le=1_000_000)] = 1_024
+    # Memory bounds for streams: PredictStream calls open at once (more: RESOURCE_EXHAUSTED),
+    # rows read and not yet answered across all of them (beyond, streams stop reading), and
+    # concurrent calls per HTTP/2 connection (more are refused by gRPC, UNAVAILABLE).
+    max_streams: Annotated[int, Field(ge=1, le=100_000)] = 64
+    stream_rows: Annotated[int, Field(ge=1, le=10_000_000)] = 4_096
+    max_calls_per_connection: Annotated[int, Field(ge=1, le=100_000)] = 100
     log_level: Annotated[str, Field(pattern=r"^(debug|info|warning|error)$")] = "info"
     # The per-call "rpc" line: "all" calls, or "sampled": failed and slow calls and those
     # whose trace is recorded (the prediction log, metrics and traces cover the rest).

@@ -24,8 +24,9 @@ from models.loaded import LoadedVersion, Scored, delivery_dates, promised_days
 from models.validation import Columns, ValidatedRows, ValidationFailed
 from router.table import Decision, RouteReason, choose, shadow_for
 from server.monitoring.trackers import DriftBook
+from server.serving.admission import Admission
 from server.serving.batcher import MicroBatcher
-from server.serving.errors import BadRequest, Overloaded
+from server.serving.errors import BadRequest
 from server.serving.ids import new_prediction_ids
 from server.serving.shadow import ShadowScorer
 from server.serving.state import ServingState, Snapshot
@@ -137,8 +138,7 @@ class Predictor:
         # serves the version; then the version, its model and its drift tracker can go.
         self._batchers: dict[LoadedVersion, MicroBatcher] = {}
         self._batchers_generation = 0
-        self._max_inflight = max_inflight
-        self._inflight = 0
+        self._admission = Admission(max_inflight)
         self._observer = observer or Observer()
         self._drift = drift
         self._store = store
@@ -147,12 +147,16 @@ class Predictor:
 
     @property
     def inflight(self) -> int:
-        return self._inflight
+        return self._admission.inflight
 
     def register_metrics(self, observer: Observer) -> None:
         observer.observe_gauge(
             "waybill.predictions.inflight", "{request}", "Predictions in flight",
-            lambda: [(self._inflight, {})], up_down=True)
+            lambda: [(self._admission.inflight, {})], up_down=True)
+        observer.observe_counter(
+            "waybill.predictions.refused", "{request}",
+            "Predictions refused at arrival: over the in-flight limit, or not answerable "
+            "before their deadline", lambda: [(self._admission.refused, {})])
 
     def batcher(self, version: LoadedVersion) -> MicroBatcher:
         batcher = self._batchers.get(version)
@@ -188,11 +192,12 @@ class Predictor:
         # Metric labels only ever name what is loaded; anything else a caller sends is one
         # bounded value.
         call.model = query.model if query.model in snapshot.versions else UNKNOWN
-        # Shed at once rather than queue without bound: a caller can retry elsewhere.
-        if self._inflight >= self._max_inflight:
-            raise Overloaded(f"{self._inflight} predictions in flight; the limit is "
-                             f"{self._max_inflight}")
-        self._inflight += 1
+        # Shed at once what cannot be answered in time: a caller can retry elsewhere.
+        left = (None if call.deadline is None
+                else call.deadline - asyncio.get_running_loop().time())
+        if left is not None and left <= 0:
+            raise TimeoutError("the deadline passed before the prediction started")
+        self._admission.admit(left)
         try:
             return await self._predict(query, snapshot, call)
         except ValidationFailed as err:
@@ -202,7 +207,7 @@ class Predictor:
             self._observer.validation_failed(call, err.violations)
             raise
         finally:
-            self._inflight -= 1
+            self._admission.done()
 
     async def _predict(self, query: PredictQuery, snapshot: Snapshot,
                        call: Call) -> PredictOutcome:

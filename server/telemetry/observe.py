@@ -212,7 +212,8 @@ class Instrumented(Protocol):
 class Call:
     """What one RPC gathers for its access-log line, its span and its metrics."""
 
-    __slots__ = ("context", "fields", "model", "route", "schema", "span", "version")
+    __slots__ = ("context", "deadline", "fields", "model", "route", "schema", "span",
+                 "version")
 
     def __init__(self, fields: dict[str, Any]) -> None:
         self.fields = fields  # the access-log line
@@ -223,6 +224,7 @@ class Call:
         self.version = UNKNOWN
         self.route = NO_ROUTE
         self.schema: frozenset[str] = frozenset()  # the chosen version's feature names
+        self.deadline: float | None = None  # event-loop time by which the caller must have it
 
 
 _current: contextvars.ContextVar[Call | None] = contextvars.ContextVar(

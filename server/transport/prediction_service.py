@@ -19,11 +19,14 @@ from server.storage.store import InvalidOutcome, Store, UnknownPredictions
 from server.telemetry.observe import Call, Observer, current_call
 from server.transport import convert
 from server.transport.rpc import CallRecord, Edge, annotate, handler
-from server.transport.streams import serve_stream
+from server.transport.streams import StreamBudget, serve_stream
 
 MAX_OUTCOMES = 1000
 # Requests of one PredictStream read and not yet answered; beyond, it stops reading.
 STREAM_IN_FLIGHT = 64
+# Streams open at once, and rows read and unanswered across all of them (Settings).
+DEFAULT_STREAMS = 64
+DEFAULT_STREAM_ROWS = 4_096
 # Longer than a sibling worker's prediction-log flush interval (0.2 s).
 SIBLING_FLUSH_S = 0.5
 
@@ -34,7 +37,7 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
     def __init__(
         self, predictor: Predictor, state: ServingState, default_deadline_s: float,
         observer: Observer | None = None, store: Store | None = None, *,
-        siblings: bool = False,
+        siblings: bool = False, streams: StreamBudget | None = None,
     ) -> None:
         self._predictor = predictor
         self._store = store
@@ -42,6 +45,7 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         # another worker answered a moment ago may not be written yet.
         self._siblings = siblings
         self._state = state
+        self._streams = streams or StreamBudget(DEFAULT_STREAMS, DEFAULT_STREAM_ROWS)
         self.edge = Edge(pb.DESCRIPTOR.services_by_name[self.NAME], default_deadline_s,
                          observer)
 
@@ -65,7 +69,7 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         stream = current_call()
         read = await serve_stream(
             requests, context, functools.partial(self._answer, metadata=metadata, stream=stream),
-            STREAM_IN_FLIGHT)
+            STREAM_IN_FLIGHT, self._streams)
         annotate(messages=read)
 
     async def _answer(self, request: pb.PredictRequest, *, metadata: Sequence[tuple[str, str]],
@@ -78,8 +82,10 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         if span is not None:
             call.span, call.context = span, trace.set_span_in_context(span)
             record.span = (None, span)
+        budget = self.edge.default_deadline_s
+        call.deadline = asyncio.get_running_loop().time() + budget
         try:
-            async with asyncio.timeout(self.edge.default_deadline_s):
+            async with asyncio.timeout(budget):
                 query = convert.predict_query(request, metadata)
                 call.fields.update(model=query.model, rows=query.n_rows)
                 outcome = await self._predictor.predict(query)

@@ -89,6 +89,9 @@ def add_service(server: grpc.aio.Server, servicer: Servicer) -> None:
                                      request_deserializer=None, response_serializer=answer)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    # Registered too, as generated code does: gRPC then matches these methods' calls
+    # itself, each method with calls waiting for it, instead of one queue for everything.
+    server.add_registered_method_handlers(service.full_name, handlers)
 
 
 _HANDLER_KINDS = {
@@ -229,10 +232,17 @@ def handler(method: str, *, streaming: bool = False,
                                                   record.call)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("rpc started", extra={"fields": {"method": method}})
-            # A caller without a deadline gets the server's default, so nothing hangs.
-            budget = (edge.default_deadline_s
-                      if context.time_remaining() is None and not streaming else None)
+            # The caller's deadline is the server's too: work past it is cancelled and its
+            # rows dropped unscored. A caller without one gets the server's default, so
+            # nothing hangs; a stream lives as long as its caller wants.
+            budget = None if streaming else context.time_remaining()
+            if budget is None and not streaming:
+                budget = edge.default_deadline_s
+            if budget is not None:
+                record.call.deadline = asyncio.get_running_loop().time() + budget
             try:
+                if budget is not None and budget <= 0:
+                    raise TimeoutError("the deadline passed before the call started")
                 if draining():
                     raise Unavailable("server is draining; retry on another replica")
                 request: Any = (edge.decode_stream(method, raw) if streaming

@@ -8,6 +8,11 @@ the caller back). The call's own task writes the answers in request order.
   what was read is still answered, then the call ends UNAVAILABLE.
 - A malformed message ends reading the same way; the call then ends with its error.
 - The caller going away (or the call's deadline) cancels the reader and every answer.
+
+All streams together share one :class:`StreamBudget`: at most ``max_streams`` calls open
+(one more is refused RESOURCE_EXHAUSTED at once) and at most ``max_rows`` rows read and
+not yet answered. A reader that would go past the rows waits for room, so a flood of
+streams holds a bounded amount of memory and HTTP/2 flow control holds the callers back.
 """
 
 from __future__ import annotations
@@ -19,10 +24,54 @@ from typing import Any
 import grpc
 from waybill.v1 import prediction_pb2 as pb
 
-from server.serving.errors import Unavailable
+from server.serving.errors import Overloaded, Unavailable
 from server.transport.rpc import on_drain
 
 Answer = Callable[[pb.PredictRequest], Coroutine[Any, Any, pb.PredictStreamResponse]]
+
+
+class StreamBudget:
+    """What all open PredictStream calls may hold together. Event loop thread only."""
+
+    def __init__(self, max_streams: int, max_rows: int) -> None:
+        self.max_streams = max_streams
+        self.max_rows = max_rows
+        self.open = 0
+        self.rows = 0
+        self.refused = 0
+        self._room = asyncio.Condition()
+
+    def opened(self) -> None:
+        if self.open >= self.max_streams:
+            self.refused += 1
+            raise Overloaded(f"{self.open} streams are open; the limit is {self.max_streams}")
+        self.open += 1
+
+    def closed(self) -> None:
+        self.open -= 1
+
+    async def take(self, rows: int) -> int:
+        """Wait for room for ``rows`` (a message bigger than the whole budget takes it all);
+        returns what was taken, to give back once the answer is written."""
+        rows = max(1, min(rows, self.max_rows))
+        if self.rows + rows > self.max_rows:
+            async with self._room:
+                await self._room.wait_for(lambda: self.rows + rows <= self.max_rows)
+        self.rows += rows
+        return rows
+
+    async def give(self, rows: int) -> None:
+        self.rows -= rows
+        async with self._room:
+            self._room.notify_all()
+
+
+def message_rows(request: pb.PredictRequest) -> int:
+    """Rows a request holds, as sent (rows, or the longest column)."""
+    if request.rows:
+        return len(request.rows)
+    return max((max(len(c.numbers), len(c.strings), len(c.booleans))
+                for c in request.columns), default=1)
 
 
 class _Reading:
@@ -36,10 +85,21 @@ class _Reading:
 
 async def serve_stream(requests: AsyncIterator[pb.PredictStreamRequest],
                        context: grpc.aio.ServicerContext, answer: Answer,
-                       limit: int) -> int:
+                       limit: int, budget: StreamBudget) -> int:
     """Answer every request read, in order; returns how many were read."""
+    budget.opened()
+    try:
+        return await _serve(requests, context, answer, limit, budget)
+    finally:
+        budget.closed()
+
+
+async def _serve(requests: AsyncIterator[pb.PredictStreamRequest],
+                 context: grpc.aio.ServicerContext, answer: Answer, limit: int,
+                 budget: StreamBudget) -> int:
     loop = asyncio.get_running_loop()
-    answers: asyncio.Queue[asyncio.Task[pb.PredictStreamResponse] | None] = asyncio.Queue()
+    Pending = tuple[asyncio.Task[pb.PredictStreamResponse], int]
+    answers: asyncio.Queue[Pending | None] = asyncio.Queue()
     room = asyncio.Semaphore(limit)
     state = _Reading()
 
@@ -47,8 +107,9 @@ async def serve_stream(requests: AsyncIterator[pb.PredictStreamRequest],
         try:
             async for message in requests:
                 await room.acquire()
+                rows = await budget.take(message_rows(message.request))
                 state.read += 1
-                answers.put_nowait(loop.create_task(answer(message.request)))
+                answers.put_nowait((loop.create_task(answer(message.request)), rows))
         except asyncio.CancelledError:
             if not state.drained:
                 raise
@@ -65,15 +126,20 @@ async def serve_stream(requests: AsyncIterator[pb.PredictStreamRequest],
 
     unsubscribe = on_drain(drain)
     try:
-        while (task := await answers.get()) is not None:
-            await context.write(await task)
+        while (pending := await answers.get()) is not None:
+            task, rows = pending
+            try:
+                await context.write(await task)
+            finally:
+                await budget.give(rows)
             room.release()
     except BaseException as error:
         reader.cancel()
         while not answers.empty():
             left = answers.get_nowait()
             if left is not None:
-                left.cancel()
+                left[0].cancel()
+                await budget.give(left[1])
         if not isinstance(error, asyncio.CancelledError) and _gone(context):
             # A write to a caller that has left fails before gRPC cancels the handler.
             raise asyncio.CancelledError from None
