@@ -48,12 +48,21 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=0.25)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--ref", default=None, help="a git ref to run instead of the tree")
+    parser.add_argument("--flags", default="", help="more `waybill serve` flags")
     args = parser.parse_args()
     src = bl.waybill_source(args.ref)
     work = bl.RUN_DIR / "overload"
     work.mkdir(parents=True, exist_ok=True)
     rows = bl.load_rows()
-    proc, port = bl.start_waybill(args.config, work / args.config, src)
+    config = args.config
+    if args.flags:
+        from waybill_configs import WAYBILL_CONFIGS
+
+        config = f"{args.config}+"
+        WAYBILL_CONFIGS[config] = {**WAYBILL_CONFIGS[args.config],
+                                   "args": [*WAYBILL_CONFIGS[args.config]["args"],
+                                            *args.flags.split()]}
+    proc, port = bl.start_waybill(config, work / "server", src)
     try:
         for n in ROWS:
             payloads = work / f"payloads-{n}.bin"

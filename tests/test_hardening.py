@@ -3,18 +3,28 @@ that leave, floods of streams, overload, and SIGTERM under load (issue 14)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import struct
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from waybill.v1 import prediction_pb2 as pb
+from waybill.v1 import prediction_pb2_grpc as pb_grpc
 
+from server.serving.admission import SAMPLE, Admission
+from server.serving.errors import Overloaded
+from server.transport.streams import StreamBudget
 from tests.harness import ServerProcess
+from tests.test_server_predict import struct_rows
 
 PREDICT = "/waybill.v1.PredictionService/Predict"
 STREAM = "/waybill.v1.PredictionService/PredictStream"
@@ -130,3 +140,190 @@ def test_a_flood_of_junk_writes_a_bounded_log(hardened: ServerProcess) -> None:
 def junk_lines(log: Path, start: int) -> list[dict[str, object]]:
     return [json.loads(line) for line in log.read_bytes()[start:].decode().splitlines()
             if '"malformed message' in line]
+
+
+# ------------------------------------------------------------------------- overload, memory
+
+def predict_request(rows: list[dict[str, object]], model: str = "delivery_eta",
+                    ) -> pb.PredictRequest:
+    return pb.PredictRequest(model=model, rows=struct_rows(rows))
+
+
+def test_admission_refuses_what_cannot_finish_before_its_deadline() -> None:
+    clock = [0.0]
+    admission = Admission(max_inflight=100, clock=lambda: clock[0])
+    admission.admit(0.001)  # nothing measured yet: admitted, whatever the deadline
+    for _ in range(SAMPLE):
+        admission.admit(None)
+        clock[0] += 0.004  # one prediction every 4 ms while busy
+        admission.done()
+    assert admission.per_prediction_s == pytest.approx(0.004, rel=0.3)
+    admission.admit(1.0)  # 2 ahead: ~12 ms of work for a 1 s deadline
+    with pytest.raises(Overloaded, match="deadline is 10 ms away"):
+        admission.admit(0.010)  # ~12 ms of work is more than half of 10 ms
+    assert admission.refused == 1
+    admission.admit(None)  # a caller without a deadline waits its turn
+    full = Admission(max_inflight=1)
+    full.admit(None)
+    with pytest.raises(Overloaded, match="the limit is 1"):
+        full.admit(None)
+
+
+def test_streams_past_the_budget_are_refused_at_once(registry: Path,
+                                                     tmp_path: Path) -> None:
+    done = threading.Event()
+
+    def hold() -> Iterator[pb.PredictStreamRequest]:
+        done.wait(30)  # sends nothing, keeps the stream open
+        return
+        yield
+
+    with ServerProcess(tmp_path, "--registry", str(registry), "--no-routing",
+                       "--max-streams", "2") as server:
+        stub = pb_grpc.PredictionServiceStub(server.channel())
+        held = [stub.PredictStream(hold(), timeout=30) for _ in range(2)]
+        try:
+            deadline = time.monotonic() + 20
+            while True:  # both streams open on the server: a third is refused
+                refused = stub.PredictStream(iter([pb.PredictStreamRequest()]), timeout=5)
+                try:
+                    list(refused)
+                except grpc.RpcError as err:
+                    if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        assert "the limit is 2" in err.details()
+                        break
+                    raise
+                assert time.monotonic() < deadline, "a third stream was never refused"
+        finally:
+            done.set()
+            for call in held:
+                call.cancel()
+
+
+def test_the_stream_budget_holds_readers_back_until_answers_free_rows() -> None:
+    async def run() -> list[object]:
+        budget = StreamBudget(max_streams=4, max_rows=10)
+        first = await budget.take(8)
+        waiting = asyncio.ensure_future(budget.take(5))
+        await asyncio.sleep(0.01)
+        held = not waiting.done()
+        await budget.give(first)
+        taken = await asyncio.wait_for(waiting, 5)
+        # A message bigger than the whole budget waits for all of it, then goes alone.
+        huge = asyncio.ensure_future(budget.take(10_000))
+        await asyncio.sleep(0.01)
+        huge_held = not huge.done()
+        await budget.give(taken)
+        return [held, taken, huge_held, await asyncio.wait_for(huge, 5), budget.rows]
+
+    held, taken, huge_held, huge, rows = asyncio.run(run())
+    assert (held, taken, huge_held, huge, rows) == (True, 5, True, 10, 10)
+    budget = StreamBudget(max_streams=1, max_rows=10)
+    budget.opened()
+    with pytest.raises(Overloaded, match="the limit is 1"):
+        budget.opened()
+    budget.closed()
+    budget.opened()
+
+
+def test_a_call_whose_deadline_already_passed_is_not_computed(hardened: ServerProcess,
+                                                              rows: list[dict[str, object]],
+                                                              ) -> None:
+    stub = pb_grpc.PredictionServiceStub(hardened.channel())
+    codes = set()
+    for timeout in (0.0005, 0.001, 0.002):
+        try:
+            stub.Predict(predict_request(rows[:200]), timeout=timeout)
+            codes.add("OK")
+        except grpc.RpcError as err:
+            codes.add(err.code().name)
+    assert codes <= {"OK", "DEADLINE_EXCEEDED"}
+
+
+def test_callers_that_leave_or_expire_are_never_server_errors(
+        hardened: ServerProcess, rows: list[dict[str, object]]) -> None:
+    internal = grpc.StatusCode.INTERNAL.value[0]
+    before = (rpc_count(hardened, "Predict", internal),
+              rpc_count(hardened, "PredictStream", internal))
+    start = hardened.log_path.stat().st_size
+    request = predict_request(rows[:64])
+    with grpc.insecure_channel(hardened.target) as channel:
+        stub = pb_grpc.PredictionServiceStub(channel)
+        futures = [stub.Predict.future(request, timeout=0.0005 * (i % 40 + 1))
+                   for i in range(400)]
+        for future in futures:
+            with contextlib.suppress(grpc.RpcError):
+                future.result()
+    assert (rpc_count(hardened, "Predict", internal),
+            rpc_count(hardened, "PredictStream", internal)) == before
+    assert "unhandled error" not in hardened.log_path.read_bytes()[start:].decode()
+
+
+@pytest.mark.parametrize(("what", "request_of"), [
+    ("model name", lambda rows: predict_request(rows[:1], model="m" * 16_000)),
+    ("field name", lambda rows: predict_request([{**rows[0], "f" * 8_000: 1.0}])),
+    ("many long fields", lambda rows: predict_request(
+        [{**rows[0], **{f"{i:03d}" + "g" * 2_000: 1.0 for i in range(40)}}])),
+])
+def test_error_messages_echo_a_bounded_amount_of_caller_input(
+        hardened: ServerProcess, rows: list[dict[str, object]], what: str,
+        request_of: Any) -> None:
+    stub = pb_grpc.PredictionServiceStub(hardened.channel())
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Predict(request_of(rows), timeout=5)
+    assert caught.value.code() in (grpc.StatusCode.NOT_FOUND,
+                                   grpc.StatusCode.INVALID_ARGUMENT), what
+    assert len(caught.value.details()) < 1_000
+    trailer = sum(len(k) + len(v) for k, v in caught.value.trailing_metadata() or ())
+    assert trailer < 8_192
+
+
+def test_a_huge_prediction_id_is_refused_with_a_short_message(
+        hardened: ServerProcess) -> None:
+    stub = pb_grpc.PredictionServiceStub(hardened.channel())
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ReportOutcome(pb.ReportOutcomeRequest(outcomes=[pb.Outcome(
+            prediction_id="p" * 100_000, transit_days=2.0)]), timeout=5)
+    assert caught.value.code() in (grpc.StatusCode.NOT_FOUND,
+                                   grpc.StatusCode.INVALID_ARGUMENT)
+    assert len(caught.value.details()) < 1_000
+
+
+def test_sigterm_under_load_cancels_no_accepted_call(registry: Path, tmp_path: Path,
+                                                     rows: list[dict[str, object]]) -> None:
+    server = ServerProcess(tmp_path, "--registry", str(registry), "--no-routing").start()
+    request = predict_request(rows[:1])
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def caller() -> None:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = pb_grpc.PredictionServiceStub(channel)
+            while not stop.is_set():
+                try:
+                    stub.Predict(request, timeout=2)
+                    code = "OK"
+                except grpc.RpcError as err:
+                    code = err.code().name
+                if server_stopping.is_set():
+                    seen.append(code)
+                    if code == "UNAVAILABLE":
+                        time.sleep(0.01)  # back off, as a client does
+
+    server_stopping = threading.Event()
+    threads = [threading.Thread(target=caller) for _ in range(16)]
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 20
+        while rpc_count(server, "Predict", 0) < 200:  # the callers are in full swing
+            assert time.monotonic() < deadline
+        server_stopping.set()
+        assert server.stop() == 0
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        server.stop()
+    assert seen, "no call was made during the drain"
+    assert set(seen) <= {"OK", "UNAVAILABLE"}, sorted(set(seen))

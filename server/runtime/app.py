@@ -42,7 +42,7 @@ from server.telemetry.observe import Instrumented, Observer, observe_process
 from server.transport.admin_service import AdminService
 from server.transport.auth import BearerToken, server_credentials
 from server.transport.prediction_service import PredictionService
-from server.transport.rpc import add_service, start_draining
+from server.transport.rpc import add_service, quiet, start_draining, stopped_accepting
 from server.transport.streams import StreamBudget
 
 log = logging.getLogger("waybill.server")
@@ -53,6 +53,8 @@ ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
 FOLLOW_INTERVAL_S = 0.5
+# A drain stops the server once no call has arrived for this long.
+DRAIN_QUIET_S = 0.05
 
 
 class StartupError(Exception):
@@ -289,8 +291,15 @@ class WaybillServer:
         for task in (self._watcher, self._alerting, self._following):
             if task is not None:
                 task.cancel()
+        # Calls arriving now are held (server/transport/rpc.py): stop once they no longer
+        # arrive, at most a fifth of the grace period from now, then answer them.
+        await quiet(DRAIN_QUIET_S, self.settings.grace_s / 5)
         try:
-            await asyncio.gather(self._server.stop(self.settings.grace_s), self._admin.stop(1.0))
+            left = max(0.0, deadline - time.monotonic())
+            stopping = asyncio.gather(self._server.stop(left), self._admin.stop(1.0))
+            await asyncio.sleep(0)  # stop() has sent GOAWAY: no new call reaches a handler
+            stopped_accepting()
+            await stopping
         finally:
             await self.shadow.stop()
             self._executor.shutdown(wait=False, cancel_futures=True)

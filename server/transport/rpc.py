@@ -145,6 +145,28 @@ def draining() -> bool:
     return _draining.is_set()
 
 
+# A drain must not stop the server while gRPC holds calls it accepted and the application
+# has not yet asked for: stopping cancels those (CANCELLED, which callers do not retry).
+# So a call that arrives while draining is held in its handler until the server has
+# stopped accepting (GOAWAY sent), then answered UNAVAILABLE: held callers send nothing
+# new, gRPC's queue empties, and the server stops when calls have stopped arriving.
+_last_start = [0.0]
+_stopped_accepting = asyncio.Event()
+
+
+async def quiet(for_s: float, at_most_s: float) -> None:
+    """Return once no call has reached a handler for ``for_s`` (so none waits in gRPC),
+    or after ``at_most_s``."""
+    give_up = time.monotonic() + at_most_s
+    while (now := time.monotonic()) < give_up and now - _last_start[0] < for_s:
+        await asyncio.sleep(for_s / 2)
+
+
+def stopped_accepting() -> None:
+    """The server sends no more calls to handlers: answer the held ones UNAVAILABLE."""
+    _stopped_accepting.set()
+
+
 class CallRecord:
     """One call's bookkeeping: a unary call (``rpc`` given: its RPC metrics too) or one
     request of a stream (only the request's).
@@ -198,6 +220,14 @@ class CallRecord:
             observer.request_done(call, code.name, elapsed)
 
 
+def _gone(context: grpc.aio.ServicerContext) -> bool:
+    """The caller left, or its own deadline passed (a server default is ours to report)."""
+    if context.cancelled():
+        return True
+    left = context.time_remaining()
+    return left is not None and left <= 0
+
+
 def trailing_details(status: WireStatus) -> tuple[tuple[str, bytes], ...]:
     if status.details is None:
         return ()
@@ -223,6 +253,7 @@ def handler(method: str, *, streaming: bool = False,
     def wrap(func: Handler[S, Req, Resp]) -> Raw[S, Resp]:
         @functools.wraps(func)
         async def run(self: S, raw: Any, context: grpc.aio.ServicerContext) -> Resp:
+            _last_start[0] = time.monotonic()
             edge = self.edge
             observer = edge.observer
             rpc = observer.rpc_method(edge.service, method)
@@ -244,6 +275,8 @@ def handler(method: str, *, streaming: bool = False,
                 if budget is not None and budget <= 0:
                     raise TimeoutError("the deadline passed before the call started")
                 if draining():
+                    async with asyncio.timeout(budget):
+                        await _stopped_accepting.wait()
                     raise Unavailable("server is draining; retry on another replica")
                 request: Any = (edge.decode_stream(method, raw) if streaming
                                 else edge.decode(method, raw))
@@ -253,6 +286,12 @@ def handler(method: str, *, streaming: bool = False,
                 record.code = grpc.StatusCode.CANCELLED  # the caller left or its deadline passed
                 raise
             except Exception as error:
+                if _gone(context):
+                    # Whatever broke, the caller has left or its deadline has passed: that
+                    # is the call's outcome, not a server error, and nobody can be told.
+                    record.code = (grpc.StatusCode.CANCELLED if context.cancelled()
+                                   else grpc.StatusCode.DEADLINE_EXCEEDED)
+                    raise asyncio.CancelledError from None
                 status = record.fail(error)
                 # abort sends the status at once: record the call before the caller can see
                 # it, so its metrics and log line are there when the caller looks.

@@ -67,13 +67,33 @@ STATUS_TABLE: Sequence[tuple[type[BaseException],
 )
 
 
+# What a caller sent comes back in messages (a model name, a field, an id): bounded here,
+# so the trailer stays far below gRPC's default 8 KiB metadata limit (past it the caller
+# gets "Stream removed" instead of the status).
+MAX_MESSAGE = 512
+MAX_FIELD = 200
+MAX_DESCRIPTION = 300
+MAX_DETAILS = 4096  # bytes of field violations in google.rpc.BadRequest
+
+
+def clip(text: str, limit: int) -> str:
+    """``text``, or its start and how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def _bad_request(message: str, violations: Sequence[Violation]) -> status_pb2.Status:
-    detail = error_details_pb2.BadRequest(
-        field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in violations
-        ]
-    )
+    kept = []
+    size = 0
+    for v in violations:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=clip(v.field, MAX_FIELD), description=clip(v.description, MAX_DESCRIPTION))
+        size += violation.ByteSize()
+        if size > MAX_DETAILS:
+            break
+        kept.append(violation)
+    detail = error_details_pb2.BadRequest(field_violations=kept)
     packed = any_pb2.Any()
     packed.Pack(detail)
     return status_pb2.Status(
@@ -84,7 +104,7 @@ def _bad_request(message: str, violations: Sequence[Violation]) -> status_pb2.St
 def to_status(error: BaseException) -> WireStatus:
     for kind, code, message in STATUS_TABLE:
         if isinstance(error, kind):
-            said = message(error)
+            said = clip(message(error), MAX_MESSAGE)
             details = (_bad_request(said, error.violations)
                        if isinstance(error, ValidationFailed) else None)
             return WireStatus(code if isinstance(code, grpc.StatusCode) else code(error), said,
