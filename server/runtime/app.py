@@ -46,8 +46,11 @@ from server.transport.rpc import start_draining
 
 log = logging.getLogger("waybill.server")
 
-PREDICTION_SERVICE = prediction_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name
+_PREDICTION = prediction_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+PREDICTION_SERVICE = _PREDICTION.full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+# Looked up, not spelled out: a renamed method fails here instead of leaving outcomes open.
+REPORT_OUTCOME = f"/{PREDICTION_SERVICE}/{_PREDICTION.methods_by_name['ReportOutcome'].name}"
 
 
 MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
@@ -95,6 +98,20 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
         ("grpc.max_connection_age_grace_ms", 30_000),
     ]
+
+
+def _outcome_auth(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
+    """The public port's interceptors: the outcome token's check on ReportOutcome alone.
+
+    None with outcome_auth "none", "mtls" (the TLS handshake admitted only callers with a
+    client certificate; see auth.server_credentials), or "token" without a token, which the
+    settings allow only on a loopback host."""
+    token = settings.outcome_token
+    if settings.outcome_auth != "token" or token is None:
+        return []
+    return [BearerToken(token.get_secret_value(),
+                        "ReportOutcome needs 'authorization: Bearer <outcome token>'",
+                        only=(REPORT_OUTCOME,))]
 
 
 class WaybillServer:
@@ -167,7 +184,7 @@ class WaybillServer:
         self._watcher: asyncio.Task[None] | None = None
 
         options = _server_options(settings)
-        self._server = grpc.aio.server(options=options)
+        self._server = grpc.aio.server(options=options, interceptors=_outcome_auth(settings))
         predictor = Predictor(
             self.state, self._executor, settings.max_rows, self.shadow,
             batch_max_rows=settings.batch_max_rows,
@@ -186,7 +203,9 @@ class WaybillServer:
         )
 
         token = settings.admin_token
-        interceptors = [BearerToken(token.get_secret_value())] if token else []
+        interceptors = [BearerToken(token.get_secret_value(),
+                                    "admin calls need 'authorization: Bearer <token>'")
+                        ] if token is not None else []
         self._admin = grpc.aio.server(options=options, interceptors=interceptors)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminService(self.state, self.reloader, self.shadow_stats, settings.default_deadline_s,
