@@ -36,6 +36,7 @@ class Seen:
     metadata: dict[str, str]
     time_remaining: float | None
     rows: list[dict[str, object]]
+    authorizations: list[str] = field(default_factory=list)  # every value, in order
 
 
 @dataclass
@@ -49,9 +50,11 @@ class ScriptedService(prediction_pb2_grpc.PredictionServiceServicer):
 
     def _record(self, request: object, context: grpc.ServicerContext) -> dict[str, str]:
         metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        authorizations = [str(v) for k, v in context.invocation_metadata()
+                          if k == "authorization"]
         rows = [json_format.MessageToDict(r) for r in getattr(request, "rows", [])]
         with self.lock:
-            self.seen.append(Seen(metadata, context.time_remaining(), rows))
+            self.seen.append(Seen(metadata, context.time_remaining(), rows, authorizations))
             fail = self.unavailable > 0
             self.unavailable -= fail
         if fail:
@@ -130,6 +133,12 @@ class ScriptedService(prediction_pb2_grpc.PredictionServiceServicer):
             )
         )
 
+    def ReportOutcome(
+        self, request: prediction_pb2.ReportOutcomeRequest, context: grpc.ServicerContext
+    ) -> prediction_pb2.ReportOutcomeResponse:
+        self._record(request, context)
+        return prediction_pb2.ReportOutcomeResponse(recorded=len(request.outcomes))
+
 
 @pytest.fixture
 def served() -> Iterator[tuple[ScriptedService, str]]:
@@ -161,6 +170,39 @@ def test_predict_sends_pin_routing_key_and_deadline(served: tuple[ScriptedServic
     # gRPC core rounds the grpc-timeout header up to a coarser unit (for HPACK), so the
     # server can see a few milliseconds more than the client's 1.5 s, never a second more.
     assert seen.time_remaining is not None and 0 < seen.time_remaining <= 1.5 + 0.05
+
+
+def test_outcome_token_goes_on_outcome_reports_only(served: tuple[ScriptedService, str]) -> None:
+    service, target = served
+    base = [("authorization", "Bearer proxy"), ("x-team", "eta")]
+    with WaybillClient(target, metadata=base, outcome_token="0utc0me") as client:
+        client.predict("delivery_eta", ROWS)
+        client.list_models()
+        assert client.report_outcomes([("p-0", 3)]).recorded == 1
+
+    async def scenario() -> None:
+        async with AsyncWaybillClient(target, metadata=base, outcome_token="0utc0me") as client:
+            await client.predict("delivery_eta", ROWS)
+            await client.list_models()
+            assert (await client.report_outcomes([("p-0", 3)])).recorded == 1
+
+    asyncio.run(scenario())
+    with WaybillClient(target, metadata=base) as plain:  # no token: the metadata as given
+        plain.report_outcomes([("p-0", 3)])
+    assert len(service.seen) == 7
+    for first in (0, 3):  # sync, then asyncio
+        predict, listing, outcome = service.seen[first:first + 3]
+        assert predict.authorizations == listing.authorizations == ["Bearer proxy"]
+        # In place of the client's authorization, not beside it.
+        assert outcome.authorizations == ["Bearer 0utc0me"]
+        assert predict.metadata["x-team"] == outcome.metadata["x-team"] == "eta"
+    assert service.seen[6].authorizations == ["Bearer proxy"]
+    # A token the server would refuse at start is refused here, before any call.
+    for bad in ("", " 0utc0me", "0utc0me\n", "0utc0mé"):
+        with pytest.raises(ValueError, match="outcome_token"):
+            WaybillClient(target, outcome_token=bad)
+    with pytest.raises(TypeError, match="outcome_token"):
+        WaybillClient(target, outcome_token=b"0utc0me")  # type: ignore[arg-type]
 
 
 def test_routing_key_alone_is_sticky(served: tuple[ScriptedService, str]) -> None:

@@ -47,6 +47,8 @@ OVERLAYS = ("staging", "production")
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 NAMESPACES = {"staging": "waybill-staging", "production": "waybill-production"}
 PRODUCTION_TOKEN = "test-token-from-file"
+PRODUCTION_OUTCOME_TOKEN = "test-outcome-token-from-file"
+TOKEN_FILES = ("admin-token.txt", "outcome-token.txt")
 PREDICTION_SERVICE = "waybill.v1.PredictionService"
 RULES = DEPLOY / "prometheus" / "waybill-rules.yml"
 MONITORING = "monitoring.coreos.com/v1"  # the Prometheus Operator's API group
@@ -94,10 +96,11 @@ def kustomize(target: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def deploy_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of deploy/ with the production token file the release workflow writes."""
+    """A copy of deploy/ with the production token files the release workflow writes."""
     root = tmp_path_factory.mktemp("deploy") / "deploy"
-    shutil.copytree(DEPLOY, root, ignore=shutil.ignore_patterns("__pycache__", "admin-token.txt"))
+    shutil.copytree(DEPLOY, root, ignore=shutil.ignore_patterns("__pycache__", *TOKEN_FILES))
     (root / "k8s/overlays/production/admin-token.txt").write_text(PRODUCTION_TOKEN)
+    (root / "k8s/overlays/production/outcome-token.txt").write_text(PRODUCTION_OUTCOME_TOKEN)
     return root
 
 
@@ -138,6 +141,13 @@ def env_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(docs)["env"]}
 
 
+def secret_value(docs: list[dict[str, Any]], variable: str) -> str:
+    """The value the pod gets in ``variable`` from its Secret."""
+    ref = env_of(docs)[variable]["secretKeyRef"]
+    secret = one(docs, "Secret", ref["name"])
+    return base64.b64decode(secret["data"][ref["key"]]).decode()
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_renders_every_object(
     objects: dict[str, list[dict[str, Any]]], overlay: str
@@ -145,7 +155,7 @@ def test_overlay_renders_every_object(
     docs = objects[overlay]
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted([
-        "Namespace", "ServiceAccount", "ConfigMap", "Secret",
+        "Namespace", "ServiceAccount", "ConfigMap", "Secret", "Secret",
         "Service", "Service", "Service", "Service",
         "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
         "ServiceMonitor", "PrometheusRule",
@@ -291,9 +301,30 @@ def test_admin_port_stays_private(objects: dict[str, list[dict[str, Any]]], over
     assert admitted == [[{"podSelector": {"matchLabels": {"waybill-admin": "true"}}}]]
     # Beyond loopback the server refuses to start without a token: it comes from a Secret.
     assert env["WAYBILL_ADMIN_HOST"] == "0.0.0.0"
-    ref = env["WAYBILL_ADMIN_TOKEN"]["secretKeyRef"]
-    secret = one(docs, "Secret", ref["name"])
-    assert base64.b64decode(secret["data"][ref["key"]])
+    assert secret_value(docs, "WAYBILL_ADMIN_TOKEN")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_outcome_reports_need_their_own_token(
+    objects: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    """The public port listens beyond loopback: ReportOutcome needs the outcome token, from
+    its own Secret (the reporter holds it, not the operators), and the rendered environment
+    is one the server accepts at start."""
+    from server.runtime.settings import load_settings
+
+    docs = objects[overlay]
+    env = env_of(docs)
+    assert env["WAYBILL_HOST"] == "0.0.0.0"
+    assert "WAYBILL_OUTCOME_AUTH" not in env  # the default: a token
+    outcome, admin = (env[v]["secretKeyRef"]["name"]
+                      for v in ("WAYBILL_OUTCOME_TOKEN", "WAYBILL_ADMIN_TOKEN"))
+    assert outcome != admin
+    assert secret_value(docs, "WAYBILL_OUTCOME_TOKEN") != secret_value(docs, "WAYBILL_ADMIN_TOKEN")
+    environ = {k: v if isinstance(v, str) else secret_value(docs, k) for k, v in env.items()}
+    settings = load_settings({}, environ=environ)
+    assert settings.outcome_auth == "token" and settings.outcome_token is not None
+    assert settings.admin_token is not None
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -406,18 +437,20 @@ def test_prometheus_rule_file_is_generated_and_current(tmp_path: Path) -> None:
     assert "stale" in stale.stderr
 
 
-def test_production_uses_the_token_file_and_refuses_to_render_without_it(
+def test_production_uses_the_token_files_and_refuses_to_render_without_them(
     objects: dict[str, list[dict[str, Any]]], deploy_copy: Path, tmp_path: Path
 ) -> None:
-    token = base64.b64decode(one(objects["production"], "Secret")["data"]["token"]).decode()
-    assert token == PRODUCTION_TOKEN
-    staging = base64.b64decode(one(objects["staging"], "Secret")["data"]["token"]).decode()
-    assert "placeholder" in staging
-    bare = tmp_path / "deploy"
-    shutil.copytree(deploy_copy, bare, ignore=shutil.ignore_patterns("admin-token.txt"))
-    result = kustomize(bare / "k8s/overlays/production")
-    assert result.returncode != 0
-    assert "admin-token.txt" in result.stderr
+    production, staging = objects["production"], objects["staging"]
+    assert secret_value(production, "WAYBILL_ADMIN_TOKEN") == PRODUCTION_TOKEN
+    assert secret_value(production, "WAYBILL_OUTCOME_TOKEN") == PRODUCTION_OUTCOME_TOKEN
+    for variable in ("WAYBILL_ADMIN_TOKEN", "WAYBILL_OUTCOME_TOKEN"):
+        assert "placeholder" in secret_value(staging, variable)
+    for missing in TOKEN_FILES:
+        bare = tmp_path / missing / "deploy"
+        shutil.copytree(deploy_copy, bare, ignore=shutil.ignore_patterns(missing))
+        result = kustomize(bare / "k8s/overlays/production")
+        assert result.returncode != 0
+        assert missing in result.stderr
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -606,7 +639,8 @@ def test_dockerignore_admits_exactly_what_the_dockerfile_copies() -> None:
             assert not ignored(path), f"{path} is copied by the Dockerfile; .dockerignore drops it"
     for path in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", "bench/README.md",
                  "server/__pycache__/app.cpython-311.pyc", "waybill.egg-info/PKG-INFO",
-                 "deploy/k8s/overlays/production/admin-token.txt", "models/.tmp-1.2.0/model.cbm",
+                 "deploy/k8s/overlays/production/admin-token.txt",
+                 "deploy/k8s/overlays/production/outcome-token.txt", "models/.tmp-1.2.0/model.cbm",
                  "docs/runbook.md"):
         assert ignored(path), f"{path} would be sent to the Docker build"
 

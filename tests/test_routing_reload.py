@@ -176,14 +176,18 @@ def test_tls_and_mutual_tls(registry: Path, tmp_path: Path,
     client_key, client_cert = _self_signed(tmp_path, "client")
     request = pb.PredictRequest(model="delivery_eta", rows=struct_rows(rows[:1]))
     with ServerProcess(tmp_path, "--registry", str(registry), "--tls-cert", str(server_cert),
-                       "--tls-key", str(server_key), "--tls-client-ca",
-                       str(client_cert)) as server:
+                       "--tls-key", str(server_key), "--tls-client-ca", str(client_cert),
+                       "--outcome-auth", "mtls") as server:
         mutual = grpc.ssl_channel_credentials(
             root_certificates=server_cert.read_bytes(),
             private_key=client_key.read_bytes(), certificate_chain=client_cert.read_bytes())
-        reply = pb_grpc.PredictionServiceStub(
-            grpc.secure_channel(server.target, mutual)).Predict(request, timeout=10)
+        stub = pb_grpc.PredictionServiceStub(grpc.secure_channel(server.target, mutual))
+        reply = stub.Predict(request, timeout=10)
         assert len(reply.predictions) == 1
+        # --outcome-auth mtls: the client certificate is the credential, no token is asked.
+        outcome = stub.ReportOutcome(pb.ReportOutcomeRequest(outcomes=[pb.Outcome(
+            prediction_id=reply.predictions[0].prediction_id, transit_days=2)]), timeout=10)
+        assert outcome.recorded == 1
         admin_reply = admin_pb2_grpc.AdminServiceStub(
             grpc.secure_channel(server.admin_target, mutual)).GetRouting(
                 admin_pb2.GetRoutingRequest(), timeout=10)

@@ -28,6 +28,7 @@ from tests.test_metrics import scrape
 from tests.test_server_predict import struct_rows
 
 CHANNELS = 24
+OUTCOME_TOKEN = "w0rker-0utc0me"
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,10 @@ def workers(registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     workdir = tmp_path_factory.mktemp("workers")
     config = workdir / "routing.toml"
     config.write_text(routing_text(split(50)))
+    token = workdir / "outcome.token"
+    token.write_text(OUTCOME_TOKEN + "\n")
     with ServerProcess(workdir, "--registry", str(registry), "--routing", str(config),
-                       "--workers", "2") as proc:
+                       "--workers", "2", "--outcome-token-file", str(token)) as proc:
         yield proc
 
 
@@ -83,6 +86,24 @@ def test_both_workers_serve_one_port_and_report_in_one_scrape(
     assert set(counts) == {"0", "1"}
     assert all(n > 0 for n in counts.values())
     assert sum(counts.values()) >= CHANNELS
+
+
+def test_every_worker_checks_the_outcome_token(workers: ServerProcess) -> None:
+    # The supervisor hands secrets to its workers in their environment: a worker that got
+    # no token would leave ReportOutcome open, one that got the settings' masked dump
+    # ("**********") would refuse the real token.
+    request = pb.ReportOutcomeRequest(outcomes=[pb.Outcome(prediction_id="f" * 32,
+                                                           transit_days=1)])
+    for _ in range(CHANNELS):
+        with grpc.insecure_channel(workers.target, options=[("grpc.use_local_subchannel_pool",
+                                                             1)]) as channel:
+            stub = pb_grpc.PredictionServiceStub(channel)
+            for metadata, code in (((), grpc.StatusCode.UNAUTHENTICATED),
+                                   ((("authorization", f"Bearer {OUTCOME_TOKEN}"),),
+                                    grpc.StatusCode.NOT_FOUND)):  # reached the service
+                with pytest.raises(grpc.RpcError) as caught:
+                    stub.ReportOutcome(request, metadata=metadata, timeout=10)
+                assert caught.value.code() == code, caught.value.details()
 
 
 def test_a_rollback_told_to_one_worker_reaches_the_other(

@@ -47,8 +47,11 @@ from server.transport.streams import StreamBudget
 
 log = logging.getLogger("waybill.server")
 
-PREDICTION_SERVICE = prediction_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name
+_PREDICTION = prediction_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+PREDICTION_SERVICE = _PREDICTION.full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+# Looked up, not spelled out: a renamed method fails here instead of leaving outcomes open.
+REPORT_OUTCOME = f"/{PREDICTION_SERVICE}/{_PREDICTION.methods_by_name['ReportOutcome'].name}"
 
 
 MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
@@ -105,6 +108,20 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
         # server's reading is held by gRPC, and with growing windows 200 streams held 1 GB.
         ("grpc.http2.bdp_probe", 0),
     ]
+
+
+def _outcome_auth(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
+    """The public port's interceptors: the outcome token's check on ReportOutcome alone.
+
+    None with outcome_auth "none", "mtls" (the TLS handshake admitted only callers with a
+    client certificate; see auth.server_credentials), or "token" without a token, which the
+    settings allow only on a loopback host."""
+    token = settings.outcome_token
+    if settings.outcome_auth != "token" or token is None:
+        return []
+    return [BearerToken(token.get_secret_value(),
+                        "ReportOutcome needs 'authorization: Bearer <outcome token>'",
+                        only=(REPORT_OUTCOME,))]
 
 
 class WaybillServer:
@@ -177,7 +194,7 @@ class WaybillServer:
         self._watcher: asyncio.Task[None] | None = None
 
         options = _server_options(settings)
-        self._server = grpc.aio.server(options=options)
+        self._server = grpc.aio.server(options=options, interceptors=_outcome_auth(settings))
         predictor = Predictor(
             self.state, self._executor, settings.max_rows, self.shadow,
             batch_max_rows=settings.batch_max_rows,
@@ -195,7 +212,9 @@ class WaybillServer:
         )
 
         token = settings.admin_token
-        interceptors = [BearerToken(token.get_secret_value())] if token else []
+        interceptors = [BearerToken(token.get_secret_value(),
+                                    "admin calls need 'authorization: Bearer <token>'")
+                        ] if token is not None else []
         self._admin = grpc.aio.server(options=options, interceptors=interceptors)
         add_service(self._admin, AdminService(
             self.state, self.reloader, self.shadow_stats, settings.default_deadline_s,

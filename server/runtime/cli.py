@@ -34,12 +34,15 @@ def _serve(args: argparse.Namespace) -> int:
         "drift_min_rows": args.drift_min_rows, "alert_interval_s": args.alert_interval,
         "alert_webhook": args.alert_webhook, "accuracy_window_s": args.accuracy_window,
         "workers": args.workers, "drift_enabled": False if args.no_drift else None,
+        "outcome_auth": args.outcome_auth,
     }
     if args.no_routing:
         overrides["routing"] = ""  # empty turns routing off, as WAYBILL_ROUTING= does
-    if args.admin_token_file is not None:
-        overrides["admin_token"] = args.admin_token_file.read_text().strip()
     try:
+        for setting, path in (("admin_token", args.admin_token_file),
+                              ("outcome_token", args.outcome_token_file)):
+            if path is not None:
+                overrides[setting] = _read_token_file(path, setting)
         settings = load_settings(overrides)
     except SettingsError as err:
         print(f"waybill: {err}", file=sys.stderr)
@@ -50,6 +53,27 @@ def _serve(args: argparse.Namespace) -> int:
 
         return supervise(settings)
     return run(settings)
+
+
+def _read_token_file(path: Path, setting: str) -> str:
+    """The token in ``path``, less the one line ending that files usually end with.
+
+    Nothing else is trimmed: a token with other surrounding whitespace is refused by the
+    settings (as is a blank one), so the server never holds a token other than the one in
+    the file, which is what clients send."""
+    from server.runtime.settings import SettingsError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        # Never str(err) of a decode error: it quotes the bytes, i.e. part of the secret.
+        reason = (err.strerror or type(err).__name__) if isinstance(err, OSError) else (
+            "not UTF-8 text")
+        raise SettingsError(f"invalid settings: {setting}: cannot read {path}: {reason}") from None
+    for ending in ("\r\n", "\n"):
+        if text.endswith(ending):
+            return text[: -len(ending)]
+    return text
 
 
 def _registry_list(args: argparse.Namespace) -> int:
@@ -204,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--admin-port", type=int, help="admin port (default 50052; 0 = any)")
     serve.add_argument("--admin-token-file", type=Path,
                        help="file holding the admin bearer token (or WAYBILL_ADMIN_TOKEN)")
+    serve.add_argument("--outcome-auth", choices=("token", "none", "mtls"),
+                       help="who may call ReportOutcome: 'token' (default) needs the outcome "
+                            "token, and a host beyond loopback refuses to start without one; "
+                            "'none' leaves it open; 'mtls' admits any caller whose client "
+                            "certificate --tls-client-ca signed")
+    serve.add_argument("--outcome-token-file", type=Path,
+                       help="file holding the ReportOutcome bearer token (or "
+                            "WAYBILL_OUTCOME_TOKEN)")
     serve.add_argument("--metrics-port", type=int,
                        help="Prometheus /metrics port on --host (default 9464; 0 = any)")
     serve.add_argument("--no-metrics", action="store_true",

@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -24,6 +25,13 @@ from models.registry import DEFAULT_ROOT
 ENV_PREFIX = "WAYBILL_"
 # The committed routing config beside the code (deploy/routing.toml).
 DEFAULT_ROUTING = Path(__file__).resolve().parents[2] / "deploy" / "routing.toml"
+
+
+# Where each token comes from, for messages (the token itself is never shown).
+TOKEN_SOURCES = {
+    "admin_token": "WAYBILL_ADMIN_TOKEN or --admin-token-file",
+    "outcome_token": "WAYBILL_OUTCOME_TOKEN or --outcome-token-file",
+}
 
 
 class SettingsError(Exception):
@@ -100,6 +108,11 @@ class Settings(BaseModel):
     admin_host: str = "127.0.0.1"
     admin_port: Annotated[int, Field(ge=0, le=65535)] = 50052
     admin_token: SecretStr | None = None
+    # ReportOutcome moves accuracy and so the rules that roll a canary back: "token" needs
+    # outcome_token as a bearer token (open on a loopback host when none is set), "none"
+    # leaves it open, "mtls" admits any caller whose client certificate tls_client_ca signed.
+    outcome_auth: Literal["token", "none", "mtls"] = "token"
+    outcome_token: SecretStr | None = None
     # TLS for both ports from PEM files; with tls_client_ca, clients need certificates.
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -110,6 +123,24 @@ class Settings(BaseModel):
     def _empty_is_none(cls, value: object) -> object:
         return None if value in ("", b"") else value
 
+    @field_validator("admin_token", "outcome_token")
+    @classmethod
+    def _usable_token(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # A token that was given must be one a client can send: an empty one used to turn
+        # auth off, and one with surrounding whitespace or a control character could never
+        # match what arrives in the authorization header. Refused, never trimmed or echoed.
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        source = TOKEN_SOURCES[str(info.field_name)]
+        if not token.strip():
+            raise ValueError(f"is empty or blank ({source}); set a real token")
+        if token != token.strip():
+            raise ValueError(f"has surrounding whitespace ({source}); remove it")
+        if not (token.isascii() and token.isprintable()):
+            raise ValueError(f"must be printable ASCII to travel in a gRPC header ({source})")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         from server.transport.auth import is_loopback
@@ -117,7 +148,25 @@ class Settings(BaseModel):
         if self.admin_token is None and not is_loopback(self.admin_host):
             raise ValueError(
                 f"admin_host {self.admin_host!r} is beyond loopback: set an admin token "
-                "(WAYBILL_ADMIN_TOKEN or --admin-token-file)"
+                f"({TOKEN_SOURCES['admin_token']})"
+            )
+        if self.outcome_auth == "token":
+            if self.outcome_token is None and not is_loopback(self.host):
+                raise ValueError(
+                    f"host {self.host!r} is beyond loopback, where anyone could report "
+                    f"outcomes: set an outcome token ({TOKEN_SOURCES['outcome_token']}), or "
+                    "leave ReportOutcome open explicitly with --outcome-auth none "
+                    "(WAYBILL_OUTCOME_AUTH=none)"
+                )
+        elif self.outcome_token is not None:
+            raise ValueError(
+                f"an outcome token is set but outcome_auth is {self.outcome_auth!r}, which "
+                "ignores it: drop the token or use --outcome-auth token"
+            )
+        if self.outcome_auth == "mtls" and self.tls_client_ca is None:
+            raise ValueError(
+                "outcome_auth 'mtls' admits callers by their client certificate: it needs "
+                "tls_client_ca (--tls-client-ca), with tls_cert and tls_key"
             )
         if self.drift_enabled and self.drift_window_rows == 0 and self.drift_window_s == 0:
             raise ValueError("drift windows need drift_window_rows or drift_window_s")

@@ -50,6 +50,9 @@ from server.runtime.settings import Settings
 log = logging.getLogger("waybill.workers")
 
 SETTINGS_ENV = "WAYBILL_WORKER_SETTINGS"
+# Secrets reach a worker in its environment, never in the settings JSON (model_dump writes a
+# SecretStr as "**********", which the worker would take for the token) or a command line.
+SECRET_ENV = {"admin_token": "WAYBILL_ADMIN_TOKEN", "outcome_token": "WAYBILL_OUTCOME_TOKEN"}
 READY_TIMEOUT_S = 120.0
 RESTART_DELAY_S = 1.0
 
@@ -66,7 +69,7 @@ def reserve(host: str, port: int) -> socket.socket:
 
 def worker_settings(settings: Settings, index: int, port: int, admin_port: int,
                     port_file: Path) -> dict[str, Any]:
-    data = settings.model_dump(mode="json", exclude={"admin_token"})
+    data = settings.model_dump(mode="json", exclude=set(SECRET_ENV))
     data.update(workers=1, worker_index=index, reuse_port=True, port=port,
                 admin_port=admin_port, port_file=str(port_file), metrics_port=0,
                 metrics_host="127.0.0.1")
@@ -123,19 +126,17 @@ def serve_merged_metrics(host: str, port: int, merged: MergedMetrics) -> http.se
 
 
 class Worker:
-    def __init__(self, index: int, settings: dict[str, Any], token: str | None) -> None:
+    def __init__(self, index: int, settings: dict[str, Any], secrets: dict[str, str]) -> None:
         self.index = index
         self.settings = settings
-        self.token = token
+        self.secrets = secrets  # environment variable -> value
         self.port_file = Path(settings["port_file"])
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port: int | None = None
 
     def start(self) -> None:
         self.port_file.unlink(missing_ok=True)
-        env = {**os.environ, SETTINGS_ENV: json.dumps(self.settings)}
-        if self.token is not None:  # a secret: never in the JSON, never on a command line
-            env["WAYBILL_ADMIN_TOKEN"] = self.token
+        env = {**os.environ, SETTINGS_ENV: json.dumps(self.settings), **self.secrets}
         self.proc = subprocess.Popen([sys.executable, "-m", "server.runtime.workers"], env=env)
 
     def ready(self) -> bool:
@@ -161,9 +162,10 @@ def supervise(settings: Settings) -> int:
     admin = reserve(settings.admin_host, settings.admin_port)
     port, admin_port = main.getsockname()[1], admin.getsockname()[1]
     workdir = Path(tempfile.mkdtemp(prefix="waybill-workers-"))
-    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    secrets = {env: secret.get_secret_value() for name, env in SECRET_ENV.items()
+               if (secret := getattr(settings, name)) is not None}
     workers = [Worker(i, worker_settings(settings, i, port, admin_port,
-                                         workdir / f"worker-{i}.json"), token)
+                                         workdir / f"worker-{i}.json"), secrets)
                for i in range(settings.workers)]
     for worker in workers:
         worker.start()
@@ -267,9 +269,9 @@ def _child() -> int:
 
     _die_with_parent()
     data = json.loads(os.environ.pop(SETTINGS_ENV))
-    token = os.environ.get("WAYBILL_ADMIN_TOKEN")
-    if token:
-        data["admin_token"] = token
+    for name, env in SECRET_ENV.items():
+        if env in os.environ:
+            data[name] = os.environ[env]
     settings = Settings.model_validate(data)
     logs.configure(settings.log_level, settings.access_log)
     return run(settings, f"waybill worker {settings.worker_index}")

@@ -452,6 +452,25 @@ def call_metadata(
     return tuple(item for item in base if item[0] not in replaced) + tuple(extra)
 
 
+def outcome_metadata(base: Metadata, token: str | None) -> Metadata:
+    """The client's metadata for ``ReportOutcome``: ``base`` with ``authorization: Bearer
+    <token>`` in place of any authorization it holds; ``base`` itself without a token.
+
+    Only outcome reports carry the outcome token: a prediction never needs it, and a token
+    sent on every call would reach whatever else sees the prediction traffic.
+    """
+    if token is None:
+        return base
+    if not isinstance(token, str):
+        raise TypeError(f"outcome_token must be a str, not {type(token).__name__}")
+    if not token or token != token.strip() or not (token.isascii() and token.isprintable()):
+        # The server refuses such a token at start; say so here rather than UNAUTHENTICATED.
+        raise ValueError("outcome_token must be non-empty printable ASCII without surrounding "
+                         "whitespace")
+    kept = tuple(item for item in base if item[0] != "authorization")
+    return (*kept, ("authorization", f"Bearer {token}"))
+
+
 def normalize_metadata(metadata: Iterable[tuple[str, str | bytes]]) -> Metadata:
     """Check and freeze user metadata; gRPC requires lowercase keys."""
     items: list[tuple[str, str | bytes]] = []

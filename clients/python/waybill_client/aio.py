@@ -28,6 +28,7 @@ from ._convert import (
     call_metadata,
     normalize_metadata,
     open_channel,
+    outcome_metadata,
     outcome_report,
     predict_result,
     stream_answer,
@@ -45,9 +46,9 @@ _T = TypeVar("_T")
 class AsyncWaybillClient:
     """Asyncio client for ``waybill.v1.PredictionService``.
 
-    Same deadlines, retries, metadata and errors as ``waybill_client.WaybillClient``. Create
-    it inside the running event loop; ``channel`` must be a ``grpc.aio.Channel``. Use it as
-    ``async with`` or ``await client.close()``.
+    Same deadlines, retries, metadata (``outcome_token`` included) and errors as
+    ``waybill_client.WaybillClient``. Create it inside the running event loop; ``channel``
+    must be a ``grpc.aio.Channel``. Use it as ``async with`` or ``await client.close()``.
     """
 
     def __init__(
@@ -62,11 +63,13 @@ class AsyncWaybillClient:
         metadata: Iterable[tuple[str, str | bytes]] = (),
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        outcome_token: str | None = None,
     ) -> None:
         self._target = target
         self._timeout = check_timeout(timeout)
         self._policy = RetryPolicy(retries=retries, backoff=backoff, max_backoff=max_backoff)
         self._metadata: Metadata = normalize_metadata(metadata)
+        self._outcome_metadata = outcome_metadata(self._metadata, outcome_token)
         self._channel, self._owns_channel = open_channel(
             target, channel, credentials, options,
             grpc.aio.secure_channel, grpc.aio.insecure_channel,
@@ -157,7 +160,7 @@ class AsyncWaybillClient:
         """Report actuals of predicted orders; see ``WaybillClient.report_outcomes``."""
         request = build_report_outcome_request(outcomes)
         response: prediction_pb2.ReportOutcomeResponse = await self._invoke(
-            self._stub.ReportOutcome, request, call_metadata(self._metadata), timeout
+            self._stub.ReportOutcome, request, call_metadata(self._outcome_metadata), timeout
         )
         return outcome_report(response)
 

@@ -19,6 +19,7 @@ from ._convert import (
     call_metadata,
     normalize_metadata,
     open_channel,
+    outcome_metadata,
     outcome_report,
     predict_result,
     stream_answer,
@@ -39,6 +40,8 @@ class WaybillClient:
     all of its attempts together; UNAVAILABLE is retried up to ``retries`` times with
     exponential backoff and full jitter, every other status raises at once (see
     ``waybill_client.errors``). ``metadata`` is sent with every call, e.g. authorization.
+    ``outcome_token``, the server's outcome token, goes as ``authorization: Bearer <token>``
+    on ``report_outcomes`` calls only (replacing an authorization in ``metadata`` there).
 
     The client creates and owns a channel to ``target`` (TLS when ``credentials`` is given),
     or uses ``channel`` as given, in which case ``close()`` leaves it open. Thread-safe; use it
@@ -57,11 +60,13 @@ class WaybillClient:
         metadata: Iterable[tuple[str, str | bytes]] = (),
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        outcome_token: str | None = None,
     ) -> None:
         self._target = target
         self._timeout = check_timeout(timeout)
         self._policy = RetryPolicy(retries=retries, backoff=backoff, max_backoff=max_backoff)
         self._metadata: Metadata = normalize_metadata(metadata)
+        self._outcome_metadata = outcome_metadata(self._metadata, outcome_token)
         self._channel, self._owns_channel = open_channel(
             target, channel, credentials, options, grpc.secure_channel, grpc.insecure_channel
         )
@@ -207,7 +212,7 @@ class WaybillClient:
         """
         request = build_report_outcome_request(outcomes)
         response: prediction_pb2.ReportOutcomeResponse = self._invoke(
-            self._stub.ReportOutcome, request, call_metadata(self._metadata), timeout
+            self._stub.ReportOutcome, request, call_metadata(self._outcome_metadata), timeout
         )
         return outcome_report(response)
 
