@@ -58,6 +58,7 @@ class LoadedVersion:
             model.load_model(str(path / MODEL_FILE), format="cbm")
         except CatBoostError as err:
             raise ArtifactError(f"{path / MODEL_FILE}: CatBoost cannot load it ({err})") from None
+        _silence(model)
         _check_model_matches(manifest, model, path)
         loaded = cls(manifest, model, path)
         loaded._probe()
@@ -95,6 +96,20 @@ class LoadedVersion:
             raise ArtifactError(f"{self.path}: probe prediction failed ({err})") from None
         if not math.isfinite(float(scored.median[0])):
             raise ArtifactError(f"{self.path}: probe prediction is not finite")
+
+
+def _silence(model: CatBoostRegressor) -> None:
+    """Make ``predict`` silent whatever ``verbose`` the model was trained with.
+
+    Loading gives the model its training parameters, ``verbose`` among them, and
+    ``predict`` uses that one when its own ``verbose`` is false
+    (``verbose or get_param("verbose")``), so no argument can turn it off. A verbose
+    predict raises CatBoost's process-wide log level while it runs, and a concurrent
+    one (another predict thread, the shadow scorer) then prints ``Object info sizes``
+    to stdout, between the JSON log lines. ``set_params`` refuses a fitted model;
+    the parameter ``get_param`` reads is set here instead.
+    """
+    model._init_params["verbose"] = False
 
 
 def _check_model_matches(manifest: Manifest, model: CatBoostRegressor, path: Path) -> None:

@@ -349,12 +349,13 @@ def with_override(
 ) -> RoutingTable:
     """Roll ``model`` back: every version but stable gets weight 0, all traffic to stable.
 
-    Idempotent: when an override is already in force the same table object is
-    returned unchanged (``result is table`` means "nothing changed"; the first
-    override's reason and time are kept). ``loaded``, when given, lists the
-    versions that can serve; the override is refused rather than send traffic to a
-    stable version that is not among them. Publishing the returned table is the
-    atomic step: a request sees the old weights or the new, never a mix.
+    Idempotent: when an override is already in force, or no version but stable has
+    traffic (nothing to roll back), the same table object is returned unchanged
+    (``result is table`` means "nothing changed"; the first override's reason and
+    time are kept). ``loaded``, when given, lists the versions that can serve; the
+    override is refused rather than send traffic to a stable version that is not among
+    them. Publishing the returned table is the atomic step: a request sees the old
+    weights or the new, never a mix.
     """
     routes = table.routes(model)
     if routes.override is not None:
@@ -364,6 +365,10 @@ def with_override(
             f"model {model!r}: cannot roll back to stable {routes.default}: it is not loaded"
         )
     rolled_back = tuple(v for v, _ in routes.weights if v != routes.default)
+    if not rolled_back:
+        # An override that takes traffic from no version changes nothing a request sees;
+        # recording it would report a rollback that never happened.
+        return table
     override = Override(reason=reason, at=at, actor=actor, rolled_back=rolled_back)
     return table.replace(dataclasses.replace(routes, override=override))
 

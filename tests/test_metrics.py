@@ -22,7 +22,7 @@ from waybill.v1 import prediction_pb2_grpc as pb_grpc
 
 from tests.harness import ROOT, ServerProcess
 from tests.routing_fixtures import admin, routing_text, split
-from tests.test_server_predict import struct_rows
+from tests.test_server_predict import columns_of, struct_rows
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "waybill.json"
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -146,6 +146,24 @@ def test_callers_cannot_create_new_series(
     assert "_unknown" in fields and not any(f.startswith("field_") for f in fields)
     assert value(second, failures, model="delivery_eta", version="1.0.0", field="_unknown",
                  rule="unknown_field") >= 30
+
+
+def test_too_many_rows_are_counted_under_the_field_that_carried_them(
+        served: ServerProcess, rows: list[dict[str, object]]) -> None:
+    many = (rows * 6)[:1001]  # one over the default limit
+    stub = pb_grpc.PredictionServiceStub(served.channel())
+    before = scrape(served)
+    for request in (pb.PredictRequest(model="delivery_eta", rows=struct_rows(many)),
+                    pb.PredictRequest(model="delivery_eta", columns=columns_of(many))):
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Predict(request, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    after = scrape(served)
+    failures = "waybill_validation_failures_total"
+    counted = {dict(labels)["field"]: v - before.get((name, labels), 0.0)
+               for (name, labels), v in after.items()
+               if name == failures and dict(labels)["rule"] == "too_many_rows"}
+    assert {f: n for f, n in counted.items() if n} == {"rows": 1, "columns": 1}
 
 
 def test_state_and_process_metrics(served: ServerProcess,

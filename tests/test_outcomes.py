@@ -456,6 +456,43 @@ def test_events_are_listed_in_order_filtered_and_kept_across_restarts(
     assert override_of(server.admin_target) is None
 
 
+def test_an_unknown_event_kind_is_invalid_argument_listing_the_kinds(
+    server: ServerProcess,
+) -> None:
+    every_kind = ["alert", "config_applied", "override_cleared", "rollback"]
+    assert "config_applied" in {e.kind for e in events(server.admin_target, kinds=every_kind)}
+    with pytest.raises(grpc.RpcError) as caught:
+        events(server.admin_target, kinds=["rollback", "rolback"])
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(caught.value) == [("kinds[1]", "is not an event kind; the kinds are "
+                                         "alert, config_applied, override_cleared, rollback")]
+
+
+def test_a_rollback_with_nothing_to_roll_back_changes_and_records_nothing(
+    routed: tuple[ServerProcess, Path],
+) -> None:
+    server, config = routed
+    control = admin(server.admin_target)
+
+    def rollback() -> admin_pb2.RollbackResponse:
+        return control.Rollback(admin_pb2.RollbackRequest(model=MODEL, reason="just in case"),
+                                timeout=10)
+
+    # Already rolled back: the first rollback is the only one.
+    assert rollback().changed
+    assert not rollback().changed
+    assert control.ClearOverride(admin_pb2.ClearOverrideRequest(model=MODEL), timeout=10).changed
+    # No canary: stable is the only route with traffic, or the canary's weight is 0.
+    for routes in ([("1.0.0", 100, "stable")], [("1.0.0", 100, "stable"), ("1.1.0", 0, "c")]):
+        write_atomically(config, routing_text(routes))
+        assert reload(server.admin_target).changed
+        reply = rollback()
+        assert not reply.changed
+        assert not reply.routing.HasField("override")
+        assert override_of(server.admin_target) is None
+    assert len(events(server.admin_target, kinds=["rollback"])) == 1
+
+
 def test_admin_rollback_survives_a_sigterm_restart_and_clear_does_too(
     routed: tuple[ServerProcess, Path], rows: list[Row],
 ) -> None:

@@ -293,6 +293,11 @@ def test_override_is_idempotent_and_reversible() -> None:
     assert base.routes("delivery_eta").override is None  # the original is untouched
 
 
+def test_override_with_no_canary_changes_nothing() -> None:
+    only_stable = table_of(stable=100, canary=0)
+    assert with_override(only_stable, "delivery_eta", "r", "t") is only_stable
+
+
 def test_override_never_targets_a_version_that_is_not_loaded() -> None:
     with pytest.raises(OverrideRefused, match=r"1\.1\.0: it is not loaded"):
         with_override(table_of(), "delivery_eta", "r", "t", loaded={"1.2.0"})

@@ -9,6 +9,8 @@ import re
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -20,6 +22,7 @@ from waybill.v1 import prediction_pb2_grpc as pb_grpc
 from tests.harness import ROOT, ServerProcess
 from tests.routing_fixtures import (
     admin,
+    reload,
     routing,
     routing_text,
     run_calls,
@@ -27,6 +30,7 @@ from tests.routing_fixtures import (
     wait_for,
     write_atomically,
 )
+from tests.test_metrics import scrape, value
 from tests.test_server_predict import struct_rows
 
 
@@ -104,6 +108,80 @@ def test_sighup_reloads(registry: Path, tmp_path: Path) -> None:
         server.signal(signal.SIGHUP)
         wait_for(lambda: routing(server.admin_target).content_hash == sha(changed), "SIGHUP")
         assert events(server, "routing applied")[-1]["trigger"] == "sighup"
+
+
+def missing_count(server: ServerProcess) -> float:
+    return value(scrape(server), "waybill_config_reloads_total", outcome="rejected",
+                 reason="missing")
+
+
+def holds(condition: Callable[[], bool], seconds: float) -> bool:
+    """Whether ``condition`` stays true for ``seconds``: what did not happen can only be
+    shown over a window (checked all along it, not slept through)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not condition():
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_deleted_routing_file_is_logged_and_counted_once_per_disappearance(
+    registry: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "routing.toml"
+    text = routing_text(split(10))
+    config.write_text(text)
+    with ServerProcess(tmp_path, "--registry", str(registry), "--routing", str(config),
+                       "--routing-poll", "0.05") as server:
+        for gone in (1, 2):
+            config.unlink()
+            counted = lambda n=gone: missing_count(server) == n  # noqa: E731
+            wait_for(counted, "the disappearance to be counted")
+            # Once per disappearance, not once per poll: the watcher polls 20 times here.
+            assert holds(counted, 1.0)
+            shown = routing(server.admin_target)
+            assert shown.content_hash == sha(text)  # the snapshot in force keeps serving
+            assert str(config) in shown.last_failure.reason
+            # Back with the content in force: nothing to reload, and nothing wrong now.
+            config.write_text(text)
+            wait_for(lambda: not routing(server.admin_target).HasField("last_failure"),
+                     "the failure to clear")
+        lines = [e for e in events(server, "routing rejected") if e["reason"] == "missing"]
+        assert len(lines) == 2
+        assert all(e["level"] == "error" and str(config) in str(e["error"])
+                   and "keeps serving" in str(e["error"]) for e in lines)
+        assert [e["trigger"] for e in events(server, "routing applied")] == ["start"]
+        assert value(scrape(server), "waybill_config_reloads_total", outcome="applied",
+                     reason="none") == 1
+
+
+def test_restoring_the_content_in_force_clears_the_last_failure(
+    registry: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "routing.toml"
+    good = routing_text(split(10))
+    config.write_text(good)
+    with ServerProcess(tmp_path, "--registry", str(registry), "--routing", str(config),
+                       "--routing-poll", "0.05") as server:
+        # By the watcher ...
+        write_atomically(config, "version = [")
+        wait_for(lambda: routing(server.admin_target).HasField("last_failure"),
+                 "the bad file to be refused")
+        write_atomically(config, good)
+        wait_for(lambda: not routing(server.admin_target).HasField("last_failure"),
+                 "the failure to clear")
+        # ... and by ReloadConfig, which says nothing changed.
+        write_atomically(config, "version = [")
+        with pytest.raises(grpc.RpcError) as caught:
+            reload(server.admin_target)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert routing(server.admin_target).HasField("last_failure")
+        write_atomically(config, good)
+        assert not reload(server.admin_target).changed
+        assert not routing(server.admin_target).HasField("last_failure")
+        assert routing(server.admin_target).content_hash == sha(good)
+        assert [e["trigger"] for e in events(server, "routing applied")] == ["start"]
 
 
 def test_shadow_is_compared_and_a_full_queue_drops_without_failing_callers(

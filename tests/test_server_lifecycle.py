@@ -7,6 +7,7 @@ import os
 import pickle
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from waybill.v1 import prediction_pb2_grpc as pb_grpc
 
 from models.artifact import sha256_file
 from tests.harness import ServerProcess
+from tests.routing_fixtures import routing_text, split
 from tests.test_server_predict import struct_rows
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
@@ -132,6 +134,86 @@ def test_server_refuses_to_start_without_a_servable_version(tmp_path: Path) -> N
     )
     assert proc.returncode == 1
     assert "no servable model version" in proc.stderr
+
+
+def _refused_start(*args: str) -> list[str]:
+    """Start `waybill serve` expecting a refusal; its stderr lines that are not JSON logs."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "server.runtime.cli", "serve", "--host", "127.0.0.1",
+         "--port", "0", "--admin-port", "0", "--metrics-port", "0", "--no-database", *args],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+        timeout=60, check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    return [line for line in proc.stderr.splitlines() if not line.startswith("{")]
+
+
+@pytest.mark.parametrize("setting", ["tls_key", "tls_cert", "tls_client_ca"])
+def test_a_tls_file_that_cannot_be_read_is_one_line_naming_it(
+    registry: Path, tmp_path: Path, setting: str
+) -> None:
+    files = {"tls_key": tmp_path / "server.key", "tls_cert": tmp_path / "server.pem",
+             "tls_client_ca": tmp_path / "ca.pem"}
+    for path in files.values():
+        path.write_text("-----BEGIN NOTHING-----\n")
+    if setting == "tls_client_ca":
+        files[setting].unlink()
+        files[setting].mkdir()  # there, but not a file that can be read
+        why = "Is a directory"
+    else:
+        files[setting].unlink()
+        why = "No such file or directory"
+    flags = [a for name, path in files.items()
+             for a in (f"--{name.replace('_', '-')}", str(path))]
+    lines = _refused_start("--registry", str(registry), "--no-routing", *flags)
+    assert lines == [f"waybill: cannot start: {setting} {files[setting]}: {why}"]
+
+
+@pytest.mark.parametrize(("flag", "what"), [("--port", ""), ("--admin-port", "admin "),
+                                            ("--metrics-port", "metrics ")])
+def test_a_taken_port_is_one_line_and_exit_code_one(
+    registry: Path, flag: str, what: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        lines = _refused_start("--registry", str(registry), "--no-routing", flag, str(port))
+        assert lines == [f"waybill: cannot start: cannot bind {what}127.0.0.1:{port}: "
+                         "Address already in use"]
+        # The supervisor of --workers reserves the ports itself, and says the same.
+        if flag != "--metrics-port":
+            lines = _refused_start("--registry", str(registry), "--no-routing",
+                                   "--workers", "2", flag, str(port))
+            assert lines == [f"waybill: cannot start: cannot bind {what}127.0.0.1:{port}: "
+                             "Address already in use"]
+
+
+def test_the_server_writes_only_json_lines(
+    registry: Path, rows: list[dict[str, object]], tmp_path: Path
+) -> None:
+    # Two versions and a shadow scored at once on two threads: CatBoost calls overlap.
+    config = tmp_path / "routing.toml"
+    config.write_text(routing_text(split(50), shadow=("1.1.0", 1.0)))
+    with ServerProcess(tmp_path, "--registry", str(registry), "--routing", str(config),
+                       "--access-log", "all") as server, ThreadPoolExecutor(8) as pool:
+        stub = pb_grpc.PredictionServiceStub(server.channel())
+        request = pb.PredictRequest(model="delivery_eta", rows=struct_rows(rows[:64]))
+        calls = [pool.submit(stub.Predict, request, timeout=30,
+                             metadata=(("x-model-version", version),))
+                 for _ in range(100) for version in ("1.0.0", "1.1.0")]
+        assert {len(c.result().predictions) for c in calls} == {64}
+    lines = server.log_text().splitlines()  # stdout and stderr, the server stopped
+
+    def is_json_object(line: str) -> bool:
+        try:
+            return isinstance(json.loads(line), dict)
+        except ValueError:
+            return False
+
+    assert len(lines) > 200
+    assert [line for line in lines if not is_json_object(line)] == []
 
 
 def test_default_deadline_applies_only_without_a_caller_deadline(

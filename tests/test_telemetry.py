@@ -435,5 +435,7 @@ def test_histograms_bin_like_prometheus_and_fields_stay_bounded() -> None:
     assert bounded_field("columns.distance_km", schema) == "distance_km"
     assert bounded_field("columns.made_up[1]", schema) == "_unknown"
     assert bounded_field("routing_key", schema) == "routing_key"
+    assert bounded_field("rows", schema) == "rows"
+    assert bounded_field("columns", schema) == "columns"  # too many rows sent as columns
     assert bounded_field("anything_else", schema) == "_unknown"
     assert Observer().tracer is None  # unit use: aggregation only, no spans, no export

@@ -64,6 +64,50 @@ class StartupError(Exception):
     pass
 
 
+def _tls_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS for both ports, or None without it; a file that cannot be read stops the start
+    with one line naming the setting, the path and why."""
+    s = settings
+    if s.tls_cert is None or s.tls_key is None:
+        return None
+    try:
+        return server_credentials(s.tls_cert, s.tls_key, s.tls_client_ca)
+    except OSError as err:
+        files = {"tls_key": s.tls_key, "tls_cert": s.tls_cert, "tls_client_ca": s.tls_client_ca}
+        name = next((n for n, path in files.items() if str(path) == str(err.filename)),
+                    "tls file")
+        raise StartupError(f"{name} {err.filename}: {err.strerror or err}") from None
+
+
+def _bind_refusal(host: str, port: int, reuse_port: bool) -> str | None:
+    """Why the system would refuse ``host:port``, or None when some address of it binds.
+
+    gRPC says only that a bind failed (and logs a line of its own), so a plain socket
+    asks first, with the options gRPC's listener sets: SO_REUSEADDR, and SO_REUSEPORT
+    for workers, which share the port with the supervisor's reservation.
+    """
+    if port == 0:
+        return None  # any free port: nothing to collide with
+    try:
+        addresses = socket.getaddrinfo(host.strip("[]") or None, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        return str(err.strerror)
+    reasons = []
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                sock.bind(address)
+            except OSError as err:
+                reasons.append(err.strerror or str(err))
+            else:
+                return None  # gRPC, too, needs only one of the host's addresses
+    return reasons[0] if reasons else None
+
+
 def load_registry_versions(settings: Settings, catalog: VersionCatalog) -> Snapshot:
     """Without a routing file: every version of the configured models, the newest default."""
     found = discover(settings.registry)
@@ -129,6 +173,8 @@ class WaybillServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # First: a TLS file that cannot be read stops the start before anything is loaded.
+        self._credentials = _tls_credentials(settings)
         self.port = 0
         self.admin_port = 0
         self.metrics_port: int | None = None
@@ -136,7 +182,8 @@ class WaybillServer:
         self.store: Store | None = None
         if settings.database is not None:
             try:
-                self.store = Store(settings.database, retention_s=settings.prediction_retention_s)
+                self.store = Store(settings.database, retention_s=settings.prediction_retention_s,
+                                   max_predictions=settings.prediction_max_rows)
             except (OSError, sqlite3.Error) as err:
                 raise StartupError(f"database {settings.database}: {err}") from None
             self.store.start()
@@ -238,29 +285,32 @@ class WaybillServer:
                                         self.settings.accuracy_window_s)
         observe_process(observer)
 
-    def _bind(self, server: grpc.aio.Server, host: str, port: int) -> int:
+    def _bind(self, server: grpc.aio.Server, what: str, host: str, port: int) -> int:
         address = f"{host}:{port}"
-        s = self.settings
-        if s.tls_cert is not None and s.tls_key is not None:
-            bound = server.add_secure_port(
-                address, server_credentials(s.tls_cert, s.tls_key, s.tls_client_ca)
-            )
-        else:
-            bound = server.add_insecure_port(address)
+        refusal = _bind_refusal(host, port, self.settings.reuse_port)
+        if refusal is not None:
+            raise StartupError(f"cannot bind {what}{address}: {refusal}")
+        try:
+            if self._credentials is not None:
+                bound = server.add_secure_port(address, self._credentials)
+            else:
+                bound = server.add_insecure_port(address)
+        except RuntimeError:
+            bound = 0  # taken since the check, or a reason only gRPC sees (its log line)
         if bound == 0:
-            raise StartupError(f"cannot bind {address}")
+            raise StartupError(f"cannot bind {what}{address}")
         return int(bound)
 
     async def start(self) -> int:
         s = self.settings
-        self.port = self._bind(self._server, s.host, s.port)
-        self.admin_port = self._bind(self._admin, s.admin_host, s.admin_port)
+        self.port = self._bind(self._server, "", s.host, s.port)
+        self.admin_port = self._bind(self._admin, "admin ", s.admin_host, s.admin_port)
         if s.metrics_enabled:
+            metrics_host = s.metrics_host or s.host
             try:
-                self.metrics_port = self.telemetry.serve_metrics(s.metrics_host or s.host,
-                                                                 s.metrics_port)
+                self.metrics_port = self.telemetry.serve_metrics(metrics_host, s.metrics_port)
             except OSError as err:
-                raise StartupError(f"cannot bind metrics {s.host}:{s.metrics_port}: "
+                raise StartupError(f"cannot bind metrics {metrics_host}:{s.metrics_port}: "
                                    f"{err.strerror or err}") from None
         await self._server.start()
         await self._admin.start()
@@ -268,7 +318,7 @@ class WaybillServer:
         if self.reloader is not None and s.routing_poll_s > 0:
             self._watcher = asyncio.get_running_loop().create_task(
                 watch(self.reloader.path, s.routing_poll_s, self.reload_from_file,
-                      self.reloader.initial_signature),
+                      self.reloader.initial_signature, self.reloader.missing),
                 name="watch",
             )
         if s.alert_interval_s > 0:

@@ -30,6 +30,8 @@ def _serve(args: argparse.Namespace) -> int:
         "metrics_port": args.metrics_port, "metrics_enabled": False if args.no_metrics else None,
         "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
         "database": "" if args.no_database else args.database,
+        "prediction_retention_s": args.prediction_retention,
+        "prediction_max_rows": args.prediction_max_rows,
         "drift_window_rows": args.drift_window_rows, "drift_window_s": args.drift_window_s,
         "drift_min_rows": args.drift_min_rows, "alert_interval_s": args.alert_interval,
         "alert_webhook": args.alert_webhook, "accuracy_window_s": args.accuracy_window,
@@ -246,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="prediction and event log, SQLite (default var/waybill.db)")
     serve.add_argument("--no-database", action="store_true",
                        help="no prediction/event log: no outcomes, accuracy or saved overrides")
+    serve.add_argument("--prediction-retention",
+                       help="keep logged predictions this long: 7d, 12h, 30m or seconds "
+                            "(default 7d)")
+    serve.add_argument("--prediction-max-rows", type=int,
+                       help="keep at most this many logged predictions, the newest "
+                            "(default 5000000)")
     serve.add_argument("--no-drift", action="store_true",
                        help="no drift tracking (no drift metrics, GetDrift, drift rules)")
     serve.add_argument("--drift-window-rows", type=int,

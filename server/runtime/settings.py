@@ -5,6 +5,7 @@ process with a message naming the setting and the value."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,6 +26,9 @@ from models.registry import DEFAULT_ROOT
 ENV_PREFIX = "WAYBILL_"
 # The committed routing config beside the code (deploy/routing.toml).
 DEFAULT_ROUTING = Path(__file__).resolve().parents[2] / "deploy" / "routing.toml"
+# A duration as an operator writes it: "7d", "12h", "30m", "90s" (or plain seconds).
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
+_UNIT_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
 
 # Where each token comes from, for messages (the token itself is never shown).
@@ -92,7 +96,10 @@ class Settings(BaseModel):
     # The prediction and event log (SQLite); relative paths are from the working
     # directory. "" turns it off: no outcome feedback, no accuracy, no durable overrides.
     database: Path | None = Path("var/waybill.db")
+    # The prediction log keeps a prediction (and its outcome) this long, and at most the
+    # newest prediction_max_rows; the rest is purged at start and every minute.
     prediction_retention_s: Annotated[float, Field(gt=0)] = 7 * 86400.0
+    prediction_max_rows: Annotated[int, Field(ge=1)] = 5_000_000
     # Outcomes reported in the last accuracy_window_s make the accuracy metrics and report.
     accuracy_window_s: Annotated[float, Field(gt=0)] = 3600.0
     # Drift: tumbling windows of drift_window_rows rows or drift_window_s seconds,
@@ -140,6 +147,19 @@ class Settings(BaseModel):
         if not (token.isascii() and token.isprintable()):
             raise ValueError(f"must be printable ASCII to travel in a gRPC header ({source})")
         return value
+
+    @field_validator("prediction_retention_s", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        match = _DURATION.fullmatch(value.strip())
+        if match is not None:
+            return float(match[1]) * _UNIT_S[match[2]]
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError("must be seconds or a duration such as 7d, 12h or 30m") from None
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

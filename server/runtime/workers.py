@@ -151,6 +151,13 @@ class Worker:
         return True
 
 
+def _cannot_bind(what: str, host: str, port: int, err: OSError) -> int:
+    # The single process says the same (server.runtime.app): one line, exit code 1.
+    print(f"waybill: cannot start: cannot bind {what}{host}:{port}: {err.strerror or err}",
+          file=sys.stderr)
+    return 1
+
+
 def supervise(settings: Settings) -> int:
     """Run ``settings.workers`` workers until SIGTERM/SIGINT; returns the exit code."""
     stop = threading.Event()
@@ -158,8 +165,15 @@ def supervise(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: hup.set())
-    main = reserve(settings.host, settings.port)
-    admin = reserve(settings.admin_host, settings.admin_port)
+    try:
+        main = reserve(settings.host, settings.port)
+    except OSError as err:
+        return _cannot_bind("", settings.host, settings.port, err)
+    try:
+        admin = reserve(settings.admin_host, settings.admin_port)
+    except OSError as err:
+        main.close()
+        return _cannot_bind("admin ", settings.admin_host, settings.admin_port, err)
     port, admin_port = main.getsockname()[1], admin.getsockname()[1]
     workdir = Path(tempfile.mkdtemp(prefix="waybill-workers-"))
     secrets = {env: secret.get_secret_value() for name, env in SECRET_ENV.items()

@@ -29,6 +29,10 @@ from server.telemetry.observe import Observer
 
 log = logging.getLogger("waybill.journal")
 
+# Every kind of event the journal records; ListEvents refuses a filter on any other, so
+# a typo is an error rather than an empty answer.
+EVENT_KINDS = ("alert", "config_applied", "override_cleared", "rollback")
+
 
 def _cleared(model: str) -> Callable[[Snapshot], Snapshot]:
     """The state update that drops ``model``'s override."""
@@ -145,6 +149,7 @@ class Journal:
 
     # ---- while serving --------------------------------------------------------------------
     async def _record(self, kind: str, model: str, **fields: Any) -> None:
+        assert kind in EVENT_KINDS, f"add {kind!r} to EVENT_KINDS"
         if self._store is None:
             return
         try:

@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +42,7 @@ class ConfigRejected(Exception):
     """A routing file was refused; ``reason`` is a short, bounded label for metrics."""
 
     def __init__(self, reason: str, message: str) -> None:
-        self.reason = reason  # read | encoding | invalid | registry | load
+        self.reason = reason  # read | encoding | invalid | registry | load | missing
         super().__init__(message)
 
 
@@ -155,6 +155,7 @@ class RoutingReloader:
                 raw = await asyncio.to_thread(self._read)
                 digest = hashlib.sha256(raw).hexdigest()
                 if digest == state.current.content_hash:
+                    self._restored(trigger)
                     return ReloadOutcome(False, state.current)
                 fresh = await asyncio.to_thread(self.prepare, raw)
             except ConfigRejected as err:
@@ -172,6 +173,18 @@ class RoutingReloader:
                 "content_hash": published.content_hash, "generation": published.generation}})
             await self.journal.config_applied(before, published, trigger)
             return ReloadOutcome(True, published)
+
+    def missing(self) -> None:
+        """The watcher found the file gone: refused like a bad file, the snapshot serves."""
+        self._refuse(ConfigRejected("missing", f"{self.path}: the routing file is gone; the "
+                                    "snapshot in force keeps serving"), "file", None)
+
+    def _restored(self, trigger: str) -> None:
+        # The file is back to what serves: whatever was wrong with it is no longer so.
+        if self.last_failure is not None:
+            self.last_failure = None
+            log.info("routing file matches the snapshot in force", extra={"fields": {
+                "trigger": trigger, "source": str(self.path)}})
 
     def _refuse(self, err: ConfigRejected, trigger: str, raw: bytes | None) -> None:
         digest = hashlib.sha256(raw).hexdigest() if raw is not None else ""
@@ -192,8 +205,9 @@ def file_signature(path: Path) -> Signature | None:
 
 
 async def watch(path: Path, interval: float, on_change: object,
-                seen: Signature | None) -> None:
-    """Poll the file's identity; call ``on_change()`` once it changed and then held still.
+                seen: Signature | None, on_missing: Callable[[], None]) -> None:
+    """Poll the file's identity; call ``on_change()`` once it changed and then held still,
+    and ``on_missing()`` once it is gone and still gone a poll later.
 
     ``seen`` is the signature of the file the snapshot in force was read from, so a
     change made before the first poll is not mistaken for the starting state.
@@ -201,13 +215,24 @@ async def watch(path: Path, interval: float, on_change: object,
     Polling the resolved path sees Kubernetes' symlink swaps and in-place edits alike
     without an inotify dependency. Waiting for one quiet interval keeps a file that
     is still being written from being read half-way (a half file that slips through
-    is refused by validation like any bad file).
+    is refused by validation like any bad file). A file deleted and written again
+    between two polls (some editors save that way) is a change, not a disappearance.
     """
     pending: Signature | None = None
+    absent = 0  # polls in a row that found no file
     while True:
         await asyncio.sleep(interval)
         current = file_signature(path)
-        if current is None or current == seen:
+        if current is None:
+            pending = None
+            absent += 1
+            if absent == 2:  # once per disappearance, however long it lasts
+                # Whatever comes back is read, even a file identical to the one lost.
+                seen = None
+                on_missing()
+            continue
+        absent = 0
+        if current == seen:
             pending = None
             continue
         if current != pending:

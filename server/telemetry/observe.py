@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 UNKNOWN = "_unknown"
 NO_ROUTE = "none"  # the request failed before a version was chosen
 # Request-level fields a Predict can break (server.serving.predictor, server.transport.convert).
-REQUEST_FIELDS = frozenset({"model", "rows", "version", "routing_key"})
+REQUEST_FIELDS = frozenset({"model", "rows", "columns", "version", "routing_key"})
 # rows[3].zip_code, columns.zip_code[3] and columns.zip_code all name the feature zip_code.
 _ROW_FIELD = re.compile(r"^(?:rows\[\d+\]\.(.+)|columns\.([^\[]+)(?:\[\d+\])?)$")
 

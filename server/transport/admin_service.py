@@ -17,7 +17,7 @@ from server.monitoring.shadow_stats import DIFF_BOUNDS, ShadowStats
 from server.monitoring.trackers import DriftBook
 from server.serving.alerting import AlertEngine
 from server.serving.errors import BadRequest, Unavailable
-from server.serving.journal import Journal
+from server.serving.journal import EVENT_KINDS, Journal
 from server.serving.overrides import clear_override, rollback
 from server.serving.reloads import RoutingReloader
 from server.serving.state import ServingState
@@ -263,6 +263,10 @@ class AdminService(pb_grpc.AdminServiceServicer):
         limit = request.limit or 100
         if limit > MAX_EVENTS:
             raise BadRequest("limit", "too_large", f"at most {MAX_EVENTS}")
+        for i, kind in enumerate(request.kinds):
+            if kind not in EVENT_KINDS:
+                raise BadRequest(f"kinds[{i}]", "unknown",
+                                 f"is not an event kind; the kinds are {', '.join(EVENT_KINDS)}")
         found = await asyncio.to_thread(
             self._store.events, model=request.model or None, after_id=request.after_id,
             limit=limit, kinds=tuple(request.kinds))

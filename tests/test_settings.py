@@ -1,0 +1,92 @@
+"""Settings from flags and WAYBILL_* variables: the prediction log's retention, parsed,
+validated, and reaching the store of a real server."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from waybill.v1 import prediction_pb2 as pb
+from waybill.v1 import prediction_pb2_grpc as pb_grpc
+
+from server.runtime.settings import SettingsError, load_settings
+from tests.harness import ROOT, ServerProcess
+from tests.routing_fixtures import wait_for
+from tests.test_server_predict import struct_rows
+
+
+@pytest.mark.parametrize(("written", "seconds"), [
+    ("7d", 7 * 86400.0), ("12h", 43200.0), ("30m", 1800.0), ("90s", 90.0), ("1.5h", 5400.0),
+    ("3600", 3600.0), ("0.5", 0.5),
+])
+def test_retention_is_a_duration_or_seconds_by_flag_or_environment(
+    written: str, seconds: float
+) -> None:
+    assert load_settings({"prediction_retention_s": written}, {}).prediction_retention_s == \
+        seconds
+    from_env = load_settings({}, {"WAYBILL_PREDICTION_RETENTION_S": written})
+    assert from_env.prediction_retention_s == seconds
+
+
+def test_retention_defaults_and_max_rows_by_environment() -> None:
+    settings = load_settings({}, {})
+    assert (settings.prediction_retention_s, settings.prediction_max_rows) == (
+        7 * 86400.0, 5_000_000)
+    assert load_settings({}, {"WAYBILL_PREDICTION_MAX_ROWS": "10"}).prediction_max_rows == 10
+
+
+@pytest.mark.parametrize(("setting", "written", "message"), [
+    ("prediction_retention_s", "0", "greater than 0"),
+    ("prediction_retention_s", "0s", "greater than 0"),
+    ("prediction_retention_s", "-1h", "a duration such as 7d"),
+    ("prediction_retention_s", "a week", "a duration such as 7d"),
+    ("prediction_max_rows", "0", "greater than or equal to 1"),
+    ("prediction_max_rows", "-5", "greater than or equal to 1"),
+])
+def test_retention_settings_must_be_positive(setting: str, written: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=f"{setting}=.*{message}"):
+        load_settings({setting: written}, {})
+
+
+def test_a_bad_retention_flag_stops_the_start_naming_it() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "server.runtime.cli", "serve", "--port", "0", "--admin-port", "0",
+         "--no-metrics", "--no-database", "--prediction-max-rows", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "prediction_max_rows=0" in proc.stderr
+
+
+def logged(database: Path) -> tuple[int, float | None]:
+    """Predictions in the server's log, and when the newest was logged."""
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        count, newest = conn.execute("SELECT count(*), max(logged_at) FROM predictions").fetchone()
+    return int(count), newest
+
+
+def test_the_retention_flags_reach_the_store(
+    registry: Path, rows: list[dict[str, object]], tmp_path: Path
+) -> None:
+    database = tmp_path / "waybill.db"
+    server = ServerProcess(tmp_path, "--registry", str(registry), "--database", str(database))
+    with server:
+        stub = pb_grpc.PredictionServiceStub(server.channel())
+        stub.Predict(pb.PredictRequest(model="delivery_eta", rows=struct_rows(rows[:30])),
+                     timeout=10)
+    assert logged(database)[0] == 30
+    # The store applies retention as it starts: the newest rows stay.
+    server.args += ["--prediction-max-rows", "5"]
+    with server:
+        wait_for(lambda: logged(database)[0] == 5, "the log to be cut to 5 predictions")
+    # Older than a second: the next start purges them all.
+    newest = logged(database)[1]
+    assert newest is not None
+    wait_for(lambda: time.time() - newest > 1.5, "the predictions to be over a second old")
+    server.args += ["--prediction-retention", "1s"]
+    with server:
+        wait_for(lambda: logged(database)[0] == 0, "the expired predictions to go")
