@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -405,6 +406,19 @@ def waybill_source(ref: str | None) -> Path:
         if old != dest:
             shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def with_flags(config: str, flags: str) -> str:
+    """A configuration that is ``config`` with more ``waybill serve`` flags (split on
+    spaces); ``config`` itself when there are none."""
+    if not flags:
+        return config
+    from waybill_configs import WAYBILL_CONFIGS
+
+    name = f"{config}+" + re.sub(r"[^A-Za-z0-9.-]+", "_", flags.strip("- "))[:60]
+    base = WAYBILL_CONFIGS[config]
+    WAYBILL_CONFIGS[name] = {**base, "args": [*base["args"], *flags.split()]}
+    return name
 
 
 def start_waybill(config: str, workdir: Path, src: Path = ROOT,

@@ -14,14 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import struct
 import sys
 import urllib.request
 from collections import Counter
 
 import benchlib as bl
+
+sys.path.insert(0, str(bl.ROOT))  # the tests' hand-written protobuf helpers
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.test_hardening import field, nested_struct_request
 
 
 def mutate(rng: random.Random, valid: list[bytes]) -> bytes:
@@ -41,31 +44,11 @@ def mutate(rng: random.Random, valid: list[bytes]) -> bytes:
         start = rng.randrange(len(base))
         base = base[:start] + base[start:start + 40] * rng.randint(2, 50) + base[start:]
     elif kind == 5:  # a Struct nested deep
-        base = bytearray(nested(rng.randint(20, 200)))
+        base = bytearray(nested_struct_request(rng.randint(20, 200)))
     else:  # a huge model name
         name = b"m" * rng.randint(1_000, 100_000)
-        base = bytearray(b"\x0a" + varint(len(name)) + name) + base
+        base = bytearray(field(1, name)) + base
     return bytes(base)
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def field(number: int, payload: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
-def nested(depth: int) -> bytes:
-    value = b"\x11" + struct.pack("<d", 1.0)  # Value.number_value = 1.0
-    for _ in range(depth):
-        value = field(5, field(1, field(1, b"a") + field(2, value)))
-    return field(1, b"delivery_eta") + field(2, field(1, field(1, b"x") + field(2, value)))
 
 
 def server_counts(metrics_url: str) -> Counter[str]:

@@ -111,14 +111,7 @@ def main() -> int:
     work = bl.RUN_DIR / "stream-flood"
     work.mkdir(parents=True, exist_ok=True)
     probe = bl.waybill_request_bytes(rows[:1])
-    config = args.config
-    if args.flags:
-        from waybill_configs import WAYBILL_CONFIGS
-
-        config = f"{args.config}+"
-        WAYBILL_CONFIGS[config] = {**WAYBILL_CONFIGS[args.config],
-                                   "args": [*WAYBILL_CONFIGS[args.config]["args"],
-                                            *args.flags.split()]}
+    config = bl.with_flags(args.config, args.flags)
     proc, port = bl.start_waybill(config, work / "server", src)
     target = f"{bl.HOST}:{port}"
     try:

@@ -53,7 +53,7 @@ def rpc_count(server: ServerProcess, method: str, code: int) -> float:
     return 0.0
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -62,8 +62,8 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+def field(number: int, payload: bytes) -> bytes:
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def nested_struct_request(depth: int) -> bytes:
@@ -71,10 +71,10 @@ def nested_struct_request(depth: int) -> bytes:
     (the protobuf runtime refuses to build one that deep)."""
     value = b"\x11" + struct.pack("<d", 1.0)  # Value.number_value = 1.0
     for _ in range(depth):
-        entry = _field(1, b"a") + _field(2, value)  # Struct.fields map entry {"a": value}
-        value = _field(5, _field(1, entry))  # Value.struct_value = Struct{fields: [entry]}
-    row = _field(1, _field(1, b"x") + _field(2, value))
-    return _field(1, b"delivery_eta") + _field(2, row)
+        entry = field(1, b"a") + field(2, value)  # Struct.fields map entry {"a": value}
+        value = field(5, field(1, entry))  # Value.struct_value = Struct{fields: [entry]}
+    row = field(1, field(1, b"x") + field(2, value))
+    return field(1, b"delivery_eta") + field(2, row)
 
 
 @pytest.mark.parametrize(("name", "payload"), [
