@@ -272,3 +272,27 @@ def test_the_grafana_dashboard_queries_only_exported_metrics(
         time.sleep(0.1)
     assert len(queried) > 15
     assert not missing, f"the dashboard queries metrics the server does not export: {missing}"
+
+
+def test_state_gauges_survive_a_restart(registry: Path, tmp_path: Path) -> None:
+    """A rollback and a refused routing file show as gauges (not event counts), so an
+    alert on them holds across a restart that restores the override."""
+    routing = tmp_path / "routing.toml"
+    routing.write_text(routing_text(split(20)))
+    args = ("--registry", str(registry), "--routing", str(routing), "--routing-poll", "0")
+    with ServerProcess(tmp_path / "run", *args) as server:
+        admin(server.admin_target).Rollback(
+            admin_pb2.RollbackRequest(model="delivery_eta", reason="test"), timeout=5)
+        routing.write_text("not toml [")
+        with pytest.raises(grpc.RpcError):
+            admin(server.admin_target).ReloadConfig(admin_pb2.ReloadConfigRequest(), timeout=5)
+        series = scrape(server)
+        assert value(series, "waybill_routing_override", model="delivery_eta",
+                     actor="admin") == 1
+        assert value(series, "waybill_config_refused", reason="invalid") == 1
+    routing.write_text(routing_text(split(20)))
+    with ServerProcess(tmp_path / "run", *args) as server:  # same database: restored
+        series = scrape(server)
+        assert value(series, "waybill_routing_override", model="delivery_eta",
+                     actor="admin") == 1
+        assert label_values(series, "waybill_config_refused", "reason") == set()

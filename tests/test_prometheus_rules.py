@@ -45,6 +45,8 @@ EXPORTED = {
     "waybill_routing_generation",
     "waybill_model_route_weight",
     "waybill_model_stable",
+    "waybill_routing_override",
+    "waybill_config_refused",
     # shadow
     "waybill_shadow_sampled_total",
     "waybill_shadow_dropped_total",

@@ -104,6 +104,11 @@ class RoutingReloader:
             lambda: [(self.applied, {"outcome": "applied", "reason": "none"}),
                      *((n, {"outcome": "rejected", "reason": why})
                        for why, n in self.rejected.items())])
+        observer.observe_gauge(
+            "waybill.config.refused", "{config}",
+            "1 while the routing file on disk is refused (the last good one serves), by reason",
+            lambda: [] if self.last_failure is None
+            else [(1, {"reason": self.last_failure.reason})])
 
     def _read(self) -> bytes:
         try:

@@ -109,6 +109,14 @@ class ServingState:
             "waybill.model.stable", "{version}", "1 for the stable version of each model",
             lambda: [(1, {"model": m, "version": routes.stable})
                      for m, routes in self.current.table.models.items()])
+        # State, not a count of events: an override restored after a restart still shows,
+        # so an alert on it does not resolve because a process started again.
+        observer.observe_gauge(
+            "waybill.routing.override", "{override}",
+            "1 for each model rolled back to its stable version, while the override holds",
+            lambda: [(1, {"model": m, "actor": routes.override.actor})
+                     for m, routes in self.current.table.models.items()
+                     if routes.override is not None])
 
     def update(self, derive: Callable[[Snapshot], Snapshot]) -> Snapshot:
         """Publish ``derive(current)`` as the next generation; return it."""
