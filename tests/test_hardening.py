@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import struct
 import threading
 import time
@@ -152,17 +153,31 @@ def predict_request(rows: list[dict[str, object]], model: str = "delivery_eta",
 def test_admission_refuses_what_cannot_finish_before_its_deadline() -> None:
     clock = [0.0]
     admission = Admission(max_inflight=100, clock=lambda: clock[0])
-    admission.admit(0.001)  # nothing measured yet: admitted, whatever the deadline
-    for _ in range(SAMPLE):
-        admission.admit(None)
-        clock[0] += 0.004  # one prediction every 4 ms while busy
-        admission.done()
+
+    def busy(concurrent: int, every_s: float) -> None:
+        """SAMPLE predictions finishing one every ``every_s`` with ``concurrent`` in flight."""
+        for _ in range(concurrent):
+            admission.admit(None)
+        for _ in range(SAMPLE):
+            clock[0] += every_s
+            admission.done()
+            admission.admit(None)
+        for _ in range(concurrent):
+            admission.done()
+
+    busy(1, 0.5)  # one at a time: each one's latency, not the server's throughput
+    assert admission.per_prediction_s is None
+    busy(8, 0.004)  # eight at a time, one done every 4 ms
     assert admission.per_prediction_s == pytest.approx(0.004, rel=0.3)
-    admission.admit(1.0)  # 2 ahead: ~12 ms of work for a 1 s deadline
+    admission.admit(0.001)  # nothing in flight: admitted, whatever the deadline
+    admission.admit(1.0)  # 1 ahead: ~8 ms of work for a 1 s deadline
     with pytest.raises(Overloaded, match="deadline is 10 ms away"):
         admission.admit(0.010)  # ~12 ms of work is more than half of 10 ms
     assert admission.refused == 1
     admission.admit(None)  # a caller without a deadline waits its turn
+    clock[0] += 60  # idle a minute: the estimate is forgotten, nothing refused on it
+    assert admission.per_prediction_s is None
+    admission.admit(0.010)
     full = Admission(max_inflight=1)
     full.admit(None)
     with pytest.raises(Overloaded, match="the limit is 1"):
@@ -207,13 +222,13 @@ def test_the_stream_budget_holds_readers_back_until_answers_free_rows() -> None:
         waiting = asyncio.ensure_future(budget.take(5))
         await asyncio.sleep(0.01)
         held = not waiting.done()
-        await budget.give(first)
+        budget.give(first)
         taken = await asyncio.wait_for(waiting, 5)
         # A message bigger than the whole budget waits for all of it, then goes alone.
         huge = asyncio.ensure_future(budget.take(10_000))
         await asyncio.sleep(0.01)
         huge_held = not huge.done()
-        await budget.give(taken)
+        budget.give(taken)
         return [held, taken, huge_held, await asyncio.wait_for(huge, 5), budget.rows]
 
     held, taken, huge_held, huge, rows = asyncio.run(run())
@@ -264,6 +279,9 @@ def test_callers_that_leave_or_expire_are_never_server_errors(
     ("field name", lambda rows: predict_request([{**rows[0], "f" * 8_000: 1.0}])),
     ("many long fields", lambda rows: predict_request(
         [{**rows[0], **{f"{i:03d}" + "g" * 2_000: 1.0 for i in range(40)}}])),
+    # 3 bytes a character, 9 once percent-encoded in grpc-message
+    ("many long non-ASCII fields", lambda rows: predict_request(
+        [{**rows[0], **{f"{i:03d}" + "字" * 600: 1.0 for i in range(40)}}])),
 ])
 def test_error_messages_echo_a_bounded_amount_of_caller_input(
         hardened: ServerProcess, rows: list[dict[str, object]], what: str,
@@ -327,3 +345,81 @@ def test_sigterm_under_load_cancels_no_accepted_call(registry: Path, tmp_path: P
         server.stop()
     assert seen, "no call was made during the drain"
     assert set(seen) <= {"OK", "UNAVAILABLE"}, sorted(set(seen))
+
+
+def stream_of(requests: list[pb.PredictRequest], done: threading.Event,
+              ) -> Iterator[pb.PredictStreamRequest]:
+    for request in requests:
+        yield pb.PredictStreamRequest(request=request)
+    done.wait(30)  # then keep the stream open without sending
+
+
+def test_streams_that_never_read_their_answers_do_not_starve_others(
+        registry: Path, tmp_path: Path, rows: list[dict[str, object]]) -> None:
+    big = predict_request(rows[:200])
+    done = threading.Event()
+    with ServerProcess(tmp_path, "--registry", str(registry), "--no-routing",
+                       "--stream-rows", "400") as server:
+        greedy = pb_grpc.PredictionServiceStub(server.channel())
+        # Each sends 300 messages of 200 rows and never reads an answer.
+        held = [greedy.PredictStream(stream_of([big] * 300, done), timeout=60)
+                for _ in range(3)]
+        try:
+            with grpc.insecure_channel(server.target) as other:
+                stub = pb_grpc.PredictionServiceStub(other)
+                answers = list(stub.PredictStream(
+                    iter([pb.PredictStreamRequest(request=big)]), timeout=10))
+            assert len(answers) == 1 and answers[0].HasField("response")
+        finally:
+            done.set()
+            for call in held:
+                call.cancel()
+
+
+def test_a_stream_cancelled_mid_answer_is_not_a_server_error(
+        registry: Path, tmp_path: Path, rows: list[dict[str, object]]) -> None:
+    big = predict_request(rows[:200])
+    done = threading.Event()
+    with ServerProcess(tmp_path, "--registry", str(registry), "--no-routing") as server:
+        stub = pb_grpc.PredictionServiceStub(server.channel())
+        for _ in range(10):
+            call = stub.PredictStream(stream_of([big] * 100, done), timeout=30)
+            next(call)  # answers are flowing; the rest pile up unread
+            call.cancel()
+        deadline = time.monotonic() + 10
+        while rpc_count(server, "PredictStream", grpc.StatusCode.CANCELLED.value[0]) < 10:
+            assert time.monotonic() < deadline, "the cancelled streams were not recorded"
+        done.set()
+        assert rpc_count(server, "PredictStream", grpc.StatusCode.INTERNAL.value[0]) == 0
+        assert "unhandled error" not in server.log_text()
+
+
+def test_calls_held_by_a_drain_are_answered_before_their_deadline(
+        registry: Path, tmp_path: Path, rows: list[dict[str, object]]) -> None:
+    """An open-loop caller (a call every 10 ms, 500 ms deadlines, whatever the answers):
+    calls that arrive while the server drains get UNAVAILABLE, never DEADLINE_EXCEEDED."""
+    server = ServerProcess(tmp_path, "--registry", str(registry), "--no-routing",
+                           "--grace", "20").start()
+    request = predict_request(rows[:1])
+    after: list[str] = []
+    with grpc.insecure_channel(server.target) as channel:
+        stub = pb_grpc.PredictionServiceStub(channel)
+        stub.Predict(request, timeout=5)
+        pending: list[tuple[bool, Any]] = []
+        stopping = False
+        for i in range(300):
+            if i == 100:
+                server.signal(signal.SIGTERM)
+                stopping = True
+            pending.append((stopping, stub.Predict.future(request, timeout=0.5)))
+            time.sleep(0.01)
+        for sent_after, future in pending:
+            try:
+                future.result()
+                code = "OK"
+            except grpc.RpcError as err:
+                code = err.code().name
+            if sent_after:
+                after.append(code)
+    assert server.stop() == 0
+    assert after and set(after) <= {"OK", "UNAVAILABLE"}, sorted(set(after))

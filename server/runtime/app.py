@@ -370,6 +370,7 @@ class WaybillServer:
             stopped_accepting()
             await stopping
         finally:
+            stopped_accepting()  # whatever happened above, no call stays held
             await self.shadow.stop()
             self._executor.shutdown(wait=False, cancel_futures=True)
             self.notifier.close()

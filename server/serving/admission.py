@@ -6,14 +6,15 @@ admitted or refused (RESOURCE_EXHAUSTED, which callers may retry elsewhere) the 
 arrives, from what the server already knows:
 
 - how long a prediction takes when the server is busy: busy wall time per completed
-  prediction (the inverse of throughput, batching included), measured continuously;
+  prediction, learnt only from stretches when several were in flight together (then it
+  is the inverse of throughput, batching included; alone, it would be one prediction's
+  whole latency) and forgotten when it has not been renewed for ``STALE_S``;
 - how many are in flight ahead of it.
 
 The expected answer time is ``(in flight + 1) x time per prediction``; a call is refused
 when that is more than ``ADMIT_SHARE`` of the time its caller has left (the rest is for
 the queue before the handler and the answer's trip back), or when ``max_inflight`` is
-reached whatever the deadline. Under light load nothing is refused: with nothing ahead,
-the expected time is one prediction's.
+reached whatever the deadline. A call that finds nothing in flight is always admitted.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ ADMIT_SHARE = 0.5
 # the way to each new measurement.
 SAMPLE = 32
 WEIGHT = 0.25
+# A sample counts only if this many predictions were in flight on average while busy.
+CONCURRENT = 4.0
+# An estimate not renewed for this long is dropped: the load it was measured under is gone.
+STALE_S = 10.0
 
 
 class Admission:
@@ -41,12 +46,21 @@ class Admission:
         self._clock = clock
         self._last = clock()
         self._busy = 0.0  # wall time with at least one prediction in flight, this sample
+        self._load = 0.0  # the integral of predictions in flight over that time
         self._completed = 0
-        self.per_prediction_s: float | None = None
+        self._learnt_at = 0.0
+        self._per_prediction_s: float | None = None
+
+    @property
+    def per_prediction_s(self) -> float | None:
+        if self._per_prediction_s is not None and self._clock() - self._learnt_at > STALE_S:
+            self._per_prediction_s = None
+        return self._per_prediction_s
 
     def _tick(self, now: float) -> None:
         if self.inflight:
             self._busy += now - self._last
+            self._load += (now - self._last) * self.inflight
         self._last = now
 
     def admit(self, left_s: float | None) -> None:
@@ -57,7 +71,7 @@ class Admission:
             raise Overloaded(f"{self.inflight} predictions in flight; the limit is "
                              f"{self.max_inflight}")
         per = self.per_prediction_s
-        if left_s is not None and per is not None:
+        if left_s is not None and per is not None and self.inflight:
             expected = (self.inflight + 1) * per
             if expected > ADMIT_SHARE * left_s:
                 self.refused += 1
@@ -72,7 +86,9 @@ class Admission:
         self.inflight -= 1
         self._completed += 1
         if self._completed >= SAMPLE:
-            sample = self._busy / self._completed
-            per = self.per_prediction_s
-            self.per_prediction_s = sample if per is None else per + WEIGHT * (sample - per)
-            self._busy, self._completed = 0.0, 0
+            if self._busy > 0 and self._load / self._busy >= CONCURRENT:
+                sample = self._busy / self._completed
+                per = self.per_prediction_s
+                self._per_prediction_s = sample if per is None else per + WEIGHT * (sample - per)
+                self._learnt_at = self._clock()
+            self._busy, self._load, self._completed = 0.0, 0.0, 0

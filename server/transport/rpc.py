@@ -11,6 +11,7 @@ span and the metrics.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
@@ -275,15 +276,22 @@ def handler(method: str, *, streaming: bool = False,
                 if budget is not None and budget <= 0:
                     raise TimeoutError("the deadline passed before the call started")
                 if draining():
-                    async with asyncio.timeout(budget):
-                        await _stopped_accepting.wait()
+                    # Held (see _stopped_accepting), but never past half the caller's
+                    # time: it must still get UNAVAILABLE, which it retries, in time.
+                    left = context.time_remaining() or budget
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(None if left is None else left / 2):
+                            await _stopped_accepting.wait()
                     raise Unavailable("server is draining; retry on another replica")
                 request: Any = (edge.decode_stream(method, raw) if streaming
                                 else edge.decode(method, raw))
                 async with asyncio.timeout(budget):
                     return await func(self, request, context)
             except asyncio.CancelledError:
-                record.code = grpc.StatusCode.CANCELLED  # the caller left or its deadline passed
+                # The caller left, or gRPC ended the call at the caller's deadline.
+                left = context.time_remaining()
+                record.code = (grpc.StatusCode.DEADLINE_EXCEEDED
+                               if left is not None and left <= 0 else grpc.StatusCode.CANCELLED)
                 raise
             except Exception as error:
                 if _gone(context):

@@ -70,17 +70,22 @@ STATUS_TABLE: Sequence[tuple[type[BaseException],
 # What a caller sent comes back in messages (a model name, a field, an id): bounded here,
 # so the trailer stays far below gRPC's default 8 KiB metadata limit (past it the caller
 # gets "Stream removed" instead of the status).
+# Limits are UTF-8 bytes: grpc-message is percent-encoded (3 bytes of a CJK character
+# become 9) and the details travel base64-encoded with the message once more inside.
 MAX_MESSAGE = 512
 MAX_FIELD = 200
 MAX_DESCRIPTION = 300
-MAX_DETAILS = 4096  # bytes of field violations in google.rpc.BadRequest
+MAX_DETAILS = 3000  # bytes of field violations in google.rpc.BadRequest
 
 
 def clip(text: str, limit: int) -> str:
-    """``text``, or its start and how long it was."""
-    if len(text) <= limit:
+    """``text``, or as much of its start as fits in ``limit`` UTF-8 bytes and how long it
+    was."""
+    data = text.encode()
+    if len(data) <= limit:
         return text
-    return f"{text[:limit]}... ({len(text):,} characters)"
+    start = data[:limit].decode(errors="ignore")
+    return f"{start}... ({len(text):,} characters)"
 
 
 def _bad_request(message: str, violations: Sequence[Violation]) -> status_pb2.Status:

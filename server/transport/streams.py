@@ -18,6 +18,8 @@ streams holds a bounded amount of memory and HTTP/2 flow control holds the calle
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -31,7 +33,13 @@ Answer = Callable[[pb.PredictRequest], Coroutine[Any, Any, pb.PredictStreamRespo
 
 
 class StreamBudget:
-    """What all open PredictStream calls may hold together. Event loop thread only."""
+    """What all open PredictStream calls may hold together. Event loop thread only.
+
+    Rows count from when a message is read until its answer is computed (not written: a
+    caller that does not read its answers holds at most its own 64 computed answers, never
+    the rows every other stream needs). Waiting readers are served first come, first
+    served, so a big message is not starved by small ones.
+    """
 
     def __init__(self, max_streams: int, max_rows: int) -> None:
         self.max_streams = max_streams
@@ -39,7 +47,7 @@ class StreamBudget:
         self.open = 0
         self.rows = 0
         self.refused = 0
-        self._room = asyncio.Condition()
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
 
     def opened(self) -> None:
         if self.open >= self.max_streams:
@@ -51,19 +59,36 @@ class StreamBudget:
         self.open -= 1
 
     async def take(self, rows: int) -> int:
-        """Wait for room for ``rows`` (a message bigger than the whole budget takes it all);
-        returns what was taken, to give back once the answer is written."""
+        """Wait for room for ``rows`` (a message bigger than the whole budget takes all of
+        it); returns what was taken, to give back once the answer is computed."""
         rows = max(1, min(rows, self.max_rows))
-        if self.rows + rows > self.max_rows:
-            async with self._room:
-                await self._room.wait_for(lambda: self.rows + rows <= self.max_rows)
-        self.rows += rows
+        if not self._waiting and self.rows + rows <= self.max_rows:
+            self.rows += rows
+            return rows
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((rows, turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.give(rows)  # granted as the reader was cancelled: hand it on
+            else:
+                self._waiting.remove((rows, turn))
+                self._serve()  # the head may have changed
+            raise
         return rows
 
-    async def give(self, rows: int) -> None:
+    def give(self, rows: int) -> None:
         self.rows -= rows
-        async with self._room:
-            self._room.notify_all()
+        self._serve()
+
+    def _serve(self) -> None:
+        while self._waiting and self.rows + self._waiting[0][0] <= self.max_rows:
+            rows, turn = self._waiting.popleft()
+            if turn.done():
+                continue
+            self.rows += rows
+            turn.set_result(None)
 
 
 def message_rows(request: pb.PredictRequest) -> int:
@@ -98,8 +123,7 @@ async def _serve(requests: AsyncIterator[pb.PredictStreamRequest],
                  context: grpc.aio.ServicerContext, answer: Answer, limit: int,
                  budget: StreamBudget) -> int:
     loop = asyncio.get_running_loop()
-    Pending = tuple[asyncio.Task[pb.PredictStreamResponse], int]
-    answers: asyncio.Queue[Pending | None] = asyncio.Queue()
+    answers: asyncio.Queue[asyncio.Task[pb.PredictStreamResponse] | None] = asyncio.Queue()
     room = asyncio.Semaphore(limit)
     state = _Reading()
 
@@ -109,7 +133,9 @@ async def _serve(requests: AsyncIterator[pb.PredictStreamRequest],
                 await room.acquire()
                 rows = await budget.take(message_rows(message.request))
                 state.read += 1
-                answers.put_nowait((loop.create_task(answer(message.request)), rows))
+                task = loop.create_task(answer(message.request))
+                task.add_done_callback(functools.partial(_give_back, budget, rows))
+                answers.put_nowait(task)
         except asyncio.CancelledError:
             if not state.drained:
                 raise
@@ -126,20 +152,21 @@ async def _serve(requests: AsyncIterator[pb.PredictStreamRequest],
 
     unsubscribe = on_drain(drain)
     try:
-        while (pending := await answers.get()) is not None:
-            task, rows = pending
+        while (task := await answers.get()) is not None:
+            answer_message = await task
             try:
-                await context.write(await task)
-            finally:
-                await budget.give(rows)
+                await context.write(answer_message)
+            except Exception:
+                # A write fails only when the call is over: the caller left or its
+                # deadline passed (gRPC may say so a moment later than the write).
+                raise asyncio.CancelledError from None
             room.release()
     except BaseException as error:
         reader.cancel()
         while not answers.empty():
             left = answers.get_nowait()
             if left is not None:
-                left[0].cancel()
-                await budget.give(left[1])
+                left.cancel()
         if not isinstance(error, asyncio.CancelledError) and _gone(context):
             # A write to a caller that has left fails before gRPC cancels the handler.
             raise asyncio.CancelledError from None
@@ -152,6 +179,10 @@ async def _serve(requests: AsyncIterator[pb.PredictStreamRequest],
         raise Unavailable("server is draining; send the unanswered requests to another "
                           "replica")
     return state.read
+
+
+def _give_back(budget: StreamBudget, rows: int, _task: object) -> None:
+    budget.give(rows)
 
 
 def _gone(context: grpc.aio.ServicerContext) -> bool:
