@@ -26,12 +26,15 @@ $(DEV): $(RUNTIME)
 serve: $(RUNTIME)
 	$(BIN)/waybill serve
 
-## test: run the whole test suite (as root, first installs Debian's prometheus for its tests)
+## test: run the whole test suite (as root, first installs Debian's prometheus and prometheus-alertmanager for their tests)
 test: $(DEV)
-	@command -v prometheus >/dev/null || { [ "$$(id -u)" = 0 ] \
+	@{ command -v prometheus && command -v prometheus-alertmanager; } >/dev/null \
+		|| { [ "$$(id -u)" = 0 ] \
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
-		|| echo "prometheus is not installed: tests/test_prometheus.py tries once more, or skips"
+		apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager \
+		>/dev/null; } \
+		|| echo "prometheus or prometheus-alertmanager is not installed: tests/test_prometheus.py" \
+			"and tests/test_alertmanager.py try once more, or skip"
 	$(BIN)/python -m pytest
 
 ## lint: ruff, mypy --strict (what it checks: [tool.mypy] in pyproject.toml), buf lint

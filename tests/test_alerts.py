@@ -7,7 +7,8 @@
 - :class:`server.serving.alerting.AlertEngine` on a real :class:`ServingState` (loaded versions from
   the repository's registry), a real :class:`Journal` over SQLite, and restoring the
   saved override on a fresh table;
-- Alertmanager's webhook payload, and :class:`Notifier` posting to a local HTTP server.
+- Alertmanager's webhook payload and its API's PostableAlerts, and :class:`Notifier` posting
+  to a local HTTP server (tests/test_alertmanager.py posts to a real Alertmanager).
 
 Nothing sleeps: the engine and the signals read a fake monotonic clock, the store a fake
 wall clock, and the webhook test waits on a :class:`threading.Event`.
@@ -19,6 +20,7 @@ import asyncio
 import dataclasses
 import http.server
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ from server.monitoring.alerts import (
     scoped_versions,
 )
 from server.monitoring.drift import FeatureDrift, WindowReport
-from server.monitoring.notify import Notifier, alertmanager_payload
+from server.monitoring.notify import Notifier, alertmanager_payload, postable_alert
 from server.monitoring.rules import AlertRule
 from server.monitoring.signals import NO_DATA, Reading, Signals, _quantile
 from server.serving.alerting import AlertEngine
@@ -613,8 +615,9 @@ class Rig:
 @pytest.fixture
 def rig(tmp_path: Path, loaded: dict[tuple[str, str], LoadedVersion]) -> Iterator[Any]:
     stores: list[Store] = []
+    notifiers: list[Notifier] = []
 
-    def make(alerts: str, **routes: Any) -> Rig:
+    def make(alerts: str, alertmanagers: tuple[str, ...] = (), **routes: Any) -> Rig:
         parsed = parse_routing_file(config_text(alerts, **routes))
         config = parsed.config
         snapshot = Snapshot.build(build_table(config), loaded, source="routing.toml",
@@ -625,13 +628,16 @@ def rig(tmp_path: Path, loaded: dict[tuple[str, str], LoadedVersion]) -> Iterato
         stores.append(db)
         clock, observer = FakeClock(), Observer()
         sig = Signals(observer, lambda m, v: None, db, None, clock=clock)
-        engine = AlertEngine(state, sig, Journal(db), Notifier(None), interval_s=10.0,
-                             clock=clock)
+        notifier = Notifier(None, alertmanagers=alertmanagers, resend_s=60.0, clock=clock)
+        notifiers.append(notifier)
+        engine = AlertEngine(state, sig, Journal(db), notifier, interval_s=10.0, clock=clock)
         return Rig(config, clock, observer, db, state, engine)
 
     try:
         yield make
     finally:
+        for notifier in notifiers:
+            notifier.close()
         for db in stores:
             db.close()
 
@@ -965,6 +971,105 @@ def test_notifier_without_webhook_posts_nothing() -> None:
         notifier.notify(change)
     notifier.close()
     assert (notifier.sent, notifier.failed, notifier.dropped) == (0, 0, 0)
+
+
+def test_postable_alert_is_the_api_format_with_the_webhook_identity() -> None:
+    firing, resolved = changes_of_one_episode()
+    labels = {"instance": "host-a", "worker": "0"}
+    alert = postable_alert(firing.instance, "firing", "2099-01-01T00:00:00.000Z",
+                           "http://waybill", labels)
+    assert set(alert) == {"labels", "annotations", "startsAt", "endsAt", "generatorURL"}
+    hook = alertmanager_payload(firing, "http://waybill", labels)["alerts"][0]
+    # One identity (Alertmanager's fingerprint is its labels) in both formats.
+    assert alert["labels"] == hook["labels"]
+    assert alert["labels"]["instance"] == "host-a" and alert["labels"]["worker"] == "0"
+    assert alert["startsAt"] == firing.instance.started_at
+    assert alert["endsAt"] == "2099-01-01T00:00:00.000Z"
+    assert alert["generatorURL"] == "http://waybill"
+    assert "state firing" in alert["annotations"]["description"]
+    # Never a startsAt after endsAt, which Alertmanager refuses.
+    early = postable_alert(resolved.instance, "resolved", "2000-01-01T00:00:00.000Z")
+    assert early["startsAt"] == early["endsAt"] == "2000-01-01T00:00:00.000Z"
+
+
+def dead_url() -> str:
+    """A URL where nothing listens (a port the OS handed out and took back)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_notifier_posts_to_alertmanager_on_changes_and_resends_while_firing() -> None:
+    receiver = _Receiver(expected=3)
+    thread = threading.Thread(target=receiver.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    host, port = receiver.server_address[:2]
+    clock, wall = FakeClock(), FakeClock(1_800_000_000.0)
+    firing, resolved = changes_of_one_episode()
+    # An HA pair whose first member is dead: the live one gets every post all the same.
+    notifier = Notifier(None, alertmanagers=[dead_url(), f"http://{host}:{port}/"],
+                        resend_s=60.0, clock=clock, wall=wall,
+                        labels={"instance": "host-a", "worker": "0"})
+    try:
+        notifier.notify(firing)  # post 1
+        clock.advance(10)
+        notifier.firing([firing.instance])  # posted 10 s ago: not yet
+        clock.advance(50)
+        wall.advance(60)
+        notifier.firing([firing.instance])  # post 2, the re-send
+        clock.advance(5)
+        wall.advance(5)
+        notifier.notify(resolved)  # post 3
+        notifier.firing([resolved.instance])  # nothing fires: nothing to send
+        assert receiver.done.wait(10), "Alertmanager was not called three times"
+    finally:
+        notifier.close()
+        receiver.shutdown()
+        thread.join(5)
+        receiver.server_close()
+    assert {path for path, _, _ in receiver.received} == {"/api/v2/alerts"}
+    bodies = [body for _, _, body in receiver.received]
+    assert len(bodies) == 3 and all(isinstance(b, list) and len(b) == 1 for b in bodies)
+    first, again, done = (b[0] for b in bodies)
+    assert first["labels"] == again["labels"] == done["labels"]
+    assert first["startsAt"] == again["startsAt"] == done["startsAt"]
+    # endsAt 4 re-send intervals ahead while firing; the resolve time once resolved.
+    assert first["endsAt"] == "2027-01-15T08:04:00.000Z"  # 1_800_000_000 + 240 s
+    assert again["endsAt"] == "2027-01-15T08:05:00.000Z"
+    assert done["endsAt"] == "2027-01-15T08:01:05.000Z"
+    assert "state resolved" in done["annotations"]["description"]
+    assert notifier.sent == 3 and notifier.failed == 3 and notifier.dropped == 0
+
+
+def test_an_alert_restored_as_firing_is_posted_to_alertmanager_at_the_first_evaluation(
+        rig: Any) -> None:
+    receiver = _Receiver(expected=3)
+    thread = threading.Thread(target=receiver.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    host, port = receiver.server_address[:2]
+    try:
+        r: Rig = rig(ROLLBACK_RULE.replace('"30s"', '"0s"').replace('"rollback"', '"notify"'),
+                     alertmanagers=(f"http://{host}:{port}",))
+        r.engine.seed({(MODEL, "canary-errors", CANARY): "2026-01-01T00:00:00.000Z"})
+        add_calls(r.observer, CANARY, ok=80, INTERNAL=20)  # still bad
+        assert r.evaluate(1) == []  # no change, and still posted (1)
+        add_calls(r.observer, CANARY, ok=80, INTERNAL=20)
+        assert r.evaluate(10) == []  # posted 10 s ago: nothing
+        add_calls(r.observer, CANARY, ok=80, INTERNAL=20)
+        assert r.evaluate(50) == []  # a minute since: re-sent (2)
+        add_calls(r.observer, CANARY, ok=1000)
+        assert r.evaluate(200) == [("canary-errors", CANARY, State.RESOLVED)]  # (3)
+        assert receiver.done.wait(10), "Alertmanager was not called three times"
+    finally:
+        receiver.shutdown()
+        thread.join(5)
+        receiver.server_close()
+    bodies = [body for _, _, body in receiver.received]
+    assert [len(b) for b in bodies] == [1, 1, 1]
+    assert [b[0]["labels"]["version"] for b in bodies] == [CANARY] * 3
+    assert {b[0]["startsAt"] for b in bodies} == {"2026-01-01T00:00:00.000Z"}
+    assert ["state resolved" in b[0]["annotations"]["description"] for b in bodies] == [
+        False, False, True]
 
 
 def test_every_alert_metric_has_its_own_reader() -> None:

@@ -90,3 +90,43 @@ def test_the_retention_flags_reach_the_store(
     server.args += ["--prediction-retention", "1s"]
     with server:
         wait_for(lambda: logged(database)[0] == 0, "the expired predictions to go")
+
+
+def test_alertmanagers_by_repeated_flag_or_comma_separated_environment() -> None:
+    assert load_settings({}, {}).alertmanager == ()
+    assert load_settings({}, {}).alertmanager_resend_s == 60.0
+    flags = load_settings({"alertmanager": ("http://am-a:9093/", "https://am-b.example/am")}, {})
+    assert flags.alertmanager == ("http://am-a:9093", "https://am-b.example/am")
+    env = load_settings({}, {"WAYBILL_ALERTMANAGER": "http://am-a:9093, http://am-b:9093,",
+                             "WAYBILL_ALERTMANAGER_RESEND_S": "30"})
+    assert env.alertmanager == ("http://am-a:9093", "http://am-b:9093")
+    assert env.alertmanager_resend_s == 30.0
+    # A flag replaces the environment's list; the same Alertmanager twice is posted to once.
+    both = load_settings({"alertmanager": ("http://127.0.0.1:9093", "http://127.0.0.1:9093/")},
+                         {"WAYBILL_ALERTMANAGER": "http://am-a:9093"})
+    assert both.alertmanager == ("http://127.0.0.1:9093",)
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("127.0.0.1:9093", "http:// or https:// URL of a host"),
+    ("ftp://am:9093", "http:// or https:// URL of a host"),
+    ("http://", "http:// or https:// URL of a host"),
+    ("http://am:port", "is not a URL"),
+    ("http://user:secret@am:9093", "credentials in the URL are not supported"),
+    ("http://am:9093/?x=1", "without a query or fragment"),
+    ("http://am:9093/api/v2/alerts", "give Alertmanager's base URL"),
+])
+def test_a_bad_alertmanager_url_is_refused_with_the_reason(url: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=f"alertmanager=.*{message}") as refused:
+        load_settings({"alertmanager": (url,)}, {})
+    assert "secret" not in str(refused.value)
+
+
+def test_the_alertmanager_flags_parse_repeated() -> None:
+    from server.runtime.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["serve", "--alertmanager", "http://a:9093", "--alertmanager", "http://b:9093",
+         "--alertmanager-resend", "15", "--alert-webhook", "http://hook"])
+    assert args.alertmanager == ["http://a:9093", "http://b:9093"]
+    assert (args.alertmanager_resend, args.alert_webhook) == (15.0, "http://hook")

@@ -229,8 +229,12 @@ class WaybillServer:
                                                              version)
                                                   if drift is not None else None),
                           self.store, self.shadow_stats)
-        self.notifier = Notifier(self.observer.tracer, settings.alert_webhook, labels={
-            "instance": socket.gethostname(), "worker": str(settings.worker_index)})
+        # Firing alerts are re-sent at evaluations: never more often than those happen.
+        self.notifier = Notifier(
+            self.observer.tracer, settings.alert_webhook,
+            labels={"instance": socket.gethostname(), "worker": str(settings.worker_index)},
+            alertmanagers=settings.alertmanager,
+            resend_s=max(settings.alertmanager_resend_s, settings.alert_interval_s))
         self.alerts = AlertEngine(self.state, signals, self.journal, self.notifier,
                                   settings.alert_interval_s or 1.0,
                                   before=drift.roll if drift is not None else lambda: None)
@@ -274,7 +278,7 @@ class WaybillServer:
         observer, state = self.observer, self.state
         owners: tuple[Instrumented | None, ...] = (
             self.catalog, state, self.reloader, self.shadow_stats, predictor, self.alerts,
-            self.journal)
+            self.notifier, self.journal)
         for owner in owners:
             if owner is not None:
                 owner.register_metrics(observer)

@@ -35,6 +35,8 @@ def _serve(args: argparse.Namespace) -> int:
         "drift_window_rows": args.drift_window_rows, "drift_window_s": args.drift_window_s,
         "drift_min_rows": args.drift_min_rows, "alert_interval_s": args.alert_interval,
         "alert_webhook": args.alert_webhook, "accuracy_window_s": args.accuracy_window,
+        "alertmanager": tuple(args.alertmanager) if args.alertmanager else None,
+        "alertmanager_resend_s": args.alertmanager_resend,
         "workers": args.workers, "drift_enabled": False if args.no_drift else None,
         "outcome_auth": args.outcome_auth,
     }
@@ -264,8 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fewer rows in a window give no verdict (default 500)")
     serve.add_argument("--alert-interval", type=float,
                        help="seconds between alert evaluations (default 5; 0 = off)")
-    serve.add_argument("--alert-webhook",
-                       help="POST Alertmanager-format JSON here when an alert fires or resolves")
+    serve.add_argument("--alertmanager", action="append", metavar="URL",
+                       help="Alertmanager base URL (e.g. http://127.0.0.1:9093): alerts are "
+                            "posted to its /api/v2/alerts when they fire and resolve, and "
+                            "re-sent while they fire; repeat for an HA pair (or "
+                            "WAYBILL_ALERTMANAGER, comma-separated)")
+    serve.add_argument("--alertmanager-resend", type=float, metavar="SECONDS",
+                       help="re-send firing alerts to Alertmanager this often (default 60; "
+                            "keep it well under Alertmanager's resolve_timeout)")
+    serve.add_argument("--alert-webhook", metavar="URL",
+                       help="POST the webhook JSON Alertmanager sends to its receivers here "
+                            "when an alert fires or resolves (for chat bridges and paging "
+                            "integrations; Alertmanager itself takes --alertmanager)")
     serve.add_argument("--accuracy-window", type=float,
                        help="seconds of reported outcomes behind accuracy (default 3600)")
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate for both ports")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,11 +25,14 @@ from pydantic import (
 from models.registry import DEFAULT_ROOT
 
 ENV_PREFIX = "WAYBILL_"
+# Settings that take a list: comma-separated in the environment.
+_LISTS = ("models", "alertmanager")
 # The committed routing config beside the code (deploy/routing.toml).
 DEFAULT_ROUTING = Path(__file__).resolve().parents[2] / "deploy" / "routing.toml"
 # A duration as an operator writes it: "7d", "12h", "30m", "90s" (or plain seconds).
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
 _UNIT_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_USERINFO = re.compile(r"//[^/@\s'\"]*@")
 
 
 # Where each token comes from, for messages (the token itself is never shown).
@@ -110,8 +114,14 @@ class Settings(BaseModel):
     drift_min_rows: Annotated[int, Field(ge=1)] = 500
     # Alert rules (from the routing file) are evaluated this often; 0 turns them off.
     alert_interval_s: Annotated[float, Field(ge=0, le=3600)] = 5.0
-    # Optional: POST Alertmanager-format webhook JSON here on firing and resolved.
+    # Optional: POST the JSON Alertmanager sends to its receivers (webhook format 4) here
+    # on firing and resolved: for chat bridges and paging integrations, not Alertmanager.
     alert_webhook: str | None = None
+    # Alertmanagers (base URLs, e.g. http://alertmanager:9093; several for an HA pair, each
+    # gets every post): alerts go to <base>/api/v2/alerts on firing and resolved, and firing
+    # ones again every alertmanager_resend_s (at most as often as alerts are evaluated).
+    alertmanager: tuple[str, ...] = ()
+    alertmanager_resend_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     admin_host: str = "127.0.0.1"
     admin_port: Annotated[int, Field(ge=0, le=65535)] = 50052
     admin_token: SecretStr | None = None
@@ -147,6 +157,16 @@ class Settings(BaseModel):
         if not (token.isascii() and token.isprintable()):
             raise ValueError(f"must be printable ASCII to travel in a gRPC header ({source})")
         return value
+
+    @field_validator("alertmanager")
+    @classmethod
+    def _alertmanager_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bases: list[str] = []
+        for url in value:
+            base = _alertmanager_base(url.strip())
+            if base not in bases:
+                bases.append(base)
+        return tuple(bases)
 
     @field_validator("prediction_retention_s", mode="before")
     @classmethod
@@ -200,13 +220,35 @@ class Settings(BaseModel):
         return self
 
 
+def _alertmanager_base(url: str) -> str:
+    """An Alertmanager's base URL as given, less a trailing slash; refused with a reason
+    when it is not an http(s) URL of a host, or names the API path itself."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as err:
+        raise ValueError(f"{url!r} is not a URL: {err}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} must be an http:// or https:// URL of a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials in the URL are not supported")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: give the base URL, without a query or fragment")
+    base = url.rstrip("/")
+    if base.endswith(("/api/v2/alerts", "/api/v2", "/api/v1/alerts")):
+        raise ValueError(f"{url!r}: give Alertmanager's base URL (such as "
+                         "http://alertmanager:9093); /api/v2/alerts is added")
+    return base
+
+
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name in Settings.model_fields:
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is None:
             continue
-        values[name] = tuple(m for m in raw.split(",") if m) if name == "models" else raw
+        values[name] = (tuple(m for m in raw.split(",") if m.strip())
+                        if name in _LISTS else raw)
     return values
 
 
@@ -228,5 +270,7 @@ def load_settings(
 
 
 def _shown(error: Any) -> str:
-    # Never echo a secret back.
-    return "***" if "token" in str(error["loc"]) else repr(error.get("input"))
+    # Never echo a secret back: tokens, or the credentials of a URL.
+    if "token" in str(error["loc"]):
+        return "***"
+    return _USERINFO.sub("//***@", repr(error.get("input")))

@@ -3,7 +3,8 @@
 Every ``interval_s`` the engine takes the snapshot in force, reads each rule's signal for
 each version it watches (:mod:`server.monitoring.signals`), advances the pure state
 machine (:mod:`server.monitoring.alerts`) and acts on the changes: every change goes to
-the journal (the durable event log) and the notifier; a rule with ``action = "rollback"``
+the journal (the durable event log) and the notifier, which is also handed the firing
+set after every evaluation (to re-send it to Alertmanager); a rule with ``action = "rollback"``
 that fires on a version with traffic rolls the model back to its stable version by
 publishing an override, the way an operator's Rollback does.
 """
@@ -51,7 +52,8 @@ class AlertEngine:
         self._instances: dict[tuple[str, str, str], Instance] = {}
         # (model, rule, version) -> wall time, for alerts the event log says were firing
         # when the process last stopped: they start firing, so that clearing is reported
-        # as resolved, and a condition still true does not page a second time.
+        # as resolved, and a condition still true is no new change (no second webhook
+        # post); the notifier posts them to Alertmanager again at the first evaluation.
         self._firing_before: dict[tuple[str, str, str], str] = {}
         self.evaluations = 0
         self.transitions: dict[tuple[str, str, str], int] = {}  # (rule, severity, state)
@@ -117,6 +119,10 @@ class AlertEngine:
         self.evaluations += 1
         for change in changes:
             await self._act(change)
+        # Every evaluation tells the notifier what fires now: it re-sends firing alerts to
+        # Alertmanager so they stay active there (and posts those restored as firing after
+        # a restart, which change nothing here and so are never a change to notify).
+        self._notifier.firing(self._instances.values())
         for instance in rollbacks:
             await self._rollback(instance)
         return changes
