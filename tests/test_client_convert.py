@@ -1,11 +1,13 @@
-"""Client-side conversions, error mapping and retry timing; no server needed."""
+"""Client-side conversions, error mapping and the retry policy; no server needed."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import math
 import pickle
+import re
 import sys
 import types
 
@@ -19,7 +21,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from waybill.v1 import prediction_pb2
 from waybill_client import _convert
-from waybill_client._retry import CallAttempts, RetryPolicy, check_timeout
+from waybill_client._channel import (
+    MAX_RETRIES,
+    RETRIED_METHODS,
+    RETRY_BUFFER_BYTES,
+    RetryPolicy,
+    check_timeout,
+    open_channel,
+    retry_options,
+)
 from waybill_client.errors import (
     DeadlineExceeded,
     FieldViolation,
@@ -716,43 +726,81 @@ def test_public_api_exports() -> None:
         assert hasattr(waybill_client, name), name
 
 
-# --------------------------------------------------------------------------- retries
+# --------------------------------------------------------------------------- retry policy
+# The clients retry through gRPC's retry policy (the channel's service config); these check
+# the policy they hand to gRPC. tests/test_client_transport.py checks what gRPC does with it.
 
 
-def test_backoff_caps_double_then_saturate() -> None:
-    policy = RetryPolicy(retries=10, backoff=0.05, max_backoff=1.0)
-    caps = [policy.cap(n) for n in range(8)]
-    assert caps == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0])
-    assert policy.cap(10_000) == 1.0  # no overflow for absurd attempt numbers
+def test_retry_policy_is_a_service_config_for_the_unary_methods() -> None:
+    config = RetryPolicy(retries=3, backoff=0.05, max_backoff=1.0).service_config()
+    (method_config,) = config["methodConfig"]
+    assert method_config["retryPolicy"] == {
+        "maxAttempts": 4,
+        "initialBackoff": "0.050s",
+        "maxBackoff": "1.000s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    # Every unary method, read from the descriptor; never the stream (not replayed).
+    unary = {"Predict", "GetModel", "ListModels", "ReportOutcome"}
+    assert set(RETRIED_METHODS) == unary
+    assert sorted((n["service"], n["method"]) for n in method_config["name"]) == sorted(
+        ("waybill.v1.PredictionService", m) for m in unary)
 
 
-def test_full_jitter_scales_the_cap() -> None:
-    policy = RetryPolicy(retries=3, backoff=0.1, max_backoff=1.0)
-    assert policy.delay(1, remaining=10.0, jitter=0.0) == 0.0
-    assert policy.delay(1, remaining=10.0, jitter=0.5) == pytest.approx(0.1)
-    assert policy.delay(1, remaining=10.0, jitter=0.999) == pytest.approx(0.1998)
+def test_retry_policy_channel_options() -> None:
+    options = dict(RetryPolicy().channel_options())
+    assert options["grpc.enable_retries"] == 1
+    assert json.loads(options["grpc.service_config"]) == RetryPolicy().service_config()
+    # Past gRPC's default 256 KiB a call is no longer retried: a big Predict would not be.
+    assert options["grpc.per_rpc_retry_buffer_size"] == RETRY_BUFFER_BYTES >= 4 << 20
+    # No retries: no policy at all (gRPC refuses maxAttempts below 2).
+    assert RetryPolicy(retries=0).retry_policy() is None
+    assert dict(RetryPolicy(retries=0).channel_options()) == {"grpc.enable_retries": 1}
+    assert retry_options(2, 0.1, 0.5) == RetryPolicy(2, 0.1, 0.5).channel_options()
 
 
-def test_no_retry_past_the_retry_count_or_the_deadline() -> None:
-    policy = RetryPolicy(retries=2, backoff=0.1, max_backoff=1.0)
-    assert policy.delay(2, remaining=10.0, jitter=0.5) is None  # retries used up
-    assert policy.delay(0, remaining=0.05, jitter=0.5) is None  # pause would reach the deadline
-    assert policy.delay(0, remaining=0.06, jitter=0.5) == pytest.approx(0.05)
-    assert RetryPolicy(retries=0).delay(0, remaining=10.0, jitter=0.0) is None
+def test_first_pause_is_capped_by_max_backoff() -> None:
+    # gRPC does not cap the first pause by maxBackoff; the old client did (min(max, backoff)).
+    policy = RetryPolicy(retries=2, backoff=2.0, max_backoff=0.5).retry_policy()
+    assert policy is not None
+    assert (policy["initialBackoff"], policy["maxBackoff"]) == ("0.500s", "0.500s")
 
 
-def test_only_unavailable_is_retried() -> None:
-    policy = RetryPolicy()
-    retried = {code for code in grpc.StatusCode if policy.should_retry(code)}
-    assert retried == {grpc.StatusCode.UNAVAILABLE}
+@given(
+    retries=st.integers(min_value=1, max_value=MAX_RETRIES),
+    backoff=st.floats(min_value=0.001, max_value=1e6),
+    max_backoff=st.floats(min_value=0.001, max_value=1e6),
+)
+def test_every_valid_policy_maps_to_a_duration_grpc_parses(
+    retries: int, backoff: float, max_backoff: float
+) -> None:
+    policy = RetryPolicy(retries, backoff, max_backoff).retry_policy()
+    assert policy is not None
+    assert policy["maxAttempts"] == retries + 1 <= 5
+    for key, seconds in (("initialBackoff", min(backoff, max_backoff)),
+                         ("maxBackoff", max_backoff)):
+        text = policy[key]
+        # gRPC's form: seconds, a dot, at most 9 digits, "s"; never 0 (refused).
+        assert re.fullmatch(r"\d+\.\d{3}s", text), text
+        assert float(text[:-1]) > 0
+        assert float(text[:-1]) == pytest.approx(seconds, abs=0.0005)
+
+
+@pytest.mark.parametrize("retries", [5, 10, 50])
+def test_more_retries_than_grpc_allows_are_refused(retries: int) -> None:
+    with pytest.raises(ValueError, match=r"at most 4.*at most 5 attempts"):
+        RetryPolicy(retries=retries)
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"retries": -1}, {"retries": 1.5}, {"backoff": -0.1}, {"max_backoff": math.inf}],
+    [{"retries": -1}, {"retries": 1.5}, {"retries": True}, {"backoff": -0.1}, {"backoff": 0},
+     {"backoff": 0.0004}, {"max_backoff": math.inf}, {"max_backoff": math.nan},
+     {"max_backoff": 0}, {"backoff": "0.1"}, {"max_backoff": 1e12}],
 )
 def test_retry_policy_validation(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
 
 
@@ -762,101 +810,28 @@ def test_timeout_validation(bad: float) -> None:
         check_timeout(bad)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
+def test_policy_options_apply_only_to_a_channel_the_client_makes() -> None:
+    made: list[tuple[str, list[tuple[str, object]]]] = []
 
-    def __call__(self) -> float:
-        return self.now
+    def insecure(target: str, options: list[tuple[str, object]]) -> str:
+        made.append((target, options))
+        return "channel"
 
+    def secure(*_: object, **__: object) -> str:
+        raise AssertionError("no credentials were given")
 
-def _unavailable() -> FakeRpcError:
-    return FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")
-
-
-@given(
-    timeout=st.floats(min_value=0.001, max_value=5.0),
-    retries=st.integers(min_value=0, max_value=12),
-    backoff=st.floats(min_value=0.0, max_value=1.0),
-    max_backoff=st.floats(min_value=0.0, max_value=2.0),
-    attempt_cost=st.floats(min_value=0.0, max_value=0.5),
-    jitters=st.lists(st.floats(min_value=0.0, max_value=0.9999), min_size=13, max_size=13),
-)
-def test_retry_schedule_never_outlives_the_deadline(
-    timeout: float,
-    retries: int,
-    backoff: float,
-    max_backoff: float,
-    attempt_cost: float,
-    jitters: list[float],
-) -> None:
-    """Attempts keep failing with UNAVAILABLE: every attempt and pause fits in the deadline."""
-    clock = FakeClock()
-    start = clock.now
-    draws = iter(jitters)
-    attempts = CallAttempts(
-        RetryPolicy(retries, backoff, max_backoff), timeout, clock=clock, jitter=lambda: next(draws)
-    )
-    made = 0
-    with pytest.raises(Unavailable) as raised:
-        while True:
-            attempt_timeout = attempts.timeout()
-            assert clock.now + attempt_timeout == pytest.approx(start + timeout)
-            made += 1
-            clock.now += min(attempt_cost, attempt_timeout)  # the call fails, using some time
-            pause = attempts.failed(_unavailable())
-            assert 0 <= pause < start + timeout - clock.now
-            clock.now += pause
-    assert made <= retries + 1
-    assert clock.now <= start + timeout + 1e-9
-    assert isinstance(raised.value.__cause__, grpc.RpcError)
-
-
-def test_retries_stop_when_the_pause_overruns_the_deadline() -> None:
-    clock = FakeClock()
-    attempts = CallAttempts(
-        RetryPolicy(retries=5, backoff=0.5, max_backoff=1.0), 1.0, clock=clock, jitter=lambda: 0.5
-    )
-    assert attempts.timeout() == 1.0
-    clock.now += 0.2
-    assert attempts.failed(_unavailable()) == 0.25  # 0.5 * cap(0)=0.5
-    clock.now += 0.25
-    assert attempts.timeout() == pytest.approx(0.55)
-    clock.now += 0.2
-    # cap(1) = 1.0, jittered 0.5 >= 0.35 left: give up with the UNAVAILABLE error
-    first = _unavailable()
-    with pytest.raises(Unavailable) as raised:
-        attempts.failed(first)
-    assert raised.value.__cause__ is first
-    assert attempts.attempt == 1
-
-
-def test_sleep_overshoot_raises_the_last_unavailable_instead_of_a_doomed_attempt() -> None:
-    clock = FakeClock()
-    attempts = CallAttempts(RetryPolicy(retries=3), 1.0, clock=clock, jitter=lambda: 0.0)
-    attempts.timeout()
-    last = _unavailable()
-    assert attempts.failed(last) == 0.0
-    clock.now += 2.0  # the process was descheduled past the deadline
-    with pytest.raises(Unavailable) as raised:
-        attempts.timeout()
-    assert raised.value.__cause__ is last
-
-
-@pytest.mark.parametrize(
-    "code",
-    [
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.INTERNAL,
-    ],
-)
-def test_other_codes_raise_on_the_first_failure(code: grpc.StatusCode) -> None:
-    attempts = CallAttempts(RetryPolicy(retries=3), 2.0, clock=FakeClock(), jitter=lambda: 0.0)
-    cause = FakeRpcError(code, "no")
-    with pytest.raises(WaybillError) as raised:
-        attempts.failed(cause)
-    assert raised.value.code is code
-    assert raised.value.__cause__ is cause
-    assert attempts.attempt == 0
+    policy = RetryPolicy(retries=2, backoff=0.1, max_backoff=0.2)
+    assert open_channel("t", None, None, (), policy, secure, insecure) == ("channel", True)
+    assert made[-1] == ("t", policy.channel_options())
+    # An option the caller names replaces the policy's.
+    own = ("grpc.service_config", "{}")
+    open_channel("t", None, None, [own, ("grpc.lb_policy_name", "round_robin")], policy,
+                 secure, insecure)
+    options = made[-1][1]
+    assert [v for k, v in options if k == "grpc.service_config"] == ["{}"]
+    assert ("grpc.enable_retries", 1) in options
+    assert ("grpc.lb_policy_name", "round_robin") in options
+    # A given channel is used as it is: a retry policy for it is refused, not ignored.
+    assert open_channel("t", "given", None, (), RetryPolicy(), secure, insecure) == ("given", False)
+    with pytest.raises(ValueError, match="retry_options"):
+        open_channel("t", "given", None, (), policy, secure, insecure)

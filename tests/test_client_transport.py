@@ -1,12 +1,16 @@
 """The clients over real gRPC, against a small scripted servicer on 127.0.0.1.
 
 This is not the Waybill server: it checks the client's side of the wire (metadata, deadlines,
-retries, rich error trailers, channel ownership) for the sync and asyncio clients.
+retries, rich error trailers, channel ownership) for the sync and asyncio clients. Retries are
+gRPC's own (the retry policy in the channel's service config, ``waybill_client._channel``):
+the stand-in answers UNAVAILABLE to its next ``unavailable`` calls, then answers, and counts
+the attempts that reached it, so these tests see what gRPC core does with the policy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import threading
 import time
@@ -21,6 +25,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from waybill.v1 import prediction_pb2, prediction_pb2_grpc
 from waybill_client import (
+    MAX_RETRIES,
     AsyncWaybillClient,
     DeadlineExceeded,
     FieldViolation,
@@ -28,6 +33,7 @@ from waybill_client import (
     NotFound,
     Unavailable,
     WaybillClient,
+    retry_options,
 )
 
 
@@ -37,6 +43,7 @@ class Seen:
     time_remaining: float | None
     rows: list[dict[str, object]]
     authorizations: list[str] = field(default_factory=list)  # every value, in order
+    at: float = field(default_factory=time.monotonic)  # when the attempt reached the server
 
 
 @dataclass
@@ -138,6 +145,15 @@ class ScriptedService(prediction_pb2_grpc.PredictionServiceServicer):
     ) -> prediction_pb2.ReportOutcomeResponse:
         self._record(request, context)
         return prediction_pb2.ReportOutcomeResponse(recorded=len(request.outcomes))
+
+    def PredictStream(
+        self, requests: Iterator[prediction_pb2.PredictStreamRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[prediction_pb2.PredictStreamResponse]:
+        first = next(requests, None)  # the stream reached the server with a request
+        self._record(first, context)
+        for _ in requests:
+            yield prediction_pb2.PredictStreamResponse()
 
 
 @pytest.fixture
@@ -267,11 +283,82 @@ def test_unreachable_server_fails_within_the_deadline() -> None:
         port = sock.getsockname()[1]
     start = time.monotonic()
     with (
-        WaybillClient(f"127.0.0.1:{port}", timeout=0.5, retries=50, backoff=0.01) as client,
+        WaybillClient(f"127.0.0.1:{port}", timeout=0.5, retries=MAX_RETRIES,
+                      backoff=0.01) as client,
         pytest.raises((Unavailable, DeadlineExceeded)),
     ):
         client.list_models()
     assert time.monotonic() - start < 0.5 + 0.4
+
+
+def test_pauses_grow_from_backoff_to_max_backoff(served: tuple[ScriptedService, str]) -> None:
+    # gRPC waits min(max_backoff, backoff * 2**n), times a jitter in [0.8, 1.2], before
+    # retry n. The gaps between attempts as the server saw them are at least 0.8 times that
+    # (a timer does not fire early) and, on a loaded machine, somewhat more than 1.2 times.
+    service, target = served
+    service.unavailable = 3
+    with WaybillClient(target, timeout=10, retries=3, backoff=0.1, max_backoff=0.15) as client:
+        client.list_models()
+    times = [seen.at for seen in service.seen]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(gaps) == 3
+    for gap, pause in zip(gaps, (0.1, 0.15, 0.15), strict=True):
+        assert 0.8 * pause - 0.01 <= gap <= 1.2 * pause + 0.25, gaps
+
+
+def test_a_pause_past_the_deadline_ends_the_call_at_the_deadline(
+    served: tuple[ScriptedService, str]
+) -> None:
+    # The policy works inside the call's deadline: a retry whose pause (about 1 s) outlasts
+    # the 0.3 s deadline is never made; the call ends with DEADLINE_EXCEEDED at the deadline.
+    service, target = served
+    service.unavailable = 100
+    start = time.monotonic()
+    with WaybillClient(target, timeout=0.3, retries=2, backoff=1.0) as client, \
+            pytest.raises(DeadlineExceeded):
+        client.list_models()
+    assert time.monotonic() - start < 0.3 + 0.4
+    assert len(service.seen) == 1
+
+
+def test_a_big_request_is_retried_too(served: tuple[ScriptedService, str]) -> None:
+    # Past gRPC's default retry buffer (256 KiB) a call would not be retried: the client
+    # raises it, so a Predict of many rows is retried like a small one.
+    service, target = served
+    service.unavailable = 1
+    rows = [{"zip_code": "94107", "note": "x" * 400} for _ in range(1000)]
+    with WaybillClient(target, timeout=10, backoff=0.01) as client:
+        result = client.predict("delivery_eta", rows, columns=False)
+    assert len(result.predictions) == 1000
+    assert len(service.seen) == 2
+    assert sum(len(r["note"]) for r in service.seen[1].rows) > 256 * 1024
+
+
+def test_predict_stream_is_not_retried(served: tuple[ScriptedService, str]) -> None:
+    # The policy names the unary methods only: a stream refused UNAVAILABLE raises at once.
+    service, target = served
+    service.unavailable = 1
+    with WaybillClient(target, retries=3, backoff=0.01) as client, pytest.raises(Unavailable):
+        list(client.predict_stream("delivery_eta", [ROWS, ROWS]))
+    assert len(service.seen) == 1
+
+
+def test_a_given_channel_retries_as_its_options_say(served: tuple[ScriptedService, str]) -> None:
+    service, target = served
+    service.unavailable = 1
+    with grpc.insecure_channel(target, options=retry_options(backoff=0.01)) as channel, \
+            WaybillClient(target, channel=channel) as client:
+        client.list_models()
+    assert len(service.seen) == 2  # retried once by the channel's policy
+    service.seen.clear()
+    service.unavailable = 1
+    with grpc.insecure_channel(target, options=[("grpc.enable_retries", 0)]) as channel, \
+            WaybillClient(target, channel=channel) as client, pytest.raises(Unavailable):
+        client.list_models()
+    assert len(service.seen) == 1
+    # The client cannot put a policy on a channel it did not make: refused, not ignored.
+    with grpc.insecure_channel(target) as channel, pytest.raises(ValueError, match="retry_options"):
+        WaybillClient(target, channel=channel, retries=1)
 
 
 def test_list_and_get_model(served: tuple[ScriptedService, str]) -> None:

@@ -1,4 +1,5 @@
-"""Start-up refusals, health, reflection through grpcurl, default deadline, SIGTERM drain."""
+"""Start-up refusals, health (both ports), reflection v1 and v1alpha, default deadline,
+SIGTERM drain."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.descriptor_pb2 import FileDescriptorProto, FileDescriptorSet
+from google.protobuf.descriptor_pool import DescriptorPool
+from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from waybill.v1 import prediction_pb2 as pb
 from waybill.v1 import prediction_pb2_grpc as pb_grpc
@@ -51,6 +56,170 @@ def test_grpcurl_lists_describes_and_calls_without_proto_files(
     assert answer["predictions"][0]["delivery_date"]
     health = grpcurl(server.target, "grpc.health.v1.Health/Check")
     assert json.loads(health.stdout)["status"] == "SERVING"
+
+
+# grpc/reflection/v1/reflection.proto, the published v1 protocol, compiled here into a pool of
+# its own: the v1 stub a newer tool would use, independent of how the server builds its v1.
+V1_REFLECTION_PROTO = """
+syntax = "proto3";
+package grpc.reflection.v1;
+service ServerReflection {
+  rpc ServerReflectionInfo(stream ServerReflectionRequest)
+      returns (stream ServerReflectionResponse);
+}
+message ServerReflectionRequest {
+  string host = 1;
+  oneof message_request {
+    string file_by_filename = 3;
+    string file_containing_symbol = 4;
+    ExtensionRequest file_containing_extension = 5;
+    string all_extension_numbers_of_type = 6;
+    string list_services = 7;
+  }
+}
+message ExtensionRequest {
+  string containing_type = 1;
+  int32 extension_number = 2;
+}
+message ServerReflectionResponse {
+  string valid_host = 1;
+  ServerReflectionRequest original_request = 2;
+  oneof message_response {
+    FileDescriptorResponse file_descriptor_response = 4;
+    ExtensionNumberResponse all_extension_numbers_response = 5;
+    ListServiceResponse list_services_response = 6;
+    ErrorResponse error_response = 7;
+  }
+}
+message FileDescriptorResponse { repeated bytes file_descriptor_proto = 1; }
+message ExtensionNumberResponse {
+  string base_type_name = 1;
+  repeated int32 extension_number = 2;
+}
+message ListServiceResponse { repeated ServiceResponse service = 1; }
+message ServiceResponse { string name = 1; }
+message ErrorResponse {
+  int32 error_code = 1;
+  string error_message = 2;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def v1_reflection(tmp_path_factory: pytest.TempPathFactory) -> FileDescriptorProto:
+    from grpc_tools import protoc
+
+    root = tmp_path_factory.mktemp("v1")
+    source = root / "grpc" / "reflection" / "v1" / "reflection.proto"
+    source.parent.mkdir(parents=True)
+    source.write_text(V1_REFLECTION_PROTO)
+    out = root / "v1.pb"
+    assert protoc.main(["protoc", f"-I{root}", f"--descriptor_set_out={out}",
+                        "grpc/reflection/v1/reflection.proto"]) == 0
+    (proto,) = FileDescriptorSet.FromString(out.read_bytes()).file
+    return proto
+
+
+def _reflect_v1(target: str, proto: FileDescriptorProto,
+                **asks: str) -> list[Any]:
+    """One ServerReflectionInfo v1 stream: a request per ``field=value``, the answers."""
+    pool = DescriptorPool()
+    pool.AddSerializedFile(proto.SerializeToString())
+    request, answer = (GetMessageClass(pool.FindMessageTypeByName(f"grpc.reflection.v1.{name}"))
+                       for name in ("ServerReflectionRequest", "ServerReflectionResponse"))
+    with grpc.insecure_channel(target) as channel:
+        call = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=answer.FromString,
+        )
+        return list(call(iter([request(**{k: v}) for k, v in asks.items()]), timeout=10))
+
+
+def _shape(proto: FileDescriptorProto) -> list[tuple[object, ...]]:
+    return sorted((m.name, f.name, f.number, f.type, f.label, f.type_name,
+                   f.oneof_index if f.HasField("oneof_index") else None)
+                  for m in proto.message_type for f in m.field)
+
+
+def test_reflection_v1_and_v1alpha(server: ServerProcess,
+                                   v1_reflection: FileDescriptorProto) -> None:
+    # grpcurl 1.8.6 speaks v1alpha: both reflection services are listed.
+    listed = grpcurl(server.target, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert {"grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection"} <= set(listed.stdout.split())
+    # A v1 client: list, describe a service, and describe reflection v1 itself.
+    listing, service, itself = _reflect_v1(
+        server.target, v1_reflection, list_services="",
+        file_containing_symbol="waybill.v1.PredictionService",
+    ) + _reflect_v1(server.target, v1_reflection,
+                    file_containing_symbol="grpc.reflection.v1.ServerReflection")
+    names = {s.name for s in listing.list_services_response.service}
+    assert {"waybill.v1.PredictionService", "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection"} <= names
+    files = [FileDescriptorProto.FromString(b)
+             for b in service.file_descriptor_response.file_descriptor_proto]
+    assert any(s.name == "PredictionService" for f in files for s in f.service)
+    (served,) = [FileDescriptorProto.FromString(b)
+                 for b in itself.file_descriptor_response.file_descriptor_proto]
+    # What the server describes as v1 is the published v1 protocol, field for field.
+    assert served.package == "grpc.reflection.v1"
+    assert _shape(served) == _shape(v1_reflection)
+    assert [(m.name, m.input_type, m.output_type) for m in served.service[0].method] == [
+        (m.name, m.input_type, m.output_type) for m in v1_reflection.service[0].method]
+
+
+def test_admin_port_has_health_and_both_reflections(tmp_path: Path, registry: Path,
+                                                    v1_reflection: FileDescriptorProto) -> None:
+    with ServerProcess(tmp_path, "--registry", str(registry), "--no-routing",
+                       env={"WAYBILL_ADMIN_TOKEN": "adm1n"}) as server:
+        # grpcurl reads the service through reflection, which needs the admin token.
+        health = grpcurl(server.admin_target, "-H", "authorization: Bearer adm1n",
+                         "grpc.health.v1.Health/Check")
+        assert health.returncode == 0, health.stderr
+        assert json.loads(health.stdout)["status"] == "SERVING"
+        # Health itself needs no token (probes carry none), as on the public port.
+        stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.admin_target))
+        for service in ("", "waybill.v1.AdminService"):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as caught:  # not served on this port
+            stub.Check(health_pb2.HealthCheckRequest(service="waybill.v1.PredictionService"),
+                       timeout=5)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        # Everything else on the admin port still needs the token: reflection too.
+        refused = grpcurl(server.admin_target, "list")
+        assert refused.returncode != 0 and "Unauthenticated" in refused.stderr
+        listed = grpcurl(server.admin_target, "-H", "authorization: Bearer adm1n", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert set(listed.stdout.split()) == {
+            "waybill.v1.AdminService", "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
+
+
+def test_health_turns_not_serving_on_drain_on_both_ports(tmp_path: Path,
+                                                         registry: Path) -> None:
+    server = ServerProcess(tmp_path, "--registry", str(registry), "--no-routing",
+                           env={"WAYBILL_ADMIN_TOKEN": "adm1n"})
+    with server:
+        watched = [(target, service)
+                   for target, services in ((server.target, ("", "waybill.v1.PredictionService")),
+                                            (server.admin_target, ("", "waybill.v1.AdminService")))
+                   for service in services]
+        channels = [grpc.insecure_channel(target) for target, _ in watched]
+        try:
+            watches = [iter(health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=service), timeout=30))
+                for channel, (_, service) in zip(channels, watched, strict=True)]
+            assert [next(w).status for w in watches] == [health_pb2.HealthCheckResponse.SERVING] * 4
+            server.signal(signal.SIGTERM)
+            assert [next(w).status for w in watches] == [
+                health_pb2.HealthCheckResponse.NOT_SERVING] * 4
+        finally:
+            for channel in channels:
+                channel.close()
+        assert server.wait(30) == 0
 
 
 def test_health_overall_and_per_service(server: ServerProcess) -> None:

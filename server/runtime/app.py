@@ -18,7 +18,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from waybill.v1 import admin_pb2, prediction_pb2
 
 from models.loaded import LoadedVersion
@@ -42,6 +41,7 @@ from server.telemetry.observe import Instrumented, Observer, observe_process
 from server.transport.admin_service import AdminService
 from server.transport.auth import BearerToken, server_credentials
 from server.transport.prediction_service import PredictionService
+from server.transport.reflection import enable_reflection
 from server.transport.rpc import add_service, quiet, start_draining, stopped_accepting
 from server.transport.streams import StreamBudget
 
@@ -50,6 +50,8 @@ log = logging.getLogger("waybill.server")
 _PREDICTION = prediction_pb2.DESCRIPTOR.services_by_name["PredictionService"]
 PREDICTION_SERVICE = _PREDICTION.full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+_HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
+HEALTH_METHODS = frozenset(f"/{_HEALTH.full_name}/{m.name}" for m in _HEALTH.methods)
 # Looked up, not spelled out: a renamed method fails here instead of leaving outcomes open.
 REPORT_OUTCOME = f"/{PREDICTION_SERVICE}/{_PREDICTION.methods_by_name['ReportOutcome'].name}"
 
@@ -241,7 +243,10 @@ class WaybillServer:
         self.alerts.seed(self.journal.firing())
         self._alerting: asyncio.Task[None] | None = None
         self._following: asyncio.Task[None] | None = None
+        # One health service per port: the public one answers for PredictionService, the
+        # admin one for AdminService; both SERVING once started, NOT_SERVING on drain.
         self._health = health.aio.HealthServicer()
+        self._admin_health = health.aio.HealthServicer()
         self._watcher: asyncio.Task[None] | None = None
 
         options = _server_options(settings)
@@ -258,20 +263,22 @@ class WaybillServer:
             siblings=settings.reuse_port,
             streams=StreamBudget(settings.max_streams, settings.stream_rows)))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            (PREDICTION_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
+        enable_reflection(self._server, (PREDICTION_SERVICE, health.SERVICE_NAME))
 
         token = settings.admin_token
+        # Health answers without the token, as on the public port: probes carry no secret,
+        # and it says no more than the public port's health does.
         interceptors = [BearerToken(token.get_secret_value(),
-                                    "admin calls need 'authorization: Bearer <token>'")
+                                    "admin calls need 'authorization: Bearer <token>'",
+                                    exempt=HEALTH_METHODS)
                         ] if token is not None else []
         self._admin = grpc.aio.server(options=options, interceptors=interceptors)
         add_service(self._admin, AdminService(
             self.state, self.reloader, self.shadow_stats, settings.default_deadline_s,
             self.observer, journal=self.journal, drift=self.drift, store=self.store,
             alerts=self.alerts, accuracy_window_s=settings.accuracy_window_s))
-        reflection.enable_server_reflection((ADMIN_SERVICE, reflection.SERVICE_NAME), self._admin)
+        health_pb2_grpc.add_HealthServicer_to_server(self._admin_health, self._admin)
+        enable_reflection(self._admin, (ADMIN_SERVICE, health.SERVICE_NAME))
 
     def _register_metrics(self, predictor: Predictor) -> None:
         """Each owner registers its own metrics, read at collection time."""
@@ -334,6 +341,8 @@ class WaybillServer:
                 self.journal.follow_every(self.state, FOLLOW_INTERVAL_S), name="follow")
         for service in ("", PREDICTION_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        for service in ("", ADMIN_SERVICE):
+            await self._admin_health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if s.port_file is not None:
             ports = {"port": self.port, "admin_port": self.admin_port,
                      "metrics_port": self.metrics_port}
@@ -360,6 +369,7 @@ class WaybillServer:
         deadline = time.monotonic() + self.settings.grace_s
         log.info("draining", extra={"fields": {"grace_s": self.settings.grace_s}})
         await self._health.enter_graceful_shutdown()
+        await self._admin_health.enter_graceful_shutdown()
         start_draining()
         for task in (self._watcher, self._alerting, self._following):
             if task is not None:

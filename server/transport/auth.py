@@ -21,16 +21,20 @@ def is_loopback(host: str) -> bool:
 
 
 class BearerToken(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Refuses calls without ``authorization: Bearer <token>`` (UNAUTHENTICATED): every call,
-    or with ``only``, just those methods (full paths, ``/package.Service/Method``).
+    """Refuses calls without ``authorization: Bearer <token>`` (UNAUTHENTICATED): every call
+    but those in ``exempt``, or with ``only``, just those methods (full paths,
+    ``/package.Service/Method``).
 
-    One instance per token and port: the admin token guards the whole admin port; the outcome
-    token guards ReportOutcome alone on the public port, where predictions stay open.
+    One instance per token and port: the admin token guards the admin port (all but its
+    health checks); the outcome token guards ReportOutcome alone on the public port, where
+    predictions stay open.
     """
 
-    def __init__(self, token: str, message: str, only: Collection[str] | None = None) -> None:
+    def __init__(self, token: str, message: str, only: Collection[str] | None = None,
+                 exempt: Collection[str] = ()) -> None:
         self._expected = f"Bearer {token}".encode()
         self._only = frozenset(only) if only is not None else None
+        self._exempt = frozenset(exempt)
 
         async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
@@ -43,7 +47,8 @@ class BearerToken(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        if self._only is not None and details.method not in self._only:
+        if details.method in self._exempt or (
+                self._only is not None and details.method not in self._only):
             return await continuation(details)
         for key, value in details.invocation_metadata or ():
             if key == "authorization":

@@ -12,9 +12,11 @@
 
 The generated stubs (the ``waybill-protos`` dependency) are importable as
 ``waybill.v1.prediction_pb2`` and ``waybill.v1.prediction_pb2_grpc``; ``pin()`` and
-``routing_key()`` build their metadata.
+``routing_key()`` build their metadata; ``retry_options()`` gives the client's retry policy
+as channel options, for a channel you create yourself.
 """
 
+from ._channel import MAX_RETRIES, retry_options
 from ._convert import (
     MAX_OUTCOMES,
     METADATA_MODEL_VERSION,
@@ -50,6 +52,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MAX_OUTCOMES",
+    "MAX_RETRIES",
     "METADATA_MODEL_VERSION",
     "METADATA_ROUTING_KEY",
     "AlreadyExists",
@@ -72,6 +75,7 @@ __all__ = [
     "__version__",
     "from_rpc_error",
     "pin",
+    "retry_options",
     "route_reason_name",
     "routing_key",
     "row_to_struct",

@@ -14,14 +14,12 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
-from typing import Any, TypeVar
+from typing import Any
 
 from google.protobuf import struct_pb2
 from waybill.v1 import prediction_pb2
 
 from .errors import WaybillError, from_predict_error
-
-_C = TypeVar("_C")
 
 __all__ = [
     "COLUMNS_MIN_ROWS",
@@ -68,24 +66,6 @@ _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
 # --------------------------------------------------------------------------- rows
-
-
-def open_channel(
-    target: str,
-    channel: _C | None,
-    credentials: object | None,
-    options: Sequence[tuple[str, object]],
-    secure: Callable[..., _C],
-    insecure: Callable[..., _C],
-) -> tuple[_C, bool]:
-    """The channel a client uses and whether it owns it (sync and asyncio alike)."""
-    if channel is not None:
-        if credentials is not None or options:
-            raise ValueError("credentials and options apply only when the client makes the channel")
-        return channel, False
-    if credentials is not None:
-        return secure(target, credentials, options=list(options)), True
-    return insecure(target, options=list(options)), True
 
 
 def row_to_struct(row: Mapping[str, object], index: int = 0) -> struct_pb2.Struct:

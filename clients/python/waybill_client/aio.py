@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -19,6 +18,7 @@ import grpc
 import grpc.aio
 from waybill.v1 import prediction_pb2, prediction_pb2_grpc
 
+from ._channel import RetryPolicy, check_timeout, open_channel
 from ._convert import (
     Metadata,
     OutcomeReport,
@@ -27,14 +27,12 @@ from ._convert import (
     build_report_outcome_request,
     call_metadata,
     normalize_metadata,
-    open_channel,
     outcome_metadata,
     outcome_report,
     predict_result,
     stream_answer,
     stream_request,
 )
-from ._retry import CallAttempts, RetryPolicy, check_timeout
 from .errors import WaybillError, from_rpc_error
 
 __all__ = ["AsyncWaybillClient"]
@@ -46,9 +44,10 @@ _T = TypeVar("_T")
 class AsyncWaybillClient:
     """Asyncio client for ``waybill.v1.PredictionService``.
 
-    Same deadlines, retries, metadata (``outcome_token`` included) and errors as
-    ``waybill_client.WaybillClient``. Create it inside the running event loop; ``channel``
-    must be a ``grpc.aio.Channel``. Use it as ``async with`` or ``await client.close()``.
+    Same deadlines, retries (the retry policy of the channel it creates), metadata
+    (``outcome_token`` included) and errors as ``waybill_client.WaybillClient``. Create it
+    inside the running event loop; ``channel`` must be a ``grpc.aio.Channel``. Use it as
+    ``async with`` or ``await client.close()``.
     """
 
     def __init__(
@@ -71,7 +70,7 @@ class AsyncWaybillClient:
         self._metadata: Metadata = normalize_metadata(metadata)
         self._outcome_metadata = outcome_metadata(self._metadata, outcome_token)
         self._channel, self._owns_channel = open_channel(
-            target, channel, credentials, options,
+            target, channel, credentials, options, self._policy,
             grpc.aio.secure_channel, grpc.aio.insecure_channel,
         )
         self._stub = prediction_pb2_grpc.PredictionServiceStub(self._channel)
@@ -174,13 +173,11 @@ class AsyncWaybillClient:
         if self._closed:
             raise RuntimeError("AsyncWaybillClient is closed")
         budget = self._timeout if timeout is None else check_timeout(timeout)
-        attempts = CallAttempts(self._policy, budget)
-        while True:
-            try:
-                return await method(request, timeout=attempts.timeout(), metadata=metadata)
-            except grpc.RpcError as exc:
-                pause = attempts.failed(exc)
-            await asyncio.sleep(pause)
+        try:
+            # Retries happen inside the call (the channel's retry policy), within budget.
+            return await method(request, timeout=budget, metadata=metadata)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -10,6 +9,7 @@ from typing import Any, TypeVar
 import grpc
 from waybill.v1 import prediction_pb2, prediction_pb2_grpc
 
+from ._channel import RetryPolicy, check_timeout, open_channel
 from ._convert import (
     Metadata,
     OutcomeReport,
@@ -18,14 +18,12 @@ from ._convert import (
     build_report_outcome_request,
     call_metadata,
     normalize_metadata,
-    open_channel,
     outcome_metadata,
     outcome_report,
     predict_result,
     stream_answer,
     stream_request,
 )
-from ._retry import CallAttempts, RetryPolicy, check_timeout
 from .errors import WaybillError, from_rpc_error
 
 __all__ = ["WaybillClient"]
@@ -37,15 +35,20 @@ class WaybillClient:
     """Blocking client for ``waybill.v1.PredictionService``.
 
     Every call gets a deadline (``timeout`` seconds unless the call passes its own) that bounds
-    all of its attempts together; UNAVAILABLE is retried up to ``retries`` times with
-    exponential backoff and full jitter, every other status raises at once (see
-    ``waybill_client.errors``). ``metadata`` is sent with every call, e.g. authorization.
-    ``outcome_token``, the server's outcome token, goes as ``authorization: Bearer <token>``
-    on ``report_outcomes`` calls only (replacing an authorization in ``metadata`` there).
+    all of its attempts together. UNAVAILABLE is retried by gRPC itself, through the retry
+    policy of the channel's service config: up to ``retries`` times (at most 4: gRPC makes at
+    most 5 attempts), pausing about ``min(max_backoff, backoff * 2**n)`` seconds (jittered
+    +-20%) before retry *n*; a pause that outlasts the deadline ends the call with
+    ``DeadlineExceeded``. Every other status raises at once (see ``waybill_client.errors``).
+    ``metadata`` is sent with every call, e.g. authorization. ``outcome_token``, the server's
+    outcome token, goes as ``authorization: Bearer <token>`` on ``report_outcomes`` calls
+    only (replacing an authorization in ``metadata`` there).
 
-    The client creates and owns a channel to ``target`` (TLS when ``credentials`` is given),
-    or uses ``channel`` as given, in which case ``close()`` leaves it open. Thread-safe; use it
-    as a context manager or call ``close()``.
+    The client creates and owns a channel to ``target`` (TLS when ``credentials`` is given)
+    that carries the retry policy, or uses ``channel`` as given, in which case ``close()``
+    leaves it open and the channel's own options decide retries (``retry_options()`` gives
+    the client's; ``retries``, ``backoff`` and ``max_backoff`` are refused with ``channel``).
+    Thread-safe; use it as a context manager or call ``close()``.
     """
 
     def __init__(
@@ -68,7 +71,8 @@ class WaybillClient:
         self._metadata: Metadata = normalize_metadata(metadata)
         self._outcome_metadata = outcome_metadata(self._metadata, outcome_token)
         self._channel, self._owns_channel = open_channel(
-            target, channel, credentials, options, grpc.secure_channel, grpc.insecure_channel
+            target, channel, credentials, options, self._policy,
+            grpc.secure_channel, grpc.insecure_channel,
         )
         self._stub = prediction_pb2_grpc.PredictionServiceStub(self._channel)
         self._closed = False
@@ -135,7 +139,8 @@ class WaybillClient:
         Rows that cannot be sent raise their ``TypeError``/``ValueError`` (naming
         ``rows[<i>].<key>``) after the answers of the items before them. A stream cut short
         (its deadline, or ``Unavailable`` from a draining server) raises after the answers
-        it got; nothing is retried, so resend the unanswered rest. Stopping the iteration
+        it got; a stream is not retried (the retry policy covers the unary calls only), so
+        resend the unanswered rest. Stopping the iteration
         early cancels the call.
         """
         if self._closed:
@@ -226,13 +231,11 @@ class WaybillClient:
         if self._closed:
             raise RuntimeError("WaybillClient is closed")
         budget = self._timeout if timeout is None else check_timeout(timeout)
-        attempts = CallAttempts(self._policy, budget)
-        while True:
-            try:
-                return method(request, timeout=attempts.timeout(), metadata=metadata)
-            except grpc.RpcError as exc:
-                pause = attempts.failed(exc)
-            time.sleep(pause)
+        try:
+            # Retries happen inside the call (the channel's retry policy), within budget.
+            return method(request, timeout=budget, metadata=metadata)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
 
     # ------------------------------------------------------------------ lifecycle
 

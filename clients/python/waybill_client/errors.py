@@ -14,8 +14,8 @@ Every non-OK gRPC status becomes one of these; the original ``grpc.RpcError`` is
      ├── Unauthenticated         UNAUTHENTICATED
      └── UnexpectedStatus        any other code (INTERNAL, UNIMPLEMENTED, CANCELLED, ...)
 
-Only ``Unavailable`` is retried by the clients. ``from_rpc_error`` maps a ``grpc.RpcError``
-(sync or ``grpc.aio``) to the matching exception.
+Only ``Unavailable`` is retried (by gRPC, through the retry policy of the client's channel).
+``from_rpc_error`` maps a ``grpc.RpcError`` (sync or ``grpc.aio``) to the matching exception.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class AlreadyExists(WaybillError):
 
 
 class Unavailable(WaybillError):
-    """UNAVAILABLE: the server is unreachable, not ready, or draining. Retried by the client."""
+    """UNAVAILABLE: the server is unreachable, not ready, or draining. Retried (by gRPC)."""
 
 
 class DeadlineExceeded(WaybillError):
