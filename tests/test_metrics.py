@@ -248,24 +248,77 @@ def test_promql_names_are_found() -> None:
         ' / scalar(sum(rate(b_total[5m]))) > bool 0') == {"a_bucket", "b_total"}
 
 
-def test_the_grafana_dashboard_queries_only_exported_metrics(
-        served: ServerProcess, rows: list[dict[str, object]]) -> None:
+# A rule that fires on any traffic (median latency above 0 s), so alert series exist.
+ALWAYS_FIRING = """
+[[models.delivery_eta.alerts]]
+name = "always"
+metric = "latency"
+quantile = 0.5
+op = ">"
+threshold = 0
+min_samples = 1
+severity = "info"
+"""
+
+
+@pytest.fixture
+def eventful(registry: Path, tmp_path: Path,
+             rows: list[dict[str, object]]) -> Iterator[ServerProcess]:
+    """A server that has seen everything the dashboard shows: traffic, a refused row,
+    shadow comparisons, a closed drift window with enough rows, reported outcomes, a
+    firing in-process rule and a rollback."""
+    routing = tmp_path / "routing.toml"
+    routing.write_text(routing_text(split(20), shadow=("1.1.0", 1.0)) + ALWAYS_FIRING)
+    with ServerProcess(tmp_path / "eventful", "--registry", str(registry), "--routing",
+                       str(routing), "--routing-poll", "0", "--alert-interval", "0.2",
+                       "--drift-window-rows", "20", "--drift-window-s", "0",
+                       "--drift-min-rows", "10") as server:
+        stub = pb_grpc.PredictionServiceStub(server.channel())
+        ids = []
+        for pin in ("stable", "canary"):  # 20 rows each: a closed window for both
+            reply = stub.Predict(pb.PredictRequest(model="delivery_eta",
+                                                   rows=struct_rows(rows[:20])),
+                                 metadata=(("x-model-version", pin),), timeout=10)
+            ids += [p.prediction_id for p in reply.predictions]
+        assert call(server, [{**rows[0], "distance_km": -3.0}]) == \
+            grpc.StatusCode.INVALID_ARGUMENT
+        outcomes = [pb.Outcome(prediction_id=i, transit_days=3) for i in ids]
+        deadline = time.monotonic() + 10
+        while True:  # the prediction log is written in the background
+            try:
+                stub.ReportOutcome(pb.ReportOutcomeRequest(outcomes=outcomes), timeout=10)
+                break
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        admin(server.admin_target).Rollback(
+            admin_pb2.RollbackRequest(model="delivery_eta", reason="dashboard test"), timeout=5)
+        yield server
+
+
+def test_the_grafana_dashboard_queries_only_exported_metrics(eventful: ServerProcess) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["uid"] and dashboard["title"] == "Waybill"
     titles = " | ".join(p["title"] for p in dashboard["panels"]).lower()
     for topic in ("split by version", "latency", "error rate by status code",
-                  "validation failures"):
+                  "validation failures", "drift: feature psi", "drift: prediction psi",
+                  "accuracy: mae", "accuracy: interval coverage", "alerts firing",
+                  "alert state changes", "rolled back now", "rollbacks"):
         assert topic in titles, topic
     queried: set[str] = set()
     for query in dashboard_queries(dashboard):
         grafana = re.fullmatch(r"\s*label_values\(\s*([a-zA-Z_:][\w:]*)\s*,\s*\w+\s*\)\s*", query)
         queried |= {grafana.group(1)} if grafana else promql_metric_names(query)
-    # Traffic that makes every series appear: success, a refused row, shadow comparisons.
-    call(served, rows[:1], metadata=(("x-model-version", "1.0.0"),))
-    call(served, [{**rows[0], "hour": 99}], metadata=(("x-model-version", "1.0.0"),))
+    for name in ("waybill_drift_psi", "waybill_drift_prediction_psi", "waybill_accuracy_mae_days",
+                 "waybill_accuracy_bias_days", "waybill_accuracy_coverage",
+                 "waybill_accuracy_outcomes", "waybill_alerts_firing",
+                 "waybill_alerts_transitions_total", "waybill_routing_override",
+                 "waybill_rollbacks_total"):
+        assert name in queried, name
     deadline = time.monotonic() + 15
-    while True:
-        exported = {name for name, _ in scrape(served)}
+    while True:  # shadow scoring and alert evaluation happen in the background
+        exported = {name for name, _ in scrape(eventful)}
         missing = queried - exported
         if not missing or time.monotonic() > deadline:
             break

@@ -43,7 +43,22 @@ def pick_window(drift: admin_pb2.VersionDrift, which: str) -> admin_pb2.DriftWin
     return drift.current
 
 
+def no_verdict(window: admin_pb2.DriftWindow) -> str | None:
+    """Why the window gives no drift verdict, or None when it does (status "ok")."""
+    if window.status == "ok":
+        return None
+    if window.status == "not_enough_data":
+        return (f"no verdict: too few rows ({window.rows}, under the server's "
+                "--drift-min-rows)")
+    if window.status == "open":
+        return f"no verdict: the window is still open ({window.rows} rows so far)"
+    return f"no verdict: window status {window.status!r}"
+
+
 def render(drift: admin_pb2.VersionDrift, window: admin_pb2.DriftWindow) -> str:
+    """The window as text. A drift verdict (YES/no) only for a window whose status is "ok";
+    otherwise the column shows "-" and the last line says why there is none."""
+    why_not = no_verdict(window)
     lines = [
         f"{drift.model} {drift.version}: window {_time(window.started_at)} .. "
         f"{_time(window.ended_at)}, {window.rows} rows, {window.status}"
@@ -56,17 +71,15 @@ def render(drift: admin_pb2.VersionDrift, window: admin_pb2.DriftWindow) -> str:
         name = f.name or "(prediction)"
         shifted = ", ".join(f"{b.label} {b.reference:.1%}->{b.current:.1%}"
                             for b in f.top_bins)
-        drifted = "YES" if f.drifted else "no"
+        drifted = "-" if why_not else "YES" if f.drifted else "no"
         lines.append(
             f"  {name:<18} {f.kind:<11} {f.psi:>7.3f} {_number(_optional(f, 'ks_statistic')):>6} "
             f"{_number(_optional(f, 'ks_pvalue'), 4):>8} "
             f"{_number(_optional(f, 'chi2_pvalue'), 4):>8} "
             f"{_number(_optional(f, 'unseen_rate')):>7} {f.missing_rate:>7.3f}  {drifted:<5}  "
             f"{shifted}")
-    if window.status != "ok":
-        lines.append("  (not enough rows for a verdict: statistics shown for information)"
-                     if window.status == "not_enough_data" else
-                     "  (the window is still open)")
+    if why_not:
+        lines.append(f"  {why_not}; the statistics are shown for information")
     return "\n".join(lines)
 
 
@@ -94,13 +107,14 @@ def plot(drift: admin_pb2.VersionDrift, window: admin_pb2.DriftWindow, path: Pat
         ax.set_xticks(list(positions), [b.label for b in bins], rotation=60, ha="right",
                       fontsize=7)
         ax.set_title(f"{feature.name or 'prediction'}  PSI {feature.psi:.3f}"
-                     + ("  DRIFT" if feature.drifted else ""), fontsize=9)
+                     + ("  DRIFT" if feature.drifted and window.status == "ok" else ""),
+                     fontsize=9)
         ax.set_ylabel("share", fontsize=8)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(features):]:
         ax.axis("off")
     figure.suptitle(f"{drift.model} {drift.version}: {window.rows} rows "
-                    f"({window.status}), {_time(window.started_at)} .. "
+                    f"({no_verdict(window) or window.status}), {_time(window.started_at)} .. "
                     f"{_time(window.ended_at)}")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
