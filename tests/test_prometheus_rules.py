@@ -1,7 +1,9 @@
-"""The Prometheus alert rules in deploy/prometheus: promtool accepts them, their unit tests
-pass (and fail when an expectation or a rule is wrong), every rule carries a severity, a
-summary and a runbook link that exists, and every metric they query is one the server
-exports (the list below is the contract: a renamed metric fails here).
+"""The Prometheus alert rules in deploy/prometheus: the committed waybill-rules.yml is what
+`waybill rules` generates from deploy/routing.toml and operations.yml (stale fails here),
+promtool accepts them, their unit tests pass (and fail when an expectation or a rule is
+wrong), every rule carries a severity, a summary and a runbook link that exists, and every
+metric they query is one the server exports (the list below is the contract: a renamed
+metric fails here). tests/test_prometheus_rules_generator.py tests the generator itself.
 
 promtool comes with Debian's ``prometheus`` package, which ``make test`` installs; when it
 is missing this module installs it if it can (root with apt-get, as tests/test_prometheus.py
@@ -10,9 +12,11 @@ does) and is skipped only when that is impossible.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,10 @@ from tests.test_prometheus import prometheus_binary
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "deploy" / "prometheus"
 RULES = RULES_DIR / "waybill-rules.yml"
+OPERATIONS = RULES_DIR / "operations.yml"
+ROUTING = ROOT / "deploy" / "routing.toml"
+COMMAND = ["rules", "--routing", "deploy/routing.toml",
+           "--operations", "deploy/prometheus/operations.yml"]
 RULE_TESTS = RULES_DIR / "waybill-rules.test.yml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 SEVERITIES = {"critical", "warning", "info"}
@@ -78,14 +86,24 @@ EXPORTED = {
     "up",
 }
 
-# The rules the server's default in-process rules are mirrored by, and their severities.
+# The alerts the shipped rules hold, and their severities: the ones generated from
+# deploy/routing.toml's in-process rules (and the rule each comes from), then operations.yml's.
+GENERATED = {
+    "WaybillServerErrors": "server-errors",
+    "WaybillLatencyP99": "latency-p99",
+    "WaybillInputDrift": "input-drift",
+    "WaybillPredictionDrift": "prediction-drift",
+    "WaybillCanaryAccuracy": "canary-accuracy",
+    "WaybillIntervalCoverage": "interval-coverage",
+    "WaybillShadowDivergence": "shadow-divergence",
+}
 REQUIRED = {
-    "WaybillHighServerErrorRate": "critical",
-    "WaybillHighLatencyP99": "warning",
-    "WaybillFeatureDrift": "warning",
+    "WaybillServerErrors": "critical",
+    "WaybillLatencyP99": "warning",
+    "WaybillInputDrift": "warning",
     "WaybillPredictionDrift": "warning",
-    "WaybillCanaryAccuracyWorse": "critical",
-    "WaybillIntervalCoverageLow": "warning",
+    "WaybillCanaryAccuracy": "critical",
+    "WaybillIntervalCoverage": "warning",
     "WaybillShadowDivergence": "info",
     "WaybillCanaryRolledBack": "warning",
     "WaybillConfigRejected": "warning",
@@ -146,12 +164,12 @@ def _wrong_expectation(tests: Any, rule_groups: Any) -> str:
 
 def _error_guard_removed(tests: Any, rule_groups: Any) -> str:
     """Without its 100-request guard the error-rate rule fires on 1.3.0's 75 requests."""
-    return _edit_rule(rule_groups, "WaybillHighServerErrorRate", ">= 100", ">= 1")
+    return _edit_rule(rule_groups, "WaybillServerErrors", ">= 100", ">= 1")
 
 
 def _canary_threshold_raised(tests: Any, rule_groups: Any) -> str:
     """At 1.5 the canary with 1.33 x stable's MAE no longer fires."""
-    return _edit_rule(rule_groups, "WaybillCanaryAccuracyWorse", "> 1.25", "> 1.5")
+    return _edit_rule(rule_groups, "WaybillCanaryAccuracy", "> 1.25", "> 1.5")
 
 
 def _edit_rule(rule_groups: Any, alert: str, old: str, new: str) -> str:
@@ -184,18 +202,70 @@ def test_promtool_unit_tests_can_fail(promtool: str, tmp_path: Path, mutate: Any
 # --------------------------------------------------------------------------- the rules
 
 
-def test_the_rules_mirror_the_in_process_defaults() -> None:
+def waybill_rules(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """The `waybill rules` command, as an operator runs it (the project's own code)."""
+    return subprocess.run([sys.executable, "-m", "server.runtime.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_committed_rules_are_generated_and_current(tmp_path: Path) -> None:
+    """waybill-rules.yml is exactly what `waybill rules` prints for the shipped routing file
+    and operations file: regenerate it (the command in its header) after changing either."""
+    current = waybill_rules(*COMMAND)
+    assert current.returncode == 0, current.stderr
+    assert current.stdout == RULES.read_text(encoding="utf-8"), (
+        "deploy/prometheus/waybill-rules.yml is stale: run .venv/bin/waybill "
+        + " ".join(COMMAND) + " > deploy/prometheus/waybill-rules.yml")
+    # The check can fail: a threshold changed in a copy of the routing file changes the output.
+    routing = tmp_path / "deploy" / "routing.toml"
+    routing.parent.mkdir()
+    assert ROUTING.read_text().count("threshold = 0.01\n") == 1
+    routing.write_text(ROUTING.read_text().replace("threshold = 0.01\n", "threshold = 0.02\n"))
+    (tmp_path / "deploy" / "prometheus").mkdir()
+    shutil.copy(OPERATIONS, tmp_path / "deploy" / "prometheus" / OPERATIONS.name)
+    changed = subprocess.run(
+        [sys.executable, "-c", "import sys; from server.runtime.cli import main; "
+         "sys.exit(main(sys.argv[1:]))", *COMMAND],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout != current.stdout
+    assert "\n          > 0.02\n" in changed.stdout
+    assert "\n          > 0.01\n" not in changed.stdout
+
+
+def test_the_rules_are_the_in_process_rules_and_the_operations_rules() -> None:
+    """One alert per in-process rule of deploy/routing.toml (its name, `rule` label and
+    severity), then operations.yml's groups unchanged; the expected set is written out so
+    that a dropped or renamed alert fails here."""
+    from server.serving.routing_file import parse_routing_file
+
     found = {rule["alert"]: rule["labels"]["severity"] for rule in rules()}
     assert len(found) == len(rules()), "an alert name is used twice"
     assert {name: found.get(name) for name in REQUIRED} == REQUIRED
     assert all(name.startswith("Waybill") for name in found)
+    shipped = parse_routing_file(ROUTING.read_text(), str(ROUTING)).alerts
+    in_process = {rule.name: rule.severity.value for rule in shipped["delivery_eta"]}
+    generated = {rule["labels"]["rule"]: rule["labels"]["severity"] for rule in rules()
+                 if "rule" in rule["labels"]}
+    assert generated == in_process
+    assert {rule["alert"]: rule["labels"]["rule"] for rule in rules()
+            if "rule" in rule["labels"]} == GENERATED
+    groups = load(RULES)["groups"]
+    assert [g["name"] for g in groups[:2]] == ["waybill-traffic", "waybill-model-quality"]
+    assert groups[2:] == load(OPERATIONS)["groups"]
+    # The rules only the in-process engine evaluates exactly are said so, in the header.
+    header = RULES.read_text().split("\ngroups:\n")[0]
+    assert "- WaybillCanaryAccuracy (delivery_eta): action rollback" in header
+    assert "- WaybillIntervalCoverage (delivery_eta): reads the server's accuracy gauges" \
+        in header
 
 
 def test_error_rate_counts_the_servers_own_server_side_codes() -> None:
     """The same codes as the in-process error_rate rule (status_class "server")."""
     from server.telemetry.observe import SERVER_ERROR_CODES
 
-    expr = next(r["expr"] for r in rules() if r["alert"] == "WaybillHighServerErrorRate")
+    expr = next(r["expr"] for r in rules() if r["alert"] == "WaybillServerErrors")
     [codes] = re.findall(r'code=~"([A-Z_|]+)"', expr)
     assert set(codes.split("|")) == set(SERVER_ERROR_CODES)
 
@@ -215,6 +285,7 @@ def test_every_rule_has_severity_summary_and_a_runbook_section() -> None:
         for rule in group["rules"]:
             name = rule["alert"]
             assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, name
+            assert set(rule["labels"]) <= {"severity", "rule"}, name
             assert rule["labels"]["severity"] in SEVERITIES, name
             notes = rule["annotations"]
             assert set(notes) == {"summary", "description", "runbook_url"}, name
@@ -228,20 +299,21 @@ def test_every_rule_has_severity_summary_and_a_runbook_section() -> None:
 def test_version_rules_hold_back_on_too_little_data() -> None:
     """Every rule about one version's traffic, drift or accuracy also requires a minimum
     count (requests, rows or outcomes) before it can fire."""
+    model = '{model="delivery_eta"}'
     guards = {
-        "WaybillHighServerErrorRate": ">= 100",
-        "WaybillHighLatencyP99": ">= 100",
-        "WaybillFeatureDrift": "waybill_drift_window_rows >= 500",
-        "WaybillPredictionDrift": "waybill_drift_window_rows >= 500",
-        "WaybillCanaryAccuracyWorse": "(waybill_accuracy_outcomes) >= 200",
-        "WaybillIntervalCoverageLow": "(waybill_accuracy_outcomes) >= 200",
+        "WaybillServerErrors": ">= 100",
+        "WaybillLatencyP99": ">= 100",
+        "WaybillInputDrift": f"waybill_drift_window_rows{model} >= 500",
+        "WaybillPredictionDrift": f"waybill_drift_window_rows{model} >= 500",
+        "WaybillCanaryAccuracy": f"(waybill_accuracy_outcomes{model}) >= 200",
+        "WaybillIntervalCoverage": f"(waybill_accuracy_outcomes{model}) >= 200",
         "WaybillShadowDivergence": ">= 100",
     }
     exprs = {rule["alert"]: rule["expr"] for rule in rules()}
     for name, guard in guards.items():
         assert guard in exprs[name], name
     # Both sides of the canary comparison: the canary and the stable version.
-    assert exprs["WaybillCanaryAccuracyWorse"].count(guards["WaybillCanaryAccuracyWorse"]) == 2
+    assert exprs["WaybillCanaryAccuracy"].count(guards["WaybillCanaryAccuracy"]) == 2
 
 
 def rule_metric_names(expr: str) -> set[str]:

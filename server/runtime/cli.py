@@ -1,4 +1,5 @@
-"""The `waybill` command: serve, train, generate demo data, inspect the registry."""
+"""The `waybill` command: serve, train, generate demo data, inspect the registry, check
+routing files and generate Prometheus rules from them."""
 
 from __future__ import annotations
 
@@ -188,6 +189,33 @@ def _routing_check(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _rules(args: argparse.Namespace) -> int:
+    from router.config import RoutingConfigError
+    from server.monitoring.prometheus_rules import PrometheusRulesError, render
+    from server.serving.routing_file import parse_routing_file
+
+    texts: list[str | None] = []
+    for path in (args.routing, args.operations):
+        try:
+            texts.append(None if path is None else path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as err:
+            print(f"waybill: cannot read {path}: {err}", file=sys.stderr)
+            return 2
+    text, operations = texts
+    assert text is not None
+    try:
+        parsed = parse_routing_file(text, str(args.routing))
+        rules = render(parsed.config.models, parsed.alerts, source=str(args.routing),
+                       operations=operations,
+                       operations_source=None if args.operations is None
+                       else str(args.operations))
+    except (RoutingConfigError, PrometheusRulesError) as err:
+        print(f"waybill: {err}", file=sys.stderr)
+        return 2
+    print(rules, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="waybill", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -307,6 +335,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--load", action="store_true",
                        help="also load every version and run its probe prediction")
     check.set_defaults(func=_routing_check)
+
+    rules = sub.add_parser(
+        "rules", help="print a Prometheus rule file generated from a routing file's alert rules")
+    rules.add_argument("--routing", type=Path, required=True,
+                       help="the routing file whose [[models.<name>.alerts]] rules to turn "
+                            "into Prometheus alerts")
+    rules.add_argument("--operations", type=Path,
+                       help="a Prometheus rule file whose groups are appended as written "
+                            "(deploy/prometheus/operations.yml)")
+    rules.set_defaults(func=_rules)
 
     from server.runtime import drift_report
 
