@@ -111,3 +111,14 @@ class ServerProcess:
             self.stop()
         finally:
             self.kill()
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a helper process (Prometheus, Alertmanager): SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

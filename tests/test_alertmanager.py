@@ -42,7 +42,7 @@ import pytest
 from waybill.v1 import prediction_pb2 as pb
 from waybill.v1 import prediction_pb2_grpc as pb_grpc
 
-from tests.harness import ServerProcess
+from tests.harness import ServerProcess, terminate
 from tests.test_metrics import scrape, value
 from tests.test_prometheus import free_port, wait_for
 from tests.test_server_predict import struct_rows
@@ -140,13 +140,7 @@ class Alertmanager:
                 and a["status"]["state"] == "active" and at(a["endsAt"]) > now]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc)
 
 
 def at(text: str) -> datetime:

@@ -25,7 +25,7 @@ import pytest
 from waybill.v1 import prediction_pb2 as pb
 from waybill.v1 import prediction_pb2_grpc as pb_grpc
 
-from tests.harness import ServerProcess
+from tests.harness import ServerProcess, terminate
 from tests.routing_fixtures import routing_text, split
 from tests.test_metrics import DASHBOARD, dashboard_queries
 from tests.test_server_predict import struct_rows
@@ -100,13 +100,7 @@ class Prometheus:
         return {r["metric"].get(label, ""): float(r["value"][1]) for r in self.query(promql)}
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc)
 
 
 @pytest.fixture(scope="module")
