@@ -10,7 +10,8 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 .PHONY: serve test lint protos models bench clean
 
 $(BIN)/python:
-	$(PY) -m venv $(VENV)
+	@$(PY) -m venv $(VENV) || { rm -rf $(VENV); echo "cannot create $(VENV): on Debian," \
+		"install python3-venv (apt-get install python3-venv) and run make again"; exit 1; }
 
 RUNTIME_LOCK := deploy/docker/requirements.lock
 DEV_LOCK := deploy/docker/requirements-dev.lock

