@@ -155,6 +155,9 @@ def test_bad_canary_is_rolled_back_by_outcome_feedback_and_stays_rolled_back(
         assert value(series, "waybill_alerts_firing", rule="canary-accuracy", model=MODEL,
                      version="1.2.0", severity="critical") == 1
         assert value(series, "waybill_model_route_weight", model=MODEL, version="1.2.0") == 0
+        # The file's weight stands: Prometheus' twin of the rule keeps watching the canary.
+        assert value(series, "waybill_model_configured_weight", model=MODEL,
+                     version="1.2.0") > 0
         assert (value(series, "waybill_accuracy_mae_days", model=MODEL, version="1.2.0")
                 > 1.3 * value(series, "waybill_accuracy_mae_days", model=MODEL,
                               version="1.0.0") > 0)

@@ -52,6 +52,7 @@ EXPORTED = {
     "waybill_config_reloads_total",
     "waybill_routing_generation",
     "waybill_model_route_weight",
+    "waybill_model_configured_weight",
     "waybill_model_stable",
     "waybill_routing_override",
     "waybill_config_refused",

@@ -198,9 +198,10 @@ def _mae_ratio(t: Target) -> str:
     n = t.rule.min_samples
     canary, stable = t.match(), t.match(versioned=False)
     on = f"and on ({BY})"
-    # Model scope: a canary is routed (weight > 0) and not the stable version, as the
-    # in-process rule watches. A label or version scope names the version to compare.
-    routed = (f"  {on} (max by ({BY}) (waybill_model_route_weight{canary}) > 0)\n"
+    # Model scope: a canary is routed by the file (weight > 0, rolled back or not) and not
+    # the stable version, as the in-process rule watches. A label or version scope names
+    # the version to compare.
+    routed = (f"  {on} (max by ({BY}) (waybill_model_configured_weight{canary}) > 0)\n"
               if t.version is None else "")
     return (f"(\n    {_fleet('waybill_accuracy_mae_days', canary)}\n"
             f"  {on} (sum by ({BY}) (waybill_accuracy_outcomes{canary}) >= {n})\n"

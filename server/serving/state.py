@@ -105,6 +105,14 @@ class ServingState:
             lambda: [(routes.effective_weight(v), {"model": m, "version": v})
                      for m, routes in self.current.table.models.items()
                      for v in routes.versions])
+        # The file's weights, whatever an override says: the versions alert rules watch
+        # (a rolled-back canary stays watched: server/monitoring/alerts.scoped_versions).
+        observer.observe_gauge(
+            "waybill.model.configured_weight", "{percent}",
+            "Share of unpinned traffic the routing file gives each version, percent",
+            lambda: [(r.weight, {"model": m, "version": r.version})
+                     for m, routes in self.current.table.models.items()
+                     for r in routes.routes])
         observer.observe_gauge(
             "waybill.model.stable", "{version}", "1 for the stable version of each model",
             lambda: [(1, {"model": m, "version": routes.stable})
