@@ -67,13 +67,8 @@ class Edge:
 
     async def decode_stream(self, method: str, raw: AsyncIterator[bytes],
                             ) -> AsyncIterator[Any]:
-        decode = self._decoders[method]
         async for message in raw:
-            try:
-                yield decode(message)
-            except DecodeError:
-                raise MalformedMessage(self.descriptor.methods_by_name[method].input_type
-                                       .full_name) from None
+            yield self.decode(method, message)
 
 
 def add_service(server: grpc.aio.Server, servicer: Servicer) -> None:

@@ -161,15 +161,13 @@ async def _serve(requests: AsyncIterator[pb.PredictStreamRequest],
                 # deadline passed (gRPC may say so a moment later than the write).
                 raise asyncio.CancelledError from None
             room.release()
-    except BaseException as error:
+    except BaseException:
+        # (Whatever failed after the caller left is mapped to CANCELLED by the RPC edge.)
         reader.cancel()
         while not answers.empty():
             left = answers.get_nowait()
             if left is not None:
                 left.cancel()
-        if not isinstance(error, asyncio.CancelledError) and _gone(context):
-            # A write to a caller that has left fails before gRPC cancels the handler.
-            raise asyncio.CancelledError from None
         raise
     finally:
         unsubscribe()
@@ -184,7 +182,3 @@ async def _serve(requests: AsyncIterator[pb.PredictStreamRequest],
 def _give_back(budget: StreamBudget, rows: int, _task: object) -> None:
     budget.give(rows)
 
-
-def _gone(context: grpc.aio.ServicerContext) -> bool:
-    cancelled = getattr(context, "cancelled", None)
-    return bool(cancelled()) if callable(cancelled) else False
