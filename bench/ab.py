@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 import benchlib as bl
-from waybill_configs import WAYBILL_CONFIGS, WaybillConfig
+from waybill_configs import WAYBILL_CONFIGS
 
 
 def derive(spec: str) -> tuple[str, Path]:
@@ -53,10 +53,7 @@ def _derive(spec: str) -> str:
     base, _, flags = rest.partition("+")
     if base not in WAYBILL_CONFIGS:
         raise SystemExit(f"{spec!r}: unknown base {base!r}")
-    config: WaybillConfig = {**WAYBILL_CONFIGS[base]}
-    config["args"] = [*WAYBILL_CONFIGS[base]["args"], *flags.split()]
-    WAYBILL_CONFIGS[name] = config
-    return name
+    return bl.with_flags(base, flags, name)
 
 
 def main() -> int:

@@ -408,14 +408,15 @@ def waybill_source(ref: str | None) -> Path:
     return dest
 
 
-def with_flags(config: str, flags: str) -> str:
+def with_flags(config: str, flags: str, name: str | None = None) -> str:
     """A configuration that is ``config`` with more ``waybill serve`` flags (split on
-    spaces); ``config`` itself when there are none."""
-    if not flags:
+    spaces), registered as ``name`` (by default one made from the flags); ``config``
+    itself when there are no flags and no name."""
+    if not flags and name is None:
         return config
     from waybill_configs import WAYBILL_CONFIGS
 
-    name = f"{config}+" + re.sub(r"[^A-Za-z0-9.-]+", "_", flags.strip("- "))[:60]
+    name = name or f"{config}+" + re.sub(r"[^A-Za-z0-9.-]+", "_", flags.strip("- "))[:60]
     base = WAYBILL_CONFIGS[config]
     WAYBILL_CONFIGS[name] = {**base, "args": [*base["args"], *flags.split()]}
     return name
