@@ -32,6 +32,10 @@ FORMAT_VERSION = 1
 # a bound within this many days of a whole day counts as that day, both when
 # training measures interval coverage and when serving derives dates.
 DAY_TOLERANCE = 0.01
+LEGACY_DATE_RULE = (
+    "delivery_date = order_date + round(transit_days) calendar days (half up); "
+    "latest_delivery_date = order_date + ceil(interval upper) calendar days"
+)
 
 
 class ArtifactError(Exception):
@@ -110,25 +114,123 @@ class FeatureSpec(_Frozen):
         return self.type is not FeatureType.DATE
 
 
+class ModelKind(StrEnum):
+    """What a model is; decides how it is scored, answered, logged and judged
+    (:mod:`models.kinds` has one entry per kind)."""
+
+    QUANTILES = "quantiles"  # MultiQuantile regression: median and two outer quantiles
+    REGRESSION = "regression"  # one point prediction per row (RMSE, MAE, Poisson, ...)
+    CLASSIFICATION = "classification"  # one probability per class (Logloss, MultiClass)
+
+
+class Unit(StrEnum):
+    """The unit of a regression target. Only a duration in days derives dates."""
+
+    DAYS = "days"
+    HOURS = "hours"
+    MINUTES = "minutes"
+    NONE = "none"
+
+
+class ConformalInterval(_Frozen):
+    """A split-conformal interval for a point regressor: ``value +- half_width``.
+
+    ``half_width`` is the ceil((n + 1) * coverage)-th smallest absolute residual of
+    ``calibration_rows`` rows the model was not fitted on; under exchangeability the
+    interval holds a new outcome with probability at least ``coverage``.
+    ``held_out_coverage`` is the share measured on ``held_out_rows`` further rows
+    that took no part in the calibration (absent when there were none to spare).
+    """
+
+    method: Literal["split_conformal"] = "split_conformal"
+    coverage: Annotated[float, Field(gt=0.0, lt=1.0)]
+    half_width: Annotated[float, Field(ge=0.0)]
+    calibration_rows: Annotated[int, Field(ge=1)]
+    held_out_coverage: float | None = None
+    held_out_rows: Annotated[int, Field(ge=0)] = 0
+
+
 class OutputSpec(_Frozen):
-    """What the model predicts and how the delivery date is derived from it."""
+    """What the model predicts, in which unit, and what an answer and an outcome hold.
 
+    Manifests written before kinds existed have no ``kind``: they are the demo's
+    MultiQuantile delivery models, which the defaults describe.
+    """
+
+    kind: ModelKind = ModelKind.QUANTILES
+    # CatBoost's loss_function as the model file states it; checked against the kind.
+    loss: str = ""
     target: str = "transit_days"
-    unit: str = "days"
+    unit: Unit = Unit.DAYS
     description: str = ""
-    # Quantiles predicted by the MultiQuantile model, in output column order.
-    quantiles: tuple[float, float, float] = (0.1, 0.5, 0.9)
-    date_field: str | None = "order_date"
-    delivery_date_rule: str = (
-        "delivery_date = order_date + round(transit_days) calendar days (half up); "
-        "latest_delivery_date = order_date + ceil(interval upper) calendar days"
-    )
+    # Quantiles predicted by a MultiQuantile model, in output column order (kind quantiles).
+    quantiles: tuple[float, float, float] | None = None
+    # The calibrated interval of a point regressor (kind regression), when it has one.
+    interval: ConformalInterval | None = None
+    # The model's class names in its probability column order (kind classification).
+    classes: tuple[str, ...] = ()
+    # Served values are clipped to these bounds only when the manifest says so.
+    clip_min: float | None = None
+    clip_max: float | None = None
+    # Accepted actuals of a regression target (ReportOutcome); None = unbounded.
+    outcome_min: float | None = None
+    outcome_max: float | None = None
+    # The date feature a duration in days is counted from: answers carry dates only then.
+    date_field: str | None = None
+    delivery_date_rule: str = ""
 
-    _ordered = field_validator("quantiles")(check_quantiles)
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: object) -> object:
+        # A manifest from before kinds: a MultiQuantile delivery model counted from
+        # order_date (the only shape there was), with its quantiles and rule written out.
+        if isinstance(data, dict) and "kind" not in data:
+            data = {"quantiles": (0.1, 0.5, 0.9), "date_field": "order_date",
+                    "delivery_date_rule": LEGACY_DATE_RULE, "clip_min": 0.0,
+                    "outcome_min": 0.0, "outcome_max": 365.0, **data}
+        return data
+
+    @field_validator("quantiles")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float, float] | None) -> tuple[float, float,
+                                                                          float] | None:
+        return None if value is None else check_quantiles(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> OutputSpec:
+        kind = self.kind
+        if (self.quantiles is not None) != (kind is ModelKind.QUANTILES):
+            raise ValueError(f"quantiles are given for kind quantiles only (kind is {kind})")
+        if self.interval is not None and kind is not ModelKind.REGRESSION:
+            raise ValueError(f"interval is given for kind regression only (kind is {kind})")
+        if kind is ModelKind.CLASSIFICATION:
+            if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+                raise ValueError("classes must name at least two distinct classes")
+            if self.unit is not Unit.NONE:
+                raise ValueError(f"a classifier's unit must be none, not {self.unit}")
+            if any(v is not None for v in (self.clip_min, self.clip_max, self.outcome_min,
+                                           self.outcome_max)):
+                raise ValueError("clip and outcome bounds apply to regression kinds only")
+        elif self.classes:
+            raise ValueError(f"classes are given for kind classification only (kind is {kind})")
+        for low, high, what in ((self.clip_min, self.clip_max, "clip"),
+                                (self.outcome_min, self.outcome_max, "outcome")):
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"{what}_min {low} > {what}_max {high}")
+        if self.date_field is not None and self.unit is not Unit.DAYS:
+            raise ValueError(
+                f"date_field {self.date_field!r} needs a target in days (unit is {self.unit}): "
+                "only a duration in days from a date derives dates")
+        return self
 
     @property
-    def interval_coverage(self) -> float:
-        return round(self.quantiles[2] - self.quantiles[0], 6)
+    def interval_coverage(self) -> float | None:
+        """Nominal coverage of the answered interval; None when answers have none."""
+        if self.quantiles is not None:
+            return round(self.quantiles[2] - self.quantiles[0], 6)
+        if self.interval is not None:
+            return self.interval.coverage
+        return None
 
 
 class NumericReference(_Frozen):
@@ -178,17 +280,36 @@ class ReferenceSpec(_Frozen):
 
 
 class Metrics(_Frozen):
-    """Validation metrics of the model and of the naive baseline on the same rows."""
+    """Evaluation of the model and of a naive baseline on the same rows.
 
-    mae: float
-    rmse: float
-    interval_coverage: float
-    within_one_day: float
-    baseline_mae: float
+    Which figures are present follows the kind: regression kinds have ``mae``,
+    ``rmse``, ``bias`` and, with an interval, ``interval_coverage``; classifiers have
+    ``log_loss``, ``accuracy`` and ``brier``. ``within_one_day`` only for days.
+    """
+
+    mae: float | None = None
+    rmse: float | None = None
+    bias: float | None = None  # mean of (prediction - actual)
+    interval_coverage: float | None = None
+    within_one_day: float | None = None
+    baseline_mae: float | None = None
+    log_loss: float | None = None
+    accuracy: float | None = None
+    brier: float | None = None  # mean over rows of the sum over classes of (p - y)^2
+    baseline_log_loss: float | None = None
     baseline: str = "median transit days per lane (origin, zip3, service level) in training"
     train_rows: int
     validation_rows: int
-    validation_start: str
+    # The first day of a time split's validation rows; empty for other splits.
+    validation_start: str = ""
+    # How the evaluation rows were chosen: "time" (after a date), "random" (a seeded
+    # share), or "sample" (an imported model, scored on the sample it came with).
+    split: Literal["time", "random", "sample"] = "time"
+
+    def figures(self) -> dict[str, float]:
+        """The numeric figures present, by name."""
+        return {key: float(value) for key, value in self.model_dump().items()
+                if isinstance(value, int | float) and not isinstance(value, bool)}
 
 
 class Manifest(_Frozen):

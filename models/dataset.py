@@ -40,7 +40,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -154,9 +154,14 @@ class DatasetSpec(_Frozen):
     description: str = ""
     time_column: Annotated[str, Field(pattern=COLUMN_RE)]
     target: Annotated[str, Field(pattern=COLUMN_RE)]
-    target_unit: str = "days"
+    target_unit: Literal["days", "hours", "minutes", "none"] = "days"
     target_description: str = ""
     date_field: str | None = None
+    # Served predictions are clipped at clip_min only when it is set; ReportOutcome
+    # accepts actuals within [outcome_min, outcome_max] (None = unbounded).
+    clip_min: float | None = None
+    outcome_min: float | None = None
+    outcome_max: float | None = None
     features: tuple[FeatureDef, ...]
     baseline: BaselineSpec
     training: TrainingParams = TrainingParams()

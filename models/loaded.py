@@ -10,40 +10,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from catboost import CatBoostError, CatBoostRegressor
+from catboost import CatBoost, CatBoostError
 
 from models.artifact import DAY_TOLERANCE, MODEL_FILE, ArtifactError, FeatureType, Manifest
 from models.calendar import text_of_day
+from models.kinds import Kind, Scored, kind_of
 from models.registry import check_files, version_path
 from models.validation import Columns, RowValidator, ValidatedRows
-
-
-@dataclass(frozen=True, slots=True)
-class Scored:
-    """Predictions for a batch of rows, in transit days, in row order."""
-
-    median: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-
-    def part(self, start: int, end: int) -> Scored:
-        """Rows ``start:end`` (views, no copy): one caller's share of a batch."""
-        return Scored(self.median[start:end], self.lower[start:end], self.upper[start:end])
 
 
 class LoadedVersion:
     """One servable version. Immutable after load; safe to share across threads."""
 
-    def __init__(self, manifest: Manifest, model: CatBoostRegressor, path: Path) -> None:
+    def __init__(self, manifest: Manifest, model: CatBoost, path: Path) -> None:
         self.manifest = manifest
         self.name = manifest.name
         self.version = manifest.version
         self.path = path
+        self.output = manifest.output
+        self.kind: Kind = kind_of(manifest.output)
         self.coverage = manifest.output.interval_coverage
         self.feature_names = frozenset(f.name for f in manifest.features)
         self._model = model
@@ -53,13 +42,15 @@ class LoadedVersion:
     def load(cls, root: Path, name: str, version: str) -> LoadedVersion:
         path = version_path(root, name, version)
         manifest = check_files(path, root)
-        model = CatBoostRegressor()
+        kind = kind_of(manifest.output)
+        model = kind.model_class()
         try:
             model.load_model(str(path / MODEL_FILE), format="cbm")
         except CatBoostError as err:
             raise ArtifactError(f"{path / MODEL_FILE}: CatBoost cannot load it ({err})") from None
         _silence(model)
         _check_model_matches(manifest, model, path)
+        kind.check(manifest.output, model, str(path))
         loaded = cls(manifest, model, path)
         loaded._probe()
         return loaded
@@ -72,12 +63,10 @@ class LoadedVersion:
 
     def score(self, matrix: np.ndarray) -> Scored:
         """One CatBoost call for the whole batch. CPU-bound: call it off the event loop."""
-        raw = np.asarray(self._model.predict(matrix, thread_count=1), dtype=np.float64)
-        if raw.ndim != 2 or raw.shape[1] != 3:
-            raise ArtifactError(f"{self.name} {self.version}: model returned shape {raw.shape}")
-        # Quantile models can cross; transit time cannot be negative.
-        ordered = np.clip(np.sort(raw, axis=1), 0.0, None)
-        return Scored(median=ordered[:, 1], lower=ordered[:, 0], upper=ordered[:, 2])
+        try:
+            return self.kind.score(self.output, self._model, matrix)
+        except ArtifactError as err:
+            raise ArtifactError(f"{self.name} {self.version}: {err}") from None
 
     def _probe(self) -> None:
         """Score one typical row so a model that loads but cannot predict never serves."""
@@ -92,13 +81,13 @@ class LoadedVersion:
                 row.append(float(edges[len(edges) // 2]))
         try:
             scored = self.score(np.array([row], dtype=object))
-        except (CatBoostError, ValueError, TypeError) as err:
+        except (CatBoostError, ValueError, TypeError, ArtifactError) as err:
             raise ArtifactError(f"{self.path}: probe prediction failed ({err})") from None
-        if not math.isfinite(float(scored.median[0])):
+        if not math.isfinite(float(scored.value[0])):
             raise ArtifactError(f"{self.path}: probe prediction is not finite")
 
 
-def _silence(model: CatBoostRegressor) -> None:
+def _silence(model: CatBoost) -> None:
     """Make ``predict`` silent whatever ``verbose`` the model was trained with.
 
     Loading gives the model its training parameters, ``verbose`` among them, and
@@ -112,7 +101,7 @@ def _silence(model: CatBoostRegressor) -> None:
     model._init_params["verbose"] = False
 
 
-def _check_model_matches(manifest: Manifest, model: CatBoostRegressor, path: Path) -> None:
+def _check_model_matches(manifest: Manifest, model: CatBoost, path: Path) -> None:
     expected = [f.name for f in manifest.model_features]
     actual = list(model.feature_names_ or [])
     if actual != expected:
@@ -135,21 +124,23 @@ def promised_days(median: float) -> int:
 
 
 def delivery_dates(order_days: Sequence[int | None], median: Sequence[float],
-                   upper: Sequence[float]) -> tuple[list[str], list[str]]:
+                   upper: Sequence[float] | None) -> tuple[list[str], list[str]]:
     """The documented rule, per row: order date + round-half-up(median) and + ceil(upper)
-    days, as YYYY-MM-DD; "" for a row without an order date. Order dates are days since
-    1970-01-01 (:mod:`models.calendar`).
+    days, as YYYY-MM-DD; "" for a row without an order date, and a latest date only
+    with an interval. Order dates are days since 1970-01-01 (:mod:`models.calendar`).
 
     ``upper`` is read with :data:`DAY_TOLERANCE`, as training measured coverage.
     Plain Python on purpose: per row it costs about what numpy's fixed cost per call
     does, and most requests hold one row.
     """
     expected, latest = [], []
-    for day, mid, high in zip(order_days, median, upper, strict=True):
+    highs: Sequence[float | None] = [None] * len(median) if upper is None else upper
+    for day, mid, high in zip(order_days, median, highs, strict=True):
         if day is None:
             expected.append("")
             latest.append("")
         else:
             expected.append(text_of_day(day + promised_days(mid)))
-            latest.append(text_of_day(day + math.ceil(high - DAY_TOLERANCE)))
+            latest.append("" if high is None
+                          else text_of_day(day + math.ceil(high - DAY_TOLERANCE)))
     return expected, latest

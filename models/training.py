@@ -42,6 +42,7 @@ import pandas as pd
 from models import registry
 from models.artifact import (
     DAY_TOLERANCE,
+    LEGACY_DATE_RULE,
     MODEL_FILE,
     ArtifactError,
     CategoricalReference,
@@ -49,9 +50,11 @@ from models.artifact import (
     FeatureType,
     Manifest,
     Metrics,
+    ModelKind,
     NumericReference,
     OutputSpec,
     ReferenceSpec,
+    Unit,
     read_manifest,
     sha256_file,
     write_manifest,
@@ -66,6 +69,7 @@ from models.dataset import (
     load_csv,
     load_spec,
 )
+from models.kinds import model_loss
 from models.validation import MISSING_CATEGORY  # serving encodes missing categories the same way
 
 NUMERIC_BINS = 16  # histogram bins per numeric feature: 15 interior quantile edges
@@ -443,11 +447,17 @@ def train(
         validation_start=split.validation_start.date().isoformat(),
     )
     output = OutputSpec(
+        kind=ModelKind.QUANTILES,
+        loss=model_loss(model),
         target=spec.target,
-        unit=spec.target_unit,
+        unit=Unit(spec.target_unit),
         description=spec.target_description,
         quantiles=spec.training.quantiles,
         date_field=spec.date_field,
+        delivery_date_rule=LEGACY_DATE_RULE if spec.date_field else "",
+        clip_min=spec.clip_min,
+        outcome_min=spec.outcome_min,
+        outcome_max=spec.outcome_max,
     )
     training = {
         "spec": spec.name,
@@ -574,7 +584,7 @@ def publish_version(
 
 def summary_table(result: TrainResult, title: str) -> str:
     s, m = result.evaluation, result.metrics
-    q_low, _, q_high = result.output.quantiles
+    q_low, _, q_high = result.output.quantiles or (0.0, 0.0, 0.0)
     rows = [
         ("MAE (days)", f"{s.mae:.3f}", f"{s.baseline_mae:.3f}"),
         ("RMSE (days)", f"{s.rmse:.3f}", f"{s.baseline_rmse:.3f}"),

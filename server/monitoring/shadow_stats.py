@@ -1,5 +1,5 @@
 """What shadow scoring found, per (model, shadow version): how often it was sampled,
-dropped or failed, and how far the shadow's medians were from the served ones.
+dropped or failed, and how far the shadow's answers were from the served ones.
 
 The shadow scorer (:mod:`server.serving.shadow`) writes here; alert rules
 (``shadow_divergence``), the admin API and the metrics read it.
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.kinds import Scored
 from server.telemetry.observe import HistogramFunction, HistogramPoint, Observer
 
 # Upper bounds (days) of the |shadow - served| histogram; the last bucket is open.
@@ -34,9 +35,18 @@ class ShadowTally:
     min_abs_diff: float = float("inf")
     max_abs_diff: float = 0.0
 
-    def add(self, median: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-            shadow_median: np.ndarray) -> None:
-        diff = shadow_median - median
+    def add(self, served: Scored, shadow: Scored) -> None:
+        """Regression kinds compare values (shadow - served); classifiers compare the
+        probability vectors by total variation distance (0 = same, 1 = disjoint), and
+        count as outside the rows whose most probable class differs."""
+        if served.probabilities is not None and shadow.probabilities is not None:
+            diff = 0.5 * np.abs(shadow.probabilities - served.probabilities).sum(axis=1)
+            outside = shadow.value != served.value
+        else:
+            diff = shadow.value - served.value
+            outside = (np.zeros(len(diff), dtype=bool) if served.lower is None
+                       or served.upper is None
+                       else (shadow.value < served.lower) | (shadow.value > served.upper))
         if not len(diff):
             return
         absolute = np.abs(diff)
@@ -45,7 +55,6 @@ class ShadowTally:
         self.sum_abs_diff += float(absolute.sum())
         self.min_abs_diff = min(self.min_abs_diff, float(absolute.min()))
         self.max_abs_diff = max(self.max_abs_diff, float(absolute.max()))
-        outside = (shadow_median < lower) | (shadow_median > upper)
         self.outside += int(outside.sum())
         for value in absolute:
             self.counts[bisect.bisect_right(DIFF_BOUNDS, float(value))] += 1
@@ -76,11 +85,10 @@ class ShadowStats:
         with self._lock:
             self._tally(model, version).failed += 1
 
-    def compared(self, model: str, version: str, median: np.ndarray, lower: np.ndarray,
-                 upper: np.ndarray, shadow_median: np.ndarray) -> None:
-        """The served answer (median and interval) of some rows beside the shadow's medians."""
+    def compared(self, model: str, version: str, served: Scored, shadow: Scored) -> None:
+        """The served answer of some rows beside the shadow's."""
         with self._lock:
-            self._tally(model, version).add(median, lower, upper, shadow_median)
+            self._tally(model, version).add(served, shadow)
 
     def stats(self) -> dict[tuple[str, str], ShadowTally]:
         with self._lock:

@@ -213,7 +213,8 @@ class Signals:
         # Both sides need enough outcomes, so the sample count is the smaller.
         mine = self._mine(rule, model, version)
         theirs = self._mine(rule, model, stable)
-        if mine is None or version == stable or theirs is None:
+        if (mine is None or version == stable or theirs is None or mine.mae is None
+                or theirs.mae is None):
             return NO_DATA
         if theirs.mae == 0:
             return Reading(None, min(mine.outcomes, theirs.outcomes))

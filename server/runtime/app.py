@@ -31,6 +31,7 @@ from server.runtime.settings import Settings
 from server.serving.alerting import AlertEngine
 from server.serving.catalog import Key, LoadFailed, VersionCatalog
 from server.serving.journal import Journal
+from server.serving.outcomes import OutcomeScorer
 from server.serving.predictor import Predictor
 from server.serving.reloads import ConfigRejected, RoutingReloader, watch
 from server.serving.shadow import ShadowScorer
@@ -261,7 +262,8 @@ class WaybillServer:
         add_service(self._server, PredictionService(
             predictor, self.state, settings.default_deadline_s, self.observer, self.store,
             siblings=settings.reuse_port,
-            streams=StreamBudget(settings.max_streams, settings.stream_rows)))
+            streams=StreamBudget(settings.max_streams, settings.stream_rows),
+            outcome_scorer=OutcomeScorer(self.state, settings.registry)))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         enable_reflection(self._server, (PREDICTION_SERVICE, health.SERVICE_NAME))
 

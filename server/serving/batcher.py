@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from opentelemetry import trace
 
-from models.loaded import Scored
+from models.kinds import Scored
 
 ScoreFn = Callable[[np.ndarray], Scored]
 # Called once per CatBoost call with (requests, rows).

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.artifact import ModelKind, OutputSpec
 from models.calendar import text_of_day
-from models.loaded import LoadedVersion, Scored, delivery_dates, promised_days
+from models.kinds import Scored, class_labels
+from models.loaded import LoadedVersion, delivery_dates, promised_days
 from models.validation import Columns, ValidatedRows, ValidationFailed
 from router.table import Decision, RouteReason, choose, shadow_for
 from server.monitoring.trackers import DriftBook
@@ -51,14 +53,14 @@ def _score_tracked(score: Callable[[np.ndarray], Scored], track: TrackFn,
                    matrix: np.ndarray) -> Scored:
     """Score a batch, then bin it for drift (one vectorised pass per batch, off the loop)."""
     scored = score(matrix)
-    _track_safely(track, matrix, scored.median)
+    _track_safely(track, matrix, scored.value)
     return scored
 
 
-def _track_safely(track: TrackFn, matrix: np.ndarray, medians: np.ndarray) -> None:
+def _track_safely(track: TrackFn, matrix: np.ndarray, values: np.ndarray) -> None:
     # Drift is a by-product: a bug there must not fail the predictions of a whole batch.
     try:
-        track(matrix, medians)
+        track(matrix, values)
     except Exception:
         log.exception("drift tracking failed; the predictions are unaffected")
 
@@ -74,7 +76,7 @@ def _validate_and_score(version: LoadedVersion, read: Callable[[], Columns],
     scored = version.score(validated.matrix)
     marks.append(time.time_ns())
     if track is not None:
-        _track_safely(track, validated.matrix, scored.median)
+        _track_safely(track, validated.matrix, scored.value)
     return columns, validated, scored
 
 
@@ -106,19 +108,36 @@ class PredictQuery:
 
 @dataclass(frozen=True, slots=True)
 class PredictOutcome:
-    """The answer, a list per output with one entry per request row, in row order."""
+    """The answer, a list per output with one entry per request row, in row order.
+
+    What is set follows the version's kind (``output``): ``values`` for regression
+    kinds, ``lower``/``upper`` when the version has an interval, ``labels`` and
+    ``probabilities`` (rows x classes, in ``output.classes`` order) for classifiers,
+    the dates for delivery models (a target in days counted from a date field).
+    """
 
     model: str
     version: str
     reason: RouteReason
-    coverage: float
+    output: OutputSpec
     columnar: bool
     prediction_ids: list[str]
-    transit_days: list[float]
-    lower: list[float]
-    upper: list[float]
-    delivery_dates: list[str]
-    latest_delivery_dates: list[str]
+    values: list[float] | None = None
+    lower: list[float] | None = None
+    upper: list[float] | None = None
+    labels: list[str] | None = None
+    probabilities: np.ndarray | None = None
+    delivery_dates: list[str] | None = None
+    latest_delivery_dates: list[str] | None = None
+
+    @property
+    def coverage(self) -> float | None:
+        return self.output.interval_coverage
+
+    @property
+    def delivery(self) -> bool:
+        """Whether answers carry transit_days and dates."""
+        return self.output.date_field is not None
 
 
 class Predictor:
@@ -257,31 +276,37 @@ class Predictor:
             if shadow is not None:
                 self._shadow.offer(query.model, snapshot.version(query.model, shadow),
                                    columns, also_known, scored, parent=call.span)
-        medians, upper = scored.median.tolist(), scored.upper.tolist()
         order_days: list[int | None] = ([None] * n_rows if validated.dates is None
                                         else validated.dates)
-        expected, latest = delivery_dates(order_days, medians, upper)
-        outcome = PredictOutcome(
-            query.model, version.version, decision.reason, version.coverage, query.columnar,
-            new_prediction_ids(n_rows), medians, scored.lower.tolist(), upper, expected, latest)
+        outcome = answer(query.model, version, decision.reason, query.columnar,
+                         new_prediction_ids(n_rows), scored, order_days)
         if self._store is not None:
-            self._log(version, order_days, outcome)
-        observer.predicted(call, n_rows, medians)
+            self._log(version, order_days, outcome, scored)
+        if outcome.delivery and outcome.values is not None:
+            observer.predicted(call, n_rows, outcome.values)
+        else:
+            observer.predicted(call, n_rows, ())
         return outcome
 
     def _log(self, version: LoadedVersion, order_days: list[int | None],
-             outcome: PredictOutcome) -> None:
+             outcome: PredictOutcome, scored: Scored) -> None:
         """Hand the predictions to the log's writer (a deque append; never blocks)."""
         assert self._store is not None
         name, number = version.name, version.version
+        values = scored.value.tolist()
+        n_rows = len(values)
+        lower: list[float | None] = [None] * n_rows if outcome.lower is None else [*outcome.lower]
+        upper: list[float | None] = [None] * n_rows if outcome.upper is None else [*outcome.upper]
+        probabilities = ([None] * n_rows if scored.probabilities is None
+                         else [row.tobytes() for row in scored.probabilities])
         self._store.log_predictions([
-            LoggedPrediction(pid, name, number, None, median, lower, upper, None)
+            LoggedPrediction(pid, name, number, None, value, low, high, None, proba)
             if day is None else
-            LoggedPrediction(pid, name, number, text_of_day(day), median, lower, upper,
-                             promised_days(median))
-            for pid, day, median, lower, upper in zip(
-                outcome.prediction_ids, order_days, outcome.transit_days, outcome.lower,
-                outcome.upper, strict=True)])
+            LoggedPrediction(pid, name, number, text_of_day(day), value, low, high,
+                             promised_days(value), proba)
+            for pid, day, value, low, high, proba in zip(
+                outcome.prediction_ids, order_days, values, lower, upper, probabilities,
+                strict=True)])
 
     def _trace_offloop(self, call: Call, marks: list[int]) -> None:
         """Spans for the validate and predict steps a big request ran on the executor."""
@@ -300,3 +325,23 @@ class Predictor:
                 if len(marks) < 3:
                     fail(predict, RuntimeError)
                 predict.end(marks[2] if len(marks) > 2 else now)
+
+
+def answer(model: str, version: LoadedVersion, reason: RouteReason, columnar: bool,
+           prediction_ids: list[str], scored: Scored,
+           order_days: list[int | None]) -> PredictOutcome:
+    """Shape a scored batch into the answer its version's kind gives."""
+    output = version.output
+    if output.kind is ModelKind.CLASSIFICATION:
+        return PredictOutcome(model, version.version, reason, output, columnar, prediction_ids,
+                              labels=class_labels(output, scored.value.tolist()),
+                              probabilities=scored.probabilities)
+    values = scored.value.tolist()
+    lower = None if scored.lower is None else scored.lower.tolist()
+    upper = None if scored.upper is None else scored.upper.tolist()
+    expected = latest = None
+    if output.date_field is not None:
+        expected, latest = delivery_dates(order_days, values, upper)
+    return PredictOutcome(model, version.version, reason, output, columnar, prediction_ids,
+                          values=values, lower=lower, upper=upper, delivery_dates=expected,
+                          latest_delivery_dates=latest)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from opentelemetry import trace
 
-from models.loaded import LoadedVersion, Scored
+from models.kinds import Scored
+from models.loaded import LoadedVersion
 from models.validation import Columns, ValidationFailed
 from server.monitoring.shadow_stats import ShadowStats
 
@@ -99,6 +100,10 @@ class ShadowScorer:
         spans = [self._span(job) for job in jobs]
         valid: list[tuple[_Job, trace.Span | None, np.ndarray]] = []
         for job, span in zip(jobs, spans, strict=True):
+            if not _comparable(shadow, job.served):
+                self._count_failure(job)  # a shadow of another kind answers something else
+                _end(span, "refused")
+                continue
             try:
                 valid.append((job, span, shadow.validate(job.rows, job.also_known).matrix))
             except ValidationFailed:
@@ -120,8 +125,7 @@ class ShadowScorer:
         start = 0
         for job, _, matrix in valid:
             end = start + len(matrix)
-            self.stats.compared(job.model, shadow.version, job.served.median, job.served.lower,
-                                job.served.upper, scored.part(start, end).median)
+            self.stats.compared(job.model, shadow.version, job.served, scored.part(start, end))
             start = end
         for _, span, _ in valid:
             _end(span, "compared")
@@ -155,3 +159,12 @@ def _end(span: trace.Span | None, outcome: str) -> None:
     if outcome == "failed":
         span.set_status(trace.StatusCode.ERROR, "shadow scoring failed")
     span.end()
+
+
+def _comparable(shadow: LoadedVersion, served: Scored) -> bool:
+    """Whether the shadow answers what the served version did: both regression kinds,
+    or both classifiers over as many classes."""
+    classes = len(shadow.output.classes)
+    if served.probabilities is None:
+        return classes == 0
+    return classes == int(served.probabilities.shape[1])

@@ -18,7 +18,12 @@ Errors, with the gRPC status each should map to in ``server/transport/status.py`
     ├── UnknownPredictions   -> NOT_FOUND (never logged here, or already purged)
     ├── ConflictingOutcomes  -> ALREADY_EXISTS (an id already has a different actual)
     └── ValueError
-        └── InvalidOutcome   -> INVALID_ARGUMENT (names outcomes[i].field and a rule)
+        └── OutcomeRefused   -> INVALID_ARGUMENT (names outcomes[i].field and a rule)
+
+What an outcome means for a version (which actuals it accepts, the accuracy terms it
+adds) is the model kind's business, not the store's: :meth:`Store.report_outcomes`
+hands each logged prediction and its actual to the caller's ``score`` function and
+stores the terms it returns.
 """
 
 from __future__ import annotations
@@ -26,8 +31,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
-import re
 import sqlite3
 import threading
 import time
@@ -36,11 +39,13 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from models.calendar import utc_text
+from models.kinds import Actual, Logged, OutcomeRefused, Terms
 from server.telemetry.observe import Observer
 
 log = logging.getLogger("waybill.store")
@@ -51,7 +56,6 @@ Job = Callable[[sqlite3.Connection], Any]
 SAME_ACTUAL = 1e-9  # a re-reported actual within this is the same report, not a conflict
 PURGE_CHUNK = 20_000  # predictions per purge transaction, so flushes and jobs interleave
 _IDS_PER_QUERY = 500  # well under SQLite's bound-parameter limit
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 # Each entry migrates the schema from version i to i + 1 (PRAGMA user_version).
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -105,16 +109,63 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             saved_at TEXT NOT NULL
         ) WITHOUT ROWID""",
     ),
+    (
+        # Model kinds: intervals are optional, classifiers log their class probabilities
+        # (float64, packed) and their outcomes add log loss, accuracy and Brier terms.
+        # SQLite cannot relax NOT NULL in place, so both tables are rebuilt.
+        """CREATE TABLE predictions_v2 (
+            prediction_id TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            version TEXT NOT NULL,
+            logged_at REAL NOT NULL,
+            order_date TEXT,
+            value REAL NOT NULL,
+            lower REAL,
+            upper REAL,
+            promised_days INTEGER,
+            probabilities BLOB
+        )""",
+        """INSERT INTO predictions_v2 (rowid, prediction_id, model, version, logged_at,
+            order_date, value, lower, upper, promised_days)
+            SELECT rowid, prediction_id, model, version, logged_at, order_date, median, lower,
+            upper, promised_days FROM predictions ORDER BY rowid""",
+        "DROP TABLE predictions",
+        "ALTER TABLE predictions_v2 RENAME TO predictions",
+        "CREATE INDEX predictions_logged_at ON predictions (logged_at)",
+        """CREATE TABLE outcomes_v2 (
+            prediction_id TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            version TEXT NOT NULL,
+            actual REAL NOT NULL,
+            label TEXT,
+            delivery_date TEXT,
+            reported_at REAL NOT NULL,
+            error REAL,
+            covered INTEGER,
+            on_time INTEGER,
+            log_loss REAL,
+            correct INTEGER,
+            brier REAL
+        ) WITHOUT ROWID""",
+        """INSERT INTO outcomes_v2 (prediction_id, model, version, actual, delivery_date,
+            reported_at, error, covered, on_time)
+            SELECT prediction_id, model, version, actual_days, delivery_date, reported_at,
+            error, covered, on_time FROM outcomes""",
+        "DROP TABLE outcomes",
+        "ALTER TABLE outcomes_v2 RENAME TO outcomes",
+        "CREATE INDEX outcomes_model_reported_at ON outcomes (model, reported_at)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _INSERT_PREDICTION = (
     "INSERT OR IGNORE INTO predictions (prediction_id, model, version, logged_at, order_date,"
-    " median, lower, upper, promised_days) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " value, lower, upper, promised_days, probabilities) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_OUTCOME = (
-    "INSERT INTO outcomes (prediction_id, model, version, actual_days, delivery_date,"
-    " reported_at, error, covered, on_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO outcomes (prediction_id, model, version, actual, label, delivery_date,"
+    " reported_at, error, covered, on_time, log_loss, correct, brier)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _EVENT_COLUMNS = "id, at, kind, model, version, rule, state, value, reason, actor, detail"
 
@@ -127,19 +178,24 @@ class LoggedPrediction:
     model: str
     version: str
     order_date: str | None  # YYYY-MM-DD, or None when the request had no date
-    median: float
-    lower: float
-    upper: float
+    value: float  # the prediction, or a classifier's most probable class index
+    lower: float | None  # the interval, for versions with one
+    upper: float | None
     promised_days: int | None  # order_date to the predicted delivery date; None without a date
+    probabilities: bytes | None = None  # a classifier's, float64 in class order
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What actually happened to one prediction: exactly one of the two is given."""
+    """What actually happened to one prediction."""
 
     prediction_id: str
-    transit_days: float | None = None
-    delivery_date: str | None = None  # YYYY-MM-DD; needs the prediction's order_date
+    actual: Actual
+
+
+# (index in the batch, the actual, model, version, the logged prediction) -> its terms;
+# raises OutcomeRefused for an actual the version cannot be scored against.
+Score = Callable[[int, Actual, str, str, Logged], Terms]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +211,13 @@ class Accuracy:
     model: str
     version: str
     outcomes: int
-    mae: float
-    bias: float  # mean of predicted median - actual: positive means late promises
-    coverage: float  # share with lower <= actual <= upper
+    mae: float | None  # regression kinds: mean |prediction - actual|
+    bias: float | None  # mean of prediction - actual: positive means predictions run high
+    coverage: float | None  # share with lower <= actual <= upper, over outcomes with one
     on_time: float | None  # share with actual <= promised_days, over outcomes with a promise
+    log_loss: float | None = None  # classifiers: mean -ln p(actual class)
+    accuracy: float | None = None  # classifiers: share whose most probable class was right
+    brier: float | None = None  # classifiers: mean sum over classes of (p - indicator)^2
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,29 +249,6 @@ class ConflictingOutcomes(Exception):
     def __init__(self, ids: Sequence[str]) -> None:
         self.ids = tuple(ids)
         super().__init__(f"outcomes already reported with a different actual: {_preview(self.ids)}")
-
-
-# One actual far off the scale would swamp a version's MAE and bias: a parcel a year
-# late is lost, not late.
-MAX_TRANSIT_DAYS = 365
-
-
-class InvalidOutcome(ValueError):
-    """One outcome is malformed; ``field`` is like ``outcomes[2].transit_days``."""
-
-    def __init__(self, field: str, rule: str, description: str) -> None:
-        self.field = field
-        self.rule = rule
-        self.description = description
-        super().__init__(f"{field}: {description}")
-
-
-@dataclass(frozen=True, slots=True)
-class _Checked:
-    index: int
-    prediction_id: str
-    transit_days: float | None
-    delivery_date: date | None
 
 
 class Store:
@@ -325,6 +361,13 @@ class Store:
              "coverage"),
             ("waybill.accuracy.on_time", "{ratio}",
              "Share of deliveries by the predicted date", "on_time"),
+            ("waybill.accuracy.log_loss", "{nat}",
+             "Classifiers: mean log loss over recent outcomes", "log_loss"),
+            ("waybill.accuracy.accuracy", "{ratio}",
+             "Classifiers: share of recent outcomes whose most probable class was right",
+             "accuracy"),
+            ("waybill.accuracy.brier", "1", "Classifiers: mean Brier score over recent outcomes",
+             "brier"),
             ("waybill.accuracy.outcomes", "{outcome}", "Outcomes in the accuracy window",
              "outcomes"),
         ):
@@ -368,14 +411,18 @@ class Store:
         """Block until every prediction queued before this call is written."""
         self._call(lambda conn: None)  # the writer flushes before each job
 
-    def report_outcomes(self, outcomes: Sequence[Outcome]) -> list[OutcomeResult]:
-        """Record actuals, all or nothing. Blocking: call it off the event loop."""
-        checked = [_check_outcome(i, o) for i, o in enumerate(outcomes)]
-        if not checked:
+    def report_outcomes(self, outcomes: Sequence[Outcome], score: Score) -> list[OutcomeResult]:
+        """Record actuals, all or nothing; ``score`` turns each into its accuracy terms.
+        Blocking: call it off the event loop."""
+        for index, outcome in enumerate(outcomes):
+            if not isinstance(outcome.prediction_id, str) or not outcome.prediction_id:
+                raise OutcomeRefused(f"outcomes[{index}].prediction_id", "required",
+                                     "a prediction id is required")
+        if not outcomes:
             return []
         reported_at = self._clock()
         results: list[OutcomeResult] = self._call(
-            lambda conn: _record_outcomes(conn, checked, reported_at))
+            lambda conn: _record_outcomes(conn, outcomes, score, reported_at))
         return results
 
     def accuracy(self, model: str, since_s: float) -> list[Accuracy]:
@@ -385,13 +432,13 @@ class Store:
         cutoff = self._clock() - since_s
         with self._reader() as conn:
             rows = conn.execute(
-                "SELECT version, count(*), avg(abs(error)), avg(error), avg(covered), avg(on_time)"
+                "SELECT version, count(*), avg(abs(error)), avg(error), avg(covered), avg(on_time),"
+                " avg(log_loss), avg(correct), avg(brier)"
                 " FROM outcomes WHERE model = ? AND reported_at >= ?"
                 " GROUP BY version ORDER BY version",
                 (model, cutoff),
             ).fetchall()
-        return [Accuracy(model, version, n, mae, bias, coverage, on_time)
-                for version, n, mae, bias, coverage, on_time in rows]
+        return [Accuracy(model, *row) for row in rows]
 
     # -- events and overrides -----------------------------------------------------------
 
@@ -676,99 +723,45 @@ def _prediction_params(
     for at, rows in batches:
         for p in rows:
             yield (p.prediction_id, p.model, p.version, at, p.order_date,
-                   p.median, p.lower, p.upper, p.promised_days)
-
-
-def _check_outcome(index: int, outcome: Outcome) -> _Checked:
-    """Checks that need no database, so a malformed batch never reaches the writer."""
-    at = f"outcomes[{index}]"
-    pid = outcome.prediction_id
-    if not isinstance(pid, str) or not pid:
-        raise InvalidOutcome(f"{at}.prediction_id", "required", "a prediction id is required")
-    days, when = outcome.transit_days, outcome.delivery_date
-    if (days is None) == (when is None):
-        raise InvalidOutcome(f"{at}.actual", "one_of",
-                             "give exactly one of transit_days and delivery_date")
-    if days is not None:
-        field = f"{at}.transit_days"
-        if isinstance(days, bool) or not isinstance(days, int | float):
-            raise InvalidOutcome(field, "wrong_type", f"expected a number, got {days!r}")
-        if not math.isfinite(days):
-            raise InvalidOutcome(field, "not_finite", f"expected a finite number, got {days!r}")
-        if days < 0:
-            raise InvalidOutcome(field, "negative", f"cannot be negative, got {days!r}")
-        if days > MAX_TRANSIT_DAYS:
-            raise InvalidOutcome(field, "too_large", f"more than {MAX_TRANSIT_DAYS} days: "
-                                 f"{days!r} is not a delivery (report it lost, not late)")
-        return _Checked(index, pid, float(days), None)
-    field = f"{at}.delivery_date"
-    if not isinstance(when, str) or not _DATE_RE.match(when):
-        raise InvalidOutcome(field, "wrong_type", f"expected a date as YYYY-MM-DD, got {when!r}")
-    try:
-        delivered = date.fromisoformat(when)
-    except ValueError:
-        raise InvalidOutcome(field, "invalid_date", f"{when!r} is not a calendar date") from None
-    return _Checked(index, pid, None, delivered)
+                   p.value, p.lower, p.upper, p.promised_days, p.probabilities)
 
 
 def _record_outcomes(
-    conn: sqlite3.Connection, items: Sequence[_Checked], reported_at: float,
+    conn: sqlite3.Connection, outcomes: Sequence[Outcome], score: Score, reported_at: float,
 ) -> list[OutcomeResult]:
-    ids = list(dict.fromkeys(item.prediction_id for item in items))
+    ids = list(dict.fromkeys(item.prediction_id for item in outcomes))
     with _transaction(conn):
-        logged = _by_id(conn, "SELECT prediction_id, model, version, order_date, median, lower,"
-                              " upper, promised_days FROM predictions", ids)
+        logged = _by_id(conn, "SELECT prediction_id, model, version, order_date, value, lower,"
+                              " upper, promised_days, probabilities FROM predictions", ids)
         unknown = [pid for pid in ids if pid not in logged]
         if unknown:
             raise UnknownPredictions(unknown)
         known = {pid: row[1] for pid, row in _by_id(
-            conn, "SELECT prediction_id, actual_days FROM outcomes", ids).items()}
+            conn, "SELECT prediction_id, actual FROM outcomes", ids).items()}
         results: list[OutcomeResult] = []
         new: list[tuple[Any, ...]] = []
         conflicts: list[str] = []
-        for item in items:
+        for index, item in enumerate(outcomes):
             pid = item.prediction_id
-            _, model, version, order_date, median, lower, upper, promised = logged[pid]
-            actual = item.transit_days
-            if item.delivery_date is not None:
-                actual = _days_since_order(item.index, item.delivery_date, order_date)
-            if actual is None:  # _check_outcome guarantees one of the two
-                raise RuntimeError(f"outcome {item.index} has no actual")
+            _, model, version, order_date, value, lower, upper, promised, blob = logged[pid]
+            proba = None if blob is None else tuple(np.frombuffer(blob, dtype=np.float64))
+            terms = score(index, item.actual, model, version,
+                          Logged(value, lower, upper, proba, order_date, promised))
             previous = known.get(pid)
             if previous is not None:
-                if abs(previous - actual) > SAME_ACTUAL:
+                if abs(previous - terms.actual) > SAME_ACTUAL:
                     conflicts.append(pid)
                 results.append(OutcomeResult(pid, model, version, duplicate=True))
                 continue
-            known[pid] = actual  # a repeat later in this batch is a duplicate of this one
-            on_time = None if promised is None else int(actual <= promised)
-            new.append((pid, model, version, actual,
-                        None if item.delivery_date is None else item.delivery_date.isoformat(),
-                        reported_at, median - actual, int(lower <= actual <= upper), on_time))
+            known[pid] = terms.actual  # a repeat later in this batch is a duplicate of this one
+            new.append((pid, model, version, terms.actual, terms.label, terms.delivery_date,
+                        reported_at, terms.error, terms.covered, terms.on_time, terms.log_loss,
+                        terms.correct, terms.brier))
             results.append(OutcomeResult(pid, model, version, duplicate=False))
         if conflicts:
             raise ConflictingOutcomes(list(dict.fromkeys(conflicts)))
         conn.executemany(_INSERT_OUTCOME, new)
     return results
-
-
-def _days_since_order(index: int, delivered: date, order_date: str | None) -> float:
-    field = f"outcomes[{index}].delivery_date"
-    try:
-        ordered = date.fromisoformat(order_date) if order_date else None
-    except ValueError:
-        ordered = None  # the hot path logged what the request carried; treat junk as absent
-    if ordered is None:
-        raise InvalidOutcome(field, "no_order_date",
-                             "the prediction had no order date; report transit_days instead")
-    if (delivered - ordered).days > MAX_TRANSIT_DAYS:
-        raise InvalidOutcome(field, "too_large", f"{delivered.isoformat()} is more than "
-                             f"{MAX_TRANSIT_DAYS} days after the order date {ordered.isoformat()}")
-    if delivered < ordered:
-        raise InvalidOutcome(field, "before_order_date",
-                             f"{delivered.isoformat()} is before the order date"
-                             f" {ordered.isoformat()}")
-    return float((delivered - ordered).days)
 
 
 def _by_id(conn: sqlite3.Connection, select: str, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:

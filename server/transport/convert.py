@@ -11,7 +11,8 @@ from google.protobuf import json_format, struct_pb2
 from google.rpc import error_details_pb2
 from waybill.v1 import prediction_pb2 as pb
 
-from models.artifact import FeatureType
+from models.artifact import FeatureType, ModelKind, OutputSpec
+from models.kinds import Actual
 from models.loaded import LoadedVersion
 from models.validation import Columns, Values, pairs_to_columns
 from router.table import ModelRoutes, RouteReason
@@ -135,42 +136,78 @@ def predict_query(
 
 
 def outcomes(request: pb.ReportOutcomeRequest) -> list[Outcome]:
-    """The request's outcomes; one without an actual is refused here, the rest by the store."""
+    """The request's outcomes; one without an actual is refused here, the rest by the
+    kind of the version that made the prediction."""
     out = []
     for i, item in enumerate(request.outcomes):
         which = item.WhichOneof("actual")
         if which is None:
             raise BadRequest(f"outcomes[{i}].actual", "required",
-                             "set transit_days or delivery_date")
-        out.append(Outcome(item.prediction_id,
-                           transit_days=item.transit_days if which == "transit_days" else None,
-                           delivery_date=item.delivery_date if which == "delivery_date"
-                           else None))
+                             "set value, label, transit_days or delivery_date")
+        if which == "label":
+            actual = Actual(label=item.label)
+        elif which == "delivery_date":
+            actual = Actual(delivery_date=item.delivery_date)
+        else:  # transit_days is a delivery model's value
+            actual = Actual(value=getattr(item, which), number_field=which)
+        out.append(Outcome(item.prediction_id, actual))
     return out
 
 
 def predict_response(outcome: PredictOutcome) -> pb.PredictResponse:
+    output = outcome.output
     answer = pb.PredictResponse(model=outcome.model, version=outcome.version,
-                                route_reason=_REASONS[outcome.reason])
-    if outcome.columnar:
+                                route_reason=_REASONS[outcome.reason], kind=output.kind.value,
+                                class_names=output.classes)
+    if output.kind is ModelKind.CLASSIFICATION:
+        _classes_answer(answer, outcome)
+    elif outcome.columnar:
         # Lists go into repeated fields in one call each: no message per row.
-        answer.columns.prediction_id.extend(outcome.prediction_ids)
-        answer.columns.transit_days.extend(outcome.transit_days)
-        answer.columns.lower.extend(outcome.lower)
-        answer.columns.upper.extend(outcome.upper)
-        answer.columns.coverage = outcome.coverage
-        answer.columns.delivery_date.extend(outcome.delivery_dates)
-        answer.columns.latest_delivery_date.extend(outcome.latest_delivery_dates)
-        return answer
-    coverage = outcome.coverage
-    answer.predictions.extend(
-        pb.Prediction(prediction_id=pid, transit_days=median,
-                      interval=pb.Interval(lower=lower, upper=upper, coverage=coverage),
-                      delivery_date=expected, latest_delivery_date=latest)
-        for pid, median, lower, upper, expected, latest in zip(
-            outcome.prediction_ids, outcome.transit_days, outcome.lower, outcome.upper,
-            outcome.delivery_dates, outcome.latest_delivery_dates, strict=True))
+        columns = answer.columns
+        columns.prediction_id.extend(outcome.prediction_ids)
+        columns.value.extend(outcome.values or ())
+        if outcome.lower is not None and outcome.upper is not None:
+            columns.lower.extend(outcome.lower)
+            columns.upper.extend(outcome.upper)
+            columns.coverage = outcome.coverage or 0.0
+        if outcome.delivery:
+            columns.transit_days.extend(outcome.values or ())
+            columns.delivery_date.extend(outcome.delivery_dates or ())
+            columns.latest_delivery_date.extend(outcome.latest_delivery_dates or ())
+    else:
+        answer.predictions.extend(_regression_rows(outcome))
     return answer
+
+
+def _regression_rows(outcome: PredictOutcome) -> list[pb.Prediction]:
+    values = outcome.values or []
+    rows = [pb.Prediction(prediction_id=pid, value=value)
+            for pid, value in zip(outcome.prediction_ids, values, strict=True)]
+    if outcome.lower is not None and outcome.upper is not None:
+        coverage = outcome.coverage or 0.0
+        for row, lower, upper in zip(rows, outcome.lower, outcome.upper, strict=True):
+            row.interval.lower, row.interval.upper, row.interval.coverage = lower, upper, coverage
+    if outcome.delivery:
+        for row, value, expected, latest in zip(
+                rows, values, outcome.delivery_dates or (), outcome.latest_delivery_dates or (),
+                strict=True):
+            row.transit_days, row.delivery_date, row.latest_delivery_date = value, expected, latest
+    return rows
+
+
+def _classes_answer(answer: pb.PredictResponse, outcome: PredictOutcome) -> None:
+    proba = outcome.probabilities
+    labels = outcome.labels or []
+    if proba is None:
+        raise ValueError("a classifier's answer has no probabilities")
+    if outcome.columnar:
+        answer.columns.prediction_id.extend(outcome.prediction_ids)
+        answer.columns.label.extend(labels)
+        answer.columns.probabilities.extend(proba.ravel().tolist())
+        return
+    answer.predictions.extend(
+        pb.Prediction(prediction_id=pid, label=label, probabilities=row)
+        for pid, label, row in zip(outcome.prediction_ids, labels, proba.tolist(), strict=True))
 
 
 def predict_error(status: WireStatus) -> pb.PredictError:
@@ -222,25 +259,38 @@ def model_version(loaded: LoadedVersion, labels: Iterable[str]) -> pb.ModelVersi
             )
             for f in manifest.features
         ],
-        output=pb.Output(
-            target=manifest.output.target,
-            unit=manifest.output.unit,
-            description=manifest.output.description,
-            interval_coverage=manifest.output.interval_coverage,
-            date_field=manifest.output.date_field or "",
-            delivery_date_rule=manifest.output.delivery_date_rule,
-        ),
-        metrics={
-            "validation.mae": metrics.mae,
-            "validation.rmse": metrics.rmse,
-            "validation.interval_coverage": metrics.interval_coverage,
-            "validation.within_one_day": metrics.within_one_day,
-            "baseline.mae": metrics.baseline_mae,
-            "train_rows": float(metrics.train_rows),
-            "validation_rows": float(metrics.validation_rows),
-        },
+        output=_output(manifest.output),
+        metrics=_metrics(metrics.figures()),
         sha256=manifest.sha256,
         created_at=manifest.created_at,
         code_revision=manifest.code_revision,
         model_size_bytes=manifest.size_bytes,
     )
+
+
+def _output(output: OutputSpec) -> pb.Output:
+    if output.quantiles is not None:
+        method = "quantiles"
+    else:
+        method = output.interval.method if output.interval is not None else ""
+    return pb.Output(
+        target=output.target, unit=output.unit.value, description=output.description,
+        interval_coverage=output.interval_coverage or 0.0,
+        date_field=output.date_field or "", delivery_date_rule=output.delivery_date_rule,
+        kind=output.kind.value, loss=output.loss, class_names=output.classes,
+        clip_min=output.clip_min, clip_max=output.clip_max, outcome_min=output.outcome_min,
+        outcome_max=output.outcome_max, interval_method=method)
+
+
+def _metrics(figures: dict[str, float]) -> dict[str, float]:
+    """Manifest metrics as GetModel names them: the baseline's under "baseline.", row
+    counts as they are, the model's under "validation."."""
+    named = {}
+    for key, value in figures.items():
+        if key.startswith("baseline_"):
+            named["baseline." + key.removeprefix("baseline_")] = value
+        elif key.endswith("_rows"):
+            named[key] = value
+        else:
+            named["validation." + key] = value
+    return named

@@ -11,11 +11,13 @@ from opentelemetry import trace
 from waybill.v1 import prediction_pb2 as pb
 from waybill.v1 import prediction_pb2_grpc as pb_grpc
 
+from models.kinds import OutcomeRefused
 from router.table import resolve
 from server.serving.errors import BadRequest, Unavailable
+from server.serving.outcomes import OutcomeScorer
 from server.serving.predictor import Predictor
 from server.serving.state import ServingState
-from server.storage.store import InvalidOutcome, Store, UnknownPredictions
+from server.storage.store import Store, UnknownPredictions
 from server.telemetry.observe import Call, Observer, current_call
 from server.transport import convert
 from server.transport.rpc import CallRecord, Edge, annotate, handler
@@ -38,9 +40,11 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         self, predictor: Predictor, state: ServingState, default_deadline_s: float,
         observer: Observer | None = None, store: Store | None = None, *,
         siblings: bool = False, streams: StreamBudget | None = None,
+        outcome_scorer: OutcomeScorer | None = None,
     ) -> None:
         self._predictor = predictor
         self._store = store
+        self._score = outcome_scorer
         # Worker processes share the log, each writing its own queue: a prediction
         # another worker answered a moment ago may not be written yet.
         self._siblings = siblings
@@ -131,7 +135,7 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
     async def ReportOutcome(
         self, request: pb.ReportOutcomeRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportOutcomeResponse:
-        if self._store is None:
+        if self._store is None or self._score is None:
             raise Unavailable("outcome feedback needs the prediction log; this server runs "
                               "with --no-database")
         if not request.outcomes:
@@ -142,15 +146,16 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
                              f"{MAX_OUTCOMES} per request")
         outcomes = convert.outcomes(request)
         annotate(rows=len(outcomes))
+        report = functools.partial(self._store.report_outcomes, outcomes, self._score)
         try:
             try:
-                results = await asyncio.to_thread(self._store.report_outcomes, outcomes)
+                results = await asyncio.to_thread(report)
             except UnknownPredictions:
                 if not self._siblings:
                     raise
                 await asyncio.sleep(SIBLING_FLUSH_S)
-                results = await asyncio.to_thread(self._store.report_outcomes, outcomes)
-        except InvalidOutcome as err:
+                results = await asyncio.to_thread(report)
+        except OutcomeRefused as err:
             raise BadRequest(err.field, err.rule, err.description) from None
         recorded = [r for r in results if not r.duplicate]
         self.edge.observer.outcomes_reported((r.model, r.version) for r in recorded)

@@ -275,7 +275,7 @@ class GetAccuracyResponse(_message.Message):
     def __init__(self, window_seconds: _Optional[float] = ..., versions: _Optional[_Iterable[_Union[VersionAccuracy, _Mapping]]] = ...) -> None: ...
 
 class VersionAccuracy(_message.Message):
-    __slots__ = ("model", "version", "outcomes", "mae", "bias", "coverage", "on_time")
+    __slots__ = ("model", "version", "outcomes", "mae", "bias", "coverage", "on_time", "kind", "log_loss", "accuracy", "brier", "has_interval")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
@@ -283,6 +283,11 @@ class VersionAccuracy(_message.Message):
     BIAS_FIELD_NUMBER: _ClassVar[int]
     COVERAGE_FIELD_NUMBER: _ClassVar[int]
     ON_TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LOG_LOSS_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    BRIER_FIELD_NUMBER: _ClassVar[int]
+    HAS_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     outcomes: int
@@ -290,7 +295,12 @@ class VersionAccuracy(_message.Message):
     bias: float
     coverage: float
     on_time: float
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., outcomes: _Optional[int] = ..., mae: _Optional[float] = ..., bias: _Optional[float] = ..., coverage: _Optional[float] = ..., on_time: _Optional[float] = ...) -> None: ...
+    kind: str
+    log_loss: float
+    accuracy: float
+    brier: float
+    has_interval: bool
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., outcomes: _Optional[int] = ..., mae: _Optional[float] = ..., bias: _Optional[float] = ..., coverage: _Optional[float] = ..., on_time: _Optional[float] = ..., kind: _Optional[str] = ..., log_loss: _Optional[float] = ..., accuracy: _Optional[float] = ..., brier: _Optional[float] = ..., has_interval: _Optional[bool] = ...) -> None: ...
 
 class ListAlertsRequest(_message.Message):
     __slots__ = ("model",)

@@ -47,14 +47,18 @@ class ReportOutcomeRequest(_message.Message):
     def __init__(self, outcomes: _Optional[_Iterable[_Union[Outcome, _Mapping]]] = ...) -> None: ...
 
 class Outcome(_message.Message):
-    __slots__ = ("prediction_id", "transit_days", "delivery_date")
+    __slots__ = ("prediction_id", "transit_days", "delivery_date", "value", "label")
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
     TRANSIT_DAYS_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_DATE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
     prediction_id: str
     transit_days: float
     delivery_date: str
-    def __init__(self, prediction_id: _Optional[str] = ..., transit_days: _Optional[float] = ..., delivery_date: _Optional[str] = ...) -> None: ...
+    value: float
+    label: str
+    def __init__(self, prediction_id: _Optional[str] = ..., transit_days: _Optional[float] = ..., delivery_date: _Optional[str] = ..., value: _Optional[float] = ..., label: _Optional[str] = ...) -> None: ...
 
 class ReportOutcomeResponse(_message.Message):
     __slots__ = ("recorded", "duplicates")
@@ -125,21 +129,25 @@ class FieldViolation(_message.Message):
     def __init__(self, field: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("model", "version", "route_reason", "predictions", "columns")
+    __slots__ = ("model", "version", "route_reason", "predictions", "columns", "kind", "class_names")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ROUTE_REASON_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     route_reason: RouteReason
     predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
     columns: PredictionColumns
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., route_reason: _Optional[_Union[RouteReason, str]] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., columns: _Optional[_Union[PredictionColumns, _Mapping]] = ...) -> None: ...
+    kind: str
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., route_reason: _Optional[_Union[RouteReason, str]] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., columns: _Optional[_Union[PredictionColumns, _Mapping]] = ..., kind: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PredictionColumns(_message.Message):
-    __slots__ = ("prediction_id", "transit_days", "lower", "upper", "coverage", "delivery_date", "latest_delivery_date")
+    __slots__ = ("prediction_id", "transit_days", "lower", "upper", "coverage", "delivery_date", "latest_delivery_date", "value", "label", "probabilities")
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
     TRANSIT_DAYS_FIELD_NUMBER: _ClassVar[int]
     LOWER_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +155,9 @@ class PredictionColumns(_message.Message):
     COVERAGE_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_DATE_FIELD_NUMBER: _ClassVar[int]
     LATEST_DELIVERY_DATE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     prediction_id: _containers.RepeatedScalarFieldContainer[str]
     transit_days: _containers.RepeatedScalarFieldContainer[float]
     lower: _containers.RepeatedScalarFieldContainer[float]
@@ -154,21 +165,30 @@ class PredictionColumns(_message.Message):
     coverage: float
     delivery_date: _containers.RepeatedScalarFieldContainer[str]
     latest_delivery_date: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, prediction_id: _Optional[_Iterable[str]] = ..., transit_days: _Optional[_Iterable[float]] = ..., lower: _Optional[_Iterable[float]] = ..., upper: _Optional[_Iterable[float]] = ..., coverage: _Optional[float] = ..., delivery_date: _Optional[_Iterable[str]] = ..., latest_delivery_date: _Optional[_Iterable[str]] = ...) -> None: ...
+    value: _containers.RepeatedScalarFieldContainer[float]
+    label: _containers.RepeatedScalarFieldContainer[str]
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, prediction_id: _Optional[_Iterable[str]] = ..., transit_days: _Optional[_Iterable[float]] = ..., lower: _Optional[_Iterable[float]] = ..., upper: _Optional[_Iterable[float]] = ..., coverage: _Optional[float] = ..., delivery_date: _Optional[_Iterable[str]] = ..., latest_delivery_date: _Optional[_Iterable[str]] = ..., value: _Optional[_Iterable[float]] = ..., label: _Optional[_Iterable[str]] = ..., probabilities: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("prediction_id", "transit_days", "interval", "delivery_date", "latest_delivery_date")
+    __slots__ = ("prediction_id", "transit_days", "interval", "delivery_date", "latest_delivery_date", "value", "label", "probabilities")
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
     TRANSIT_DAYS_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_DATE_FIELD_NUMBER: _ClassVar[int]
     LATEST_DELIVERY_DATE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     prediction_id: str
     transit_days: float
     interval: Interval
     delivery_date: str
     latest_delivery_date: str
-    def __init__(self, prediction_id: _Optional[str] = ..., transit_days: _Optional[float] = ..., interval: _Optional[_Union[Interval, _Mapping]] = ..., delivery_date: _Optional[str] = ..., latest_delivery_date: _Optional[str] = ...) -> None: ...
+    value: float
+    label: str
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, prediction_id: _Optional[str] = ..., transit_days: _Optional[float] = ..., interval: _Optional[_Union[Interval, _Mapping]] = ..., delivery_date: _Optional[str] = ..., latest_delivery_date: _Optional[str] = ..., value: _Optional[float] = ..., label: _Optional[str] = ..., probabilities: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Interval(_message.Message):
     __slots__ = ("lower", "upper", "coverage")
@@ -276,17 +296,33 @@ class Feature(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FeatureType, str]] = ..., required: _Optional[bool] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., categories: _Optional[_Iterable[str]] = ..., allow_unknown: _Optional[bool] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Output(_message.Message):
-    __slots__ = ("target", "unit", "description", "interval_coverage", "date_field", "delivery_date_rule")
+    __slots__ = ("target", "unit", "description", "interval_coverage", "date_field", "delivery_date_rule", "kind", "loss", "class_names", "clip_min", "clip_max", "outcome_min", "outcome_max", "interval_method")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_COVERAGE_FIELD_NUMBER: _ClassVar[int]
     DATE_FIELD_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_DATE_RULE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    CLIP_MIN_FIELD_NUMBER: _ClassVar[int]
+    CLIP_MAX_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_MIN_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_MAX_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_METHOD_FIELD_NUMBER: _ClassVar[int]
     target: str
     unit: str
     description: str
     interval_coverage: float
     date_field: str
     delivery_date_rule: str
-    def __init__(self, target: _Optional[str] = ..., unit: _Optional[str] = ..., description: _Optional[str] = ..., interval_coverage: _Optional[float] = ..., date_field: _Optional[str] = ..., delivery_date_rule: _Optional[str] = ...) -> None: ...
+    kind: str
+    loss: str
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    clip_min: float
+    clip_max: float
+    outcome_min: float
+    outcome_max: float
+    interval_method: str
+    def __init__(self, target: _Optional[str] = ..., unit: _Optional[str] = ..., description: _Optional[str] = ..., interval_coverage: _Optional[float] = ..., date_field: _Optional[str] = ..., delivery_date_rule: _Optional[str] = ..., kind: _Optional[str] = ..., loss: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ..., clip_min: _Optional[float] = ..., clip_max: _Optional[float] = ..., outcome_min: _Optional[float] = ..., outcome_max: _Optional[float] = ..., interval_method: _Optional[str] = ...) -> None: ...

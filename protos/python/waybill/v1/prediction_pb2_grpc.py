@@ -121,9 +121,9 @@ class PredictionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportOutcome(self, request, context):
-        """ReportOutcome records what actually happened to predicted orders (the
-        transit days, or the delivery date), joined to the logged predictions by
-        prediction_id for live accuracy per version. A batch is all or nothing:
+        """ReportOutcome records what actually happened to predicted rows (a number in
+        the model's unit, a delivery date, or a class label), joined to the logged
+        predictions by prediction_id for live accuracy per version. A batch is all or nothing:
         INVALID_ARGUMENT names a bad field, NOT_FOUND lists ids the prediction log
         does not hold (unknown, or past retention), ALREADY_EXISTS lists ids that
         already have a different actual. Reporting the same actual again is a no-op.
