@@ -20,13 +20,17 @@ from typing import Any
 
 import pytest
 
+from models.artifact import OutputSpec
+from models.kinds import Actual, Logged, OutcomeRefused, Terms, kind_of
 from server.serving.ids import new_prediction_ids
 from server.storage.store import (
+    _MIGRATIONS,
+    SCHEMA_VERSION,
     Accuracy,
     ConflictingOutcomes,
-    InvalidOutcome,
     LoggedPrediction,
     Outcome,
+    OutcomeResult,
     Store,
     UnknownPredictions,
 )
@@ -42,6 +46,26 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+# The demo's delivery model: transit days of 0 to 365, counted from order_date.
+DELIVERY = OutputSpec()
+
+
+def score(index: int, actual: Actual, model: str, version: str, logged: Logged) -> Terms:
+    return kind_of(DELIVERY).terms(DELIVERY, f"outcomes[{index}]", actual, logged)
+
+
+def report(store: Store, outcomes: list[Outcome]) -> list[OutcomeResult]:
+    return store.report_outcomes(outcomes, score)
+
+
+def days(prediction_id: str, value: object) -> Outcome:
+    return Outcome(prediction_id, Actual(value=value, number_field="transit_days"))  # type: ignore[arg-type]
+
+
+def dated(prediction_id: str, when: str) -> Outcome:
+    return Outcome(prediction_id, Actual(delivery_date=when))
 
 
 def pid() -> str:
@@ -103,17 +127,17 @@ def test_accuracy_per_version_on_known_numbers(store: Store, clock: Clock) -> No
         prediction(d, "1.1.0", median=4, lower=3, upper=5, promised_days=None),
         prediction(other, model="other"),
     ])
-    results = store.report_outcomes([
-        Outcome(a, transit_days=4),  # error -1, covered, on time (4 <= 4)
-        Outcome(b, delivery_date="2025-01-08"),  # 7 days: error -2, not covered, late
-        Outcome(c, transit_days=1),  # error +1, covered (on the lower bound), no promise
-        Outcome(other, transit_days=9),  # another model: never in MODEL's figures
+    results = report(store, [
+        days(a, 4),  # error -1, covered, on time (4 <= 4)
+        dated(b, "2025-01-08"),  # 7 days: error -2, not covered, late
+        days(c, 1),  # error +1, covered (on the lower bound), no promise
+        days(other, 9),  # another model: never in MODEL's figures
     ])
     assert [(r.prediction_id, r.model, r.version, r.duplicate) for r in results] == [
         (a, MODEL, "1.0.0", False), (b, MODEL, "1.0.0", False), (c, MODEL, "1.0.0", False),
         (other, "other", "1.0.0", False)]
     clock.now += 1000
-    store.report_outcomes([Outcome(d, transit_days=4.5)])  # error -0.5, covered
+    report(store, [days(d, 4.5)])  # error -0.5, covered
 
     old, new = store.accuracy(MODEL, since_s=2000)
     assert old == Accuracy(MODEL, "1.0.0", 3, pytest.approx(4 / 3), pytest.approx(-2 / 3),
@@ -127,21 +151,21 @@ def test_accuracy_per_version_on_known_numbers(store: Store, clock: Clock) -> No
 def test_delivery_date_converts_via_order_date(store: Store) -> None:
     a = pid()
     store.log_predictions([prediction(a, order_date="2024-12-30", median=3, promised_days=3)])
-    store.report_outcomes([Outcome(a, delivery_date="2025-01-02")])  # across the year: 3 days
+    report(store, [dated(a, "2025-01-02")])  # across the year: 3 days
     (acc,) = store.accuracy(MODEL, since_s=60)
     assert (acc.mae, acc.bias, acc.on_time) == (0.0, 0.0, 1.0)
     # The same date again is the same actual: idempotent.
-    (again,) = store.report_outcomes([Outcome(a, transit_days=3.0)])
+    (again,) = report(store, [days(a, 3.0)])
     assert again.duplicate
 
 
 def test_duplicate_report_is_idempotent_and_counted_once(store: Store) -> None:
     a, b = pid(), pid()
     store.log_predictions([prediction(a), prediction(b)])
-    first = store.report_outcomes([Outcome(a, transit_days=4), Outcome(b, transit_days=2),
-                                   Outcome(b, transit_days=2)])  # a repeat inside the batch
+    first = report(store, [days(a, 4), days(b, 2),
+                                   days(b, 2)])  # a repeat inside the batch
     assert [r.duplicate for r in first] == [False, False, True]
-    again = store.report_outcomes([Outcome(a, transit_days=4 + 1e-12)])
+    again = report(store, [days(a, 4 + 1e-12)])
     assert [r.duplicate for r in again] == [True]
     (acc,) = store.accuracy(MODEL, since_s=60)
     assert acc.outcomes == 2
@@ -150,53 +174,51 @@ def test_duplicate_report_is_idempotent_and_counted_once(store: Store) -> None:
 def test_conflicting_actual_is_refused_and_nothing_recorded(store: Store) -> None:
     a, b = pid(), pid()
     store.log_predictions([prediction(a), prediction(b)])
-    store.report_outcomes([Outcome(a, transit_days=4)])
+    report(store, [days(a, 4)])
     with pytest.raises(ConflictingOutcomes) as caught:
-        store.report_outcomes([Outcome(b, transit_days=3), Outcome(a, transit_days=5)])
+        report(store, [days(b, 3), days(a, 5)])
     assert caught.value.ids == (a,)
     # b was before the conflict in the same batch, and still was not recorded.
-    assert [r.duplicate for r in store.report_outcomes([Outcome(b, transit_days=3)])] == [False]
+    assert [r.duplicate for r in report(store, [days(b, 3)])] == [False]
 
 
 def test_unknown_ids_refuse_the_whole_batch(store: Store) -> None:
     a, missing, also_missing = pid(), pid(), pid()
     store.log_predictions([prediction(a)])
     with pytest.raises(UnknownPredictions) as caught:
-        store.report_outcomes([Outcome(a, transit_days=4), Outcome(missing, transit_days=1),
-                               Outcome(also_missing, transit_days=1),
-                               Outcome(missing, transit_days=1)])
+        report(store, [days(a, 4), days(missing, 1),
+                               days(also_missing, 1),
+                               days(missing, 1)])
     assert caught.value.ids == (missing, also_missing)
     assert store.accuracy(MODEL, since_s=60) == []
     # The writer survived the failed job.
-    assert [r.duplicate for r in store.report_outcomes([Outcome(a, transit_days=4)])] == [False]
+    assert [r.duplicate for r in report(store, [days(a, 4)])] == [False]
 
 
 @pytest.mark.parametrize(("outcome", "field", "rule"), [
-    (Outcome("ID", transit_days=-1.0), "outcomes[1].transit_days", "negative"),
-    (Outcome("ID", transit_days=365.5), "outcomes[1].transit_days", "too_large"),
-    (Outcome("ID", delivery_date="2027-01-01"), "outcomes[1].delivery_date", "too_large"),
-    (Outcome("ID", transit_days=math.nan), "outcomes[1].transit_days", "not_finite"),
-    (Outcome("ID", transit_days=math.inf), "outcomes[1].transit_days", "not_finite"),
-    (Outcome("ID", transit_days="3"), "outcomes[1].transit_days", "wrong_type"),  # type: ignore[arg-type]
-    (Outcome("ID", transit_days=2, delivery_date="2025-01-03"), "outcomes[1].actual", "one_of"),
-    (Outcome("ID"), "outcomes[1].actual", "one_of"),
-    (Outcome("", transit_days=1), "outcomes[1].prediction_id", "required"),
-    (Outcome("ID", delivery_date="03/01/2025"), "outcomes[1].delivery_date", "wrong_type"),
-    (Outcome("ID", delivery_date="2025-02-30"), "outcomes[1].delivery_date", "invalid_date"),
-    (Outcome("ID", delivery_date="2024-12-31"), "outcomes[1].delivery_date",
-     "before_order_date"),
-    (Outcome("UNDATED", delivery_date="2025-01-03"), "outcomes[1].delivery_date",
-     "no_order_date"),
+    (days("ID", -1.0), "outcomes[1].transit_days", "below_min"),
+    (days("ID", 365.5), "outcomes[1].transit_days", "above_max"),
+    (dated("ID", "2027-01-01"), "outcomes[1].delivery_date", "above_max"),
+    (days("ID", math.nan), "outcomes[1].transit_days", "not_finite"),
+    (days("ID", math.inf), "outcomes[1].transit_days", "not_finite"),
+    (days("ID", "3"), "outcomes[1].transit_days", "wrong_type"),
+    (Outcome("ID", Actual(label="late")), "outcomes[1].label", "wrong_kind"),
+    (days("", 1), "outcomes[1].prediction_id", "required"),
+    (dated("ID", "03/01/2025"), "outcomes[1].delivery_date", "invalid_date"),
+    (dated("ID", "2025-02-30"), "outcomes[1].delivery_date", "invalid_date"),
+    (dated("ID", "2024-12-31"), "outcomes[1].delivery_date", "before_order_date"),
+    (dated("UNDATED", "2025-01-03"), "outcomes[1].delivery_date", "no_order_date"),
 ])
 def test_invalid_outcomes_name_the_field(store: Store, outcome: Outcome, field: str,
                                          rule: str) -> None:
-    ok, dated, undated = pid(), pid(), pid()
-    store.log_predictions([prediction(ok), prediction(dated),
+    ok, dated_id, undated = pid(), pid(), pid()
+    store.log_predictions([prediction(ok), prediction(dated_id),
                            prediction(undated, order_date=None, promised_days=None)])
-    target = {"ID": dated, "UNDATED": undated}.get(outcome.prediction_id, outcome.prediction_id)
-    bad = Outcome(target, outcome.transit_days, outcome.delivery_date)
-    with pytest.raises(InvalidOutcome) as caught:
-        store.report_outcomes([Outcome(ok, transit_days=1), bad])
+    target = {"ID": dated_id, "UNDATED": undated}.get(outcome.prediction_id,
+                                                        outcome.prediction_id)
+    bad = Outcome(target, outcome.actual)
+    with pytest.raises(OutcomeRefused) as caught:
+        report(store, [days(ok, 1), bad])
     assert (caught.value.field, caught.value.rule) == (field, rule)
     assert isinstance(caught.value, ValueError)
     assert store.accuracy(MODEL, since_s=60) == []  # the valid first item was not recorded
@@ -207,7 +229,7 @@ def test_a_prediction_still_queued_is_found(store: Store) -> None:
     a = pid()
     store.log_predictions([prediction(a)])
     assert store.pending == 1 and store.written == 0
-    (result,) = store.report_outcomes([Outcome(a, transit_days=3)])
+    (result,) = report(store, [days(a, 3)])
     assert (result.prediction_id, result.duplicate) == (a, False)
     assert store.pending == 0 and store.written == 1
 
@@ -254,7 +276,7 @@ def test_a_failed_write_is_logged_counted_and_the_writer_goes_on(
     assert any(r.getMessage() == "prediction log write failed" for r in caplog.records)
     a = pid()
     store.log_predictions([prediction(a)])
-    assert store.report_outcomes([Outcome(a, transit_days=1)])[0].prediction_id == a
+    assert report(store, [days(a, 1)])[0].prediction_id == a
 
 
 # -- events and overrides ------------------------------------------------------------------
@@ -344,11 +366,11 @@ def test_purge_deletes_expired_predictions_with_their_outcomes(
     store = open_store(retention_s=100)
     old = [pid() for _ in range(4)]
     store.log_predictions([prediction(i) for i in old])
-    store.report_outcomes([Outcome(i, transit_days=1) for i in old[:2]])
+    report(store, [days(i, 1) for i in old[:2]])
     clock.now += 60
     new = [pid() for _ in range(3)]
     store.log_predictions([prediction(i) for i in new])
-    store.report_outcomes([Outcome(new[0], transit_days=1)])
+    report(store, [days(new[0], 1)])
     assert store.purge() == 0  # nothing is older than 100 s yet
 
     clock.now += 50  # the first batch is 110 s old, the second 50 s
@@ -356,7 +378,7 @@ def test_purge_deletes_expired_predictions_with_their_outcomes(
     db = tmp_path / "state" / "state.db"
     assert (count(db, "predictions"), count(db, "outcomes")) == (3, 1)
     with pytest.raises(UnknownPredictions):
-        store.report_outcomes([Outcome(old[3], transit_days=1)])
+        report(store, [days(old[3], 1)])
     (acc,) = store.accuracy(MODEL, since_s=1000)
     assert acc.outcomes == 1
 
@@ -386,7 +408,7 @@ def test_purge_caps_the_count_keeping_the_newest(open_store: Callable[..., Store
     assert store.purge() == 7
     db = tmp_path / "state" / "state.db"
     assert count(db, "predictions") == 5
-    store.report_outcomes([Outcome(i, transit_days=1) for i in ids[-5:]])  # the newest remain
+    report(store, [days(i, 1) for i in ids[-5:]])  # the newest remain
     assert [e.value for e in store.events()] == [2.0, 3.0, 4.0]
 
 
@@ -394,9 +416,36 @@ def test_schema_version_and_wal_mode(store: Store, tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "state" / "state.db")
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     finally:
         conn.close()
+
+
+def test_a_first_schema_log_is_migrated_with_its_rows(tmp_path: Path, clock: Clock) -> None:
+    """A log written before model kinds keeps its predictions and outcomes: an old
+    outcome still counts, and an old prediction still takes an outcome."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    for statement in _MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.executemany(
+        "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [("old-a", MODEL, "1.0.0", T0, "2025-01-01", 3.0, 2.0, 5.0, 3),
+         ("old-b", MODEL, "1.0.0", T0, "2025-01-01", 4.0, 3.0, 6.0, 4)])
+    conn.execute("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 ("old-a", MODEL, "1.0.0", 5.0, None, T0, -2.0, 1, 0))
+    conn.commit()
+    conn.close()
+    store = Store(path, clock=clock)
+    store.start()
+    try:
+        report(store, [days("old-b", 4)])
+        (figures,) = store.accuracy(MODEL, since_s=3600)
+        assert (figures.outcomes, figures.mae, figures.bias) == (2, 1.0, -1.0)
+        assert (figures.coverage, figures.on_time) == (1.0, 0.5)
+    finally:
+        store.close()
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -85,24 +85,43 @@ def _registry_list(args: argparse.Namespace) -> int:
     from models.artifact import ArtifactError, read_manifest
     from models.registry import discover
 
+    def figure(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
     rows = []
     for name, refs in discover(args.registry).items():
         for ref in refs:
             try:
                 m = read_manifest(ref.path)
-                rows.append((name, ref.version, m.created_at, f"{m.metrics.mae:.3f}",
-                             f"{m.metrics.baseline_mae:.3f}", str(m.size_bytes)))
+                # The headline figure of the kind: MAE for regression, log loss for classifiers.
+                headline = ("log_loss" if m.metrics.log_loss is not None else "mae")
+                rows.append((name, ref.version, m.output.kind.value, m.created_at, headline,
+                             figure(getattr(m.metrics, headline)),
+                             figure(getattr(m.metrics, f"baseline_{headline}")),
+                             str(m.size_bytes)))
             except ArtifactError as err:
-                rows.append((name, ref.version, "-", "-", "-", f"unreadable: {err}"))
+                rows.append((name, ref.version, "-", "-", "-", "-", "-", f"unreadable: {err}"))
     if args.json:
-        keys = ("model", "version", "created_at", "mae", "baseline_mae", "size_bytes")
+        keys = ("model", "version", "kind", "created_at", "metric", "value", "baseline",
+                "size_bytes")
         print(json.dumps([dict(zip(keys, r, strict=True)) for r in rows], indent=1))
         return 0
-    header = ("MODEL", "VERSION", "CREATED", "MAE", "BASELINE", "BYTES")
+    header = ("MODEL", "VERSION", "KIND", "CREATED", "METRIC", "VALUE", "BASELINE", "BYTES")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return 0
+
+
+def _registry_import(args: argparse.Namespace) -> int:
+    from models import importer
+    from models.artifact import ArtifactError
+
+    try:
+        return importer.run(args)
+    except ArtifactError as err:
+        print(f"waybill registry import: {err}", file=sys.stderr)
+        return 1
 
 
 def _registry_verify(args: argparse.Namespace) -> int:
@@ -324,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--registry", type=Path, default=DEFAULT_ROOT)
     verify.add_argument("--model", action="append")
     verify.set_defaults(func=_registry_verify)
+    from models import importer
+
+    imports = reg_sub.add_parser(
+        "import", help="register a CatBoost model trained elsewhere (.cbm or MLflow directory)")
+    importer.add_arguments(imports)
+    imports.set_defaults(func=_registry_import)
 
     routing = sub.add_parser("routing", help="check routing config changes")
     routing_sub = routing.add_subparsers(dest="routing_command", required=True)

@@ -83,12 +83,14 @@ def version_drift(report: DriftReport, windows: int) -> pb.VersionDrift:
                            completed=[drift_window(w) for w in completed])
 
 
-def version_accuracy(accuracy: Accuracy) -> pb.VersionAccuracy:
+def version_accuracy(accuracy: Accuracy, kind: str) -> pb.VersionAccuracy:
+    """``kind`` is the version's, or "" when it is no longer served here."""
     message = pb.VersionAccuracy(model=accuracy.model, version=accuracy.version,
-                                 outcomes=accuracy.outcomes, mae=accuracy.mae,
-                                 bias=accuracy.bias, coverage=accuracy.coverage)
-    if accuracy.on_time is not None:
-        message.on_time = accuracy.on_time
+                                 outcomes=accuracy.outcomes, mae=accuracy.mae or 0.0,
+                                 bias=accuracy.bias or 0.0, coverage=accuracy.coverage or 0.0,
+                                 kind=kind, has_interval=accuracy.coverage is not None,
+                                 on_time=accuracy.on_time, log_loss=accuracy.log_loss,
+                                 accuracy=accuracy.accuracy, brier=accuracy.brier)
     return message
 
 
@@ -242,8 +244,14 @@ class AdminService(pb_grpc.AdminServiceServicer):
         if not 0 < window <= 366 * 86400:
             raise BadRequest("window_seconds", "out_of_range", "must be from 0 to one year")
         found = await asyncio.to_thread(self._store.accuracy, request.model, window)
-        return pb.GetAccuracyResponse(window_seconds=window,
-                                      versions=[version_accuracy(a) for a in found])
+        served = self._state.current.versions.get(request.model, {})
+
+        def kind(version: str) -> str:
+            loaded = served.get(version)
+            return "" if loaded is None else loaded.output.kind.value
+
+        return pb.GetAccuracyResponse(
+            window_seconds=window, versions=[version_accuracy(a, kind(a.version)) for a in found])
 
     @handler("ListAlerts")
     async def ListAlerts(
