@@ -30,6 +30,8 @@ from typing import Any
 
 import pytest
 
+from models.artifact import OutputSpec
+from models.kinds import Actual, Logged, Terms, kind_of
 from models.loaded import LoadedVersion
 from router.config import RoutingConfig, parse_routing
 from router.table import Override, RoutingTable, with_override
@@ -453,8 +455,13 @@ def log_and_report(db: Store, version: str, prefix: str, median: float, lower: f
     ids = [f"{prefix}-{i}" for i in range(len(actuals))]
     db.log_predictions([LoggedPrediction(pid, MODEL, version, None, median, lower, upper,
                                          promised) for pid in ids])
-    results = db.report_outcomes([Outcome(pid, transit_days=a) for pid, a in zip(
-        ids, actuals, strict=True)])
+    delivery = OutputSpec()  # the demo's delivery model: transit days of 0 to 365
+
+    def score(index: int, actual: Actual, _model: str, _version: str, logged: Logged) -> Terms:
+        return kind_of(delivery).terms(delivery, f"outcomes[{index}]", actual, logged)
+
+    results = db.report_outcomes([Outcome(pid, Actual(value=a)) for pid, a in zip(
+        ids, actuals, strict=True)], score)
     assert [r.duplicate for r in results] == [False] * len(actuals)
 
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from models.loaded import Scored
+from models.kinds import Scored
 from server.serving.batcher import MicroBatcher
 
 
@@ -49,7 +49,7 @@ async def while_busy(batcher: MicroBatcher, score: Recorder,
     await asyncio.sleep(0)  # let them join the open batch
     score.gate.set()
     done = await asyncio.gather(first, *rest, return_exceptions=True)
-    return [list(d.median) if isinstance(d, Scored) else d for d in done]
+    return [list(d.value) if isinstance(d, Scored) else d for d in done]
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_an_idle_batcher_scores_at_once(executor: ThreadPoolExecutor) -> None:
     score.gate.set()
     batcher = MicroBatcher(score, executor, max_rows=100, max_delay=10.0)
     result = asyncio.run(batcher.score(rows(7)))  # a 10 s window is never waited for
-    assert list(result.median) == [7.0]
+    assert list(result.value) == [7.0]
 
 
 def test_callers_arriving_during_a_batch_share_the_next_call(
@@ -97,7 +97,7 @@ def test_a_stream_of_callers_waits_the_window_and_shares_one_call(
         for value in range(6):
             tasks.append(asyncio.create_task(batcher.score(rows(value))))
             await asyncio.sleep(0.001)  # another request, a little later
-        return [list(r.median) for r in await asyncio.gather(*tasks)]
+        return [list(r.value) for r in await asyncio.gather(*tasks)]
 
     assert asyncio.run(go()) == [[float(v)] for v in range(6)]
     assert score.calls == [1, 5]  # the first went at once (idle), the stream waited
@@ -132,7 +132,7 @@ def test_the_window_bounds_the_wait_for_a_busy_executor(executor: ThreadPoolExec
         second = await batcher.score(rows(5))  # goes after 10 ms, the first still blocked
         score.gate.set()
         await first
-        return list(second.median)
+        return list(second.value)
 
     assert asyncio.run(go()) == [5.0]
 
@@ -174,7 +174,7 @@ def test_a_caller_whose_deadline_passes_is_dropped_before_scoring(
             timed_out = True
         score.gate.set()
         await first
-        return timed_out, list((await patient).median)
+        return timed_out, list((await patient).value)
 
     timed_out, patient = asyncio.run(go())
     assert timed_out

@@ -408,7 +408,8 @@ def test_sigterm_drains_in_flight_calls_refuses_new_ones_and_exits_zero(
                            "--grace", "30", "--log-level", "debug",
                            env={"WAYBILL_MAX_MESSAGE_BYTES": str(64 << 20)})
     with server, ThreadPoolExecutor(4) as pool:
-        options = [("grpc.max_send_message_length", 64 << 20)]
+        options = [("grpc.max_send_message_length", 64 << 20),
+                   ("grpc.max_receive_message_length", 64 << 20)]
         stub = pb_grpc.PredictionServiceStub(grpc.insecure_channel(server.target, options))
         in_flight = [pool.submit(stub.Predict, big, timeout=60) for _ in range(3)]
         _wait_for(lambda: _count(server, "rpc started") >= 3, "calls to reach the server")

@@ -68,10 +68,10 @@ def test_sampled_requests_are_scored_in_one_call_and_compared_one_by_one(
     assert executor.calls == 1
     tally = scorer.stats.stats()[("delivery_eta", "1.0.0")]
     assert (tally.sampled, tally.compared_rows, tally.failed) == (4, 13, 0)
-    diffs = np.concatenate([s.median - a.median for s, a in zip(alone, answers, strict=True)])
+    diffs = np.concatenate([s.value - a.value for s, a in zip(alone, answers, strict=True)])
     assert tally.sum_diff == pytest.approx(float(diffs.sum()))
     assert tally.sum_abs_diff == pytest.approx(float(np.abs(diffs).sum()))
-    outside = sum(int(((s.median < a.lower) | (s.median > a.upper)).sum())
+    outside = sum(int(((s.value < a.lower) | (s.value > a.upper)).sum())
                   for s, a in zip(alone, answers, strict=True))
     assert tally.outside == outside
 
