@@ -245,7 +245,8 @@ def test_metrics_match_the_validation_rows(
 ) -> None:
     split = training.time_split(spec, frame)
     y = split.validation[spec.target].to_numpy()
-    predicted = result.validation_predictions
+    scored = result.validation_scored
+    predicted = np.column_stack([scored.lower, scored.value, scored.upper])
     assert (np.diff(predicted, axis=1) >= 0).all()  # quantiles sorted per row
     assert result.metrics.mae == pytest.approx(np.abs(predicted[:, 1] - y).mean(), rel=1e-5)
     baseline = training.naive_baseline(spec, split.train, split.validation)
@@ -303,7 +304,8 @@ def test_catboost_columns_follow_the_manifest(
     validation = training.time_split(spec, frame).validation
     matrix = training.model_matrix(manifest.model_features, validation).to_numpy(dtype=object)
     served = np.sort(model.predict(matrix, thread_count=1), axis=1)
-    np.testing.assert_allclose(served, result.validation_predictions)
+    scored = result.validation_scored
+    np.testing.assert_allclose(served, np.column_stack([scored.lower, scored.value, scored.upper]))
 
 
 def test_manifest_validates_and_matches_the_model_file(published: tuple[Path, Path]) -> None:
