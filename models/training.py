@@ -669,7 +669,8 @@ def prediction_reference(output: OutputSpec, scored: Scored) -> NumericReference
     of the most probable class, one bin per class)."""
     if output.kind is ModelKind.CLASSIFICATION:
         edges = [k - 0.5 for k in range(1, len(output.classes))]
-        return numeric_reference(scored.value, edges)
+        # No quantile sample: a Kolmogorov-Smirnov test means nothing on class indices.
+        return numeric_reference(scored.value, edges).model_copy(update={"quantiles": ()})
     return numeric_reference(scored.value)
 
 

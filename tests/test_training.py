@@ -284,6 +284,15 @@ def test_same_seed_same_model_bytes(
     assert (other / MODEL_FILE).read_bytes() != (paths[0] / MODEL_FILE).read_bytes()
 
 
+def test_keys_added_for_kinds_leave_the_demo_identity_alone(spec: DatasetSpec) -> None:
+    # model.cbm's GUID derives from spec_identity: keys at their defaults must not change it.
+    identity = dataset.spec_identity(spec)
+    assert "refit" not in identity and '"loss"' not in identity
+    refit = spec.model_copy(update={"training": spec.training.model_copy(update={"refit": True})})
+    assert '"refit":true' in dataset.spec_identity(refit)
+    assert spec.training.loss_function == "MultiQuantile:alpha=0.1,0.5,0.9"
+
+
 def test_catboost_columns_follow_the_manifest(
     spec: DatasetSpec,
     frame: pd.DataFrame,
