@@ -20,7 +20,15 @@ from pathlib import Path
 from models import datagen, registry
 from models.artifact import MODEL_FILE, ArtifactError, sha256_file
 from models.dataset import DatasetError, load_csv, load_spec
-from models.training import TrainResult, code_revision, publish_version, summary_table, train
+from models.training import (
+    TrainResult,
+    WorseThanBaseline,
+    check_beats_baseline,
+    code_revision,
+    publish_version,
+    summary_table,
+    train,
+)
 
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
 DEMO_VERSIONS: tuple[tuple[str, Path], ...] = (
@@ -61,14 +69,11 @@ def build(
         for version, spec in specs:
             print(f"training {spec.name} {version} ...", file=sys.stderr)
             typed = load_csv(spec, csv)
-            results.append(
-                (
-                    version,
-                    train(
-                        spec, typed, data_source=DATA_FILE, data_sha256=digest, progress=sys.stderr
-                    ),
-                )
+            result = train(
+                spec, typed, data_source=DATA_FILE, data_sha256=digest, progress=sys.stderr
             )
+            check_beats_baseline(result)  # before anything is replaced or published
+            results.append((version, result))
 
     published = []
     for (version, result), target in zip(results, targets, strict=True):
@@ -98,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         build(args.registry, force=args.force, keep_data=args.keep_data)
-    except (ArtifactError, DatasetError) as err:
+    except (ArtifactError, DatasetError, WorseThanBaseline) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -5,15 +5,18 @@ writing code::
 
     name = "delivery_eta"            # registry model name
     description = "..."
-    time_column = "order_time"       # ISO timestamps; drives the time-based split
-    target = "transit_days"          # the label (a finite number)
+    time_column = "order_time"       # optional ISO timestamps: a time split (else a seeded
+                                     # random split of training.validation_fraction)
+    target = "transit_days"          # the label: a finite number, or a class for classifiers
+    target_unit = "days"             # days | hours | minutes | none (classifiers: none)
     target_description = "..."
     date_field = "order_date"        # optional: a date feature the server derives dates from
 
-    [baseline]
-    lane = ["origin_warehouse", "zip_code[:3]", "service_level"]   # col or col[:N] (prefix)
+    [baseline]                       # optional: without it the baseline is the training
+    lane = ["origin_warehouse", "zip_code[:3]", "service_level"]   # median / class shares
 
     [training]                       # every key optional; see TrainingParams
+    loss = "RMSE"                    # default: MultiQuantile at training.quantiles
     iterations = 300
 
     [[features]]                     # in model column order
@@ -28,9 +31,11 @@ column the spec needs against its declared type, range and ``required`` flag,
 naming the column, the line and the value on failure.
 
 The typed frame returned by :func:`load_csv` and :func:`coerce_frame` holds
-``float64`` for numeric, integer and boolean (0/1) features and the target,
-``object`` strings (``None`` when missing) for categoricals, ``datetime64`` for
-dates and the time column, and the raw strings of lane-only columns.
+``float64`` for numeric, integer and boolean (0/1) features and a regression
+target, ``object`` strings (``None`` when missing) for categoricals and a
+classifier's target (class labels, ``3`` and ``3.0`` both read ``"3"``),
+``datetime64`` for dates and the time column, and the raw strings of lane-only
+columns.
 """
 
 from __future__ import annotations
@@ -46,7 +51,15 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models.artifact import FeatureType, check_bounds, check_quantiles
+from models.artifact import (
+    ArtifactError,
+    FeatureType,
+    ModelKind,
+    Unit,
+    check_bounds,
+    check_quantiles,
+)
+from models.kinds import kind_of_loss, loss_name, loss_params
 from models.naming import MODEL_NAME_RE
 
 COLUMN_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
@@ -100,7 +113,8 @@ class LaneKey(_Frozen):
 
 
 class BaselineSpec(_Frozen):
-    """The naive baseline: median target per lane in training, else the global median."""
+    """The naive baseline: median target (a classifier: class shares) per lane in training,
+    else the global one."""
 
     lane: tuple[LaneKey, ...]
 
@@ -120,6 +134,16 @@ class BaselineSpec(_Frozen):
 
     def describe(self) -> str:
         return f"median per lane ({', '.join(map(str, self.lane))}) in training, else global median"
+
+
+# Keys added to TrainingParams after the demo specs were first trained. At their defaults they
+# change nothing a model is fitted from, so :func:`spec_identity` leaves them out and the demo
+# models keep their bytes (CatBoost stores a GUID derived from the identity in model.cbm).
+ADDED_TRAINING_KEYS = ("loss", "validation_fraction", "refit", "interval_coverage",
+                       "allow_worse_than_baseline")
+# Losses kind_of_loss accepts that training does not fit: CrossEntropy takes probabilities
+# as targets, not class labels.
+UNTRAINED_LOSSES = frozenset({"CrossEntropy"})
 
 
 class TrainingParams(_Frozen):
@@ -145,16 +169,90 @@ class TrainingParams(_Frozen):
     # Keep CTR statistics only for the N most frequent values of each categorical;
     # rarer values are scored as unseen. None = keep all (CatBoost's default).
     ctr_leaf_count_limit: Annotated[int, Field(ge=1)] | None = None
+    # CatBoost's loss_function; it decides the model kind (models.kinds.kind_of_loss).
+    # None = MultiQuantile at ``quantiles``, what the demo specs train.
+    loss: str | None = None
+    # Without a time column: this seeded (``seed``) share of the rows is validation.
+    validation_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    # After validation, fit again on every row with the same parameters (and number of
+    # trees); the published metrics and interval stay those of the validated model.
+    refit: bool = False
+    # Nominal coverage of a point regressor's split-conformal interval.
+    interval_coverage: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.8
+    # Publish even when the model does not beat its baseline on validation.
+    allow_worse_than_baseline: bool = False
 
     _ordered = field_validator("quantiles")(check_quantiles)
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        try:
+            kind_of_loss(value)
+        except ArtifactError as err:
+            raise ValueError(str(err)) from None
+        if loss_name(value) in UNTRAINED_LOSSES:
+            raise ValueError(f"loss {value!r} takes probabilities as targets; train a "
+                             "classifier on class labels with Logloss or MultiClass")
+        if loss_name(value) == "MultiQuantile":
+            text = loss_params(value).get("alpha", "")
+            try:
+                alphas = tuple(float(a) for a in text.split(",") if a.strip())
+            except ValueError:
+                raise ValueError(f"loss {value!r}: alpha must be numbers") from None
+            if len(alphas) != 3:
+                raise ValueError(f"loss {value!r}: MultiQuantile needs exactly three alphas "
+                                 "(lower, median, upper), e.g. alpha=0.1,0.5,0.9")
+            check_quantiles((alphas[0], alphas[1], alphas[2]))
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingParams:
+        if self.loss is not None and "quantiles" in self.model_fields_set:
+            if loss_name(self.loss) != "MultiQuantile":
+                raise ValueError(f"quantiles only apply to a MultiQuantile loss (loss is "
+                                 f"{self.loss!r})")
+            if self.output_quantiles != self.quantiles:
+                raise ValueError(f"quantiles {list(self.quantiles)} differ from the loss's "
+                                 f"alphas {self.loss!r}; give one of them")
+        if "interval_coverage" in self.model_fields_set and self.kind is not ModelKind.REGRESSION:
+            raise ValueError("interval_coverage applies to point regression losses only "
+                             f"(the loss {self.loss_function!r} makes a {self.kind.value} model)")
+        return self
+
+    @property
+    def loss_function(self) -> str:
+        """The loss CatBoost is given."""
+        if self.loss is not None:
+            return self.loss
+        return "MultiQuantile:alpha=" + ",".join(f"{q:g}" for q in self.quantiles)
+
+    @property
+    def kind(self) -> ModelKind:
+        return kind_of_loss(self.loss_function)
+
+    @property
+    def output_quantiles(self) -> tuple[float, float, float] | None:
+        """The (lower, median, upper) quantiles a MultiQuantile loss predicts, else None."""
+        if self.kind is not ModelKind.QUANTILES:
+            return None
+        if self.loss is None:
+            return self.quantiles
+        a, b, c = (float(x) for x in loss_params(self.loss)["alpha"].split(",") if x.strip())
+        return (a, b, c)
 
 
 class DatasetSpec(_Frozen):
     name: Annotated[str, Field(pattern=MODEL_NAME_RE.pattern)]
     description: str = ""
-    time_column: Annotated[str, Field(pattern=COLUMN_RE)]
+    # None: the data has no time order; validation is a seeded random share of the rows.
+    time_column: Annotated[str, Field(pattern=COLUMN_RE)] | None = None
     target: Annotated[str, Field(pattern=COLUMN_RE)]
-    target_unit: Literal["days", "hours", "minutes", "none"] = "days"
+    # None = days for regression losses (what specs meant before units), none for classifiers.
+    target_unit: Literal["days", "hours", "minutes", "none"] | None = None
     target_description: str = ""
     date_field: str | None = None
     # Served predictions are clipped at clip_min only when it is set; ReportOutcome
@@ -163,7 +261,8 @@ class DatasetSpec(_Frozen):
     outcome_min: float | None = None
     outcome_max: float | None = None
     features: tuple[FeatureDef, ...]
-    baseline: BaselineSpec
+    # None: the baseline is the global training median (a classifier: the class shares).
+    baseline: BaselineSpec | None = None
     training: TrainingParams = TrainingParams()
 
     @model_validator(mode="after")
@@ -176,15 +275,50 @@ class DatasetSpec(_Frozen):
             raise ValueError("features: at least one non-date feature is needed")
         for role in ("target", "time_column"):
             column = getattr(self, role)
-            if column in names:
+            if column is not None and column in names:
                 raise ValueError(f"{role} {column!r} is also listed as a feature")
         if self.target == self.time_column:
             raise ValueError(f"target and time_column are both {self.target!r}")
+        if self.baseline is not None and any(lane.column == self.target
+                                             for lane in self.baseline.lane):
+            raise ValueError(f"baseline.lane uses the target {self.target!r}")
+        given = self.training.model_fields_set
+        if self.time_column is None and "validation_months" in given:
+            raise ValueError("training.validation_months needs a time_column (without one, "
+                             "training.validation_fraction sets the random split)")
+        if self.time_column is not None and "validation_fraction" in given:
+            raise ValueError("training.validation_fraction applies to a random split; with a "
+                             "time_column the split is training.validation_months")
         if self.date_field is not None:
             spec = self.feature(self.date_field)
             if spec is None or spec.type is not FeatureType.DATE:
                 raise ValueError(f"date_field {self.date_field!r} is not a feature of type date")
+        if self.kind is ModelKind.CLASSIFICATION:
+            if self.target_unit not in (None, "none"):
+                raise ValueError(f"target_unit {self.target_unit!r}: a classifier's target is a "
+                                 "class label; its unit is none")
+            if self.date_field is not None:
+                raise ValueError("date_field derives dates from a duration in days; a "
+                                 "classifier has none")
+            bounds = [key for key in ("clip_min", "outcome_min", "outcome_max")
+                      if getattr(self, key) is not None]
+            if bounds:
+                raise ValueError(f"{', '.join(bounds)} apply to regression losses only")
+        elif self.date_field is not None and self.unit is not Unit.DAYS:
+            raise ValueError(f"date_field {self.date_field!r} needs a target in days "
+                             f"(target_unit is {self.unit.value})")
         return self
+
+    @property
+    def kind(self) -> ModelKind:
+        """What the spec's loss makes (models.kinds.kind_of_loss)."""
+        return self.training.kind
+
+    @property
+    def unit(self) -> Unit:
+        if self.target_unit is not None:
+            return Unit(self.target_unit)
+        return Unit.NONE if self.kind is ModelKind.CLASSIFICATION else Unit.DAYS
 
     def feature(self, name: str) -> FeatureDef | None:
         return next((f for f in self.features if f.name == name), None)
@@ -197,9 +331,19 @@ class DatasetSpec(_Frozen):
     @property
     def columns(self) -> tuple[str, ...]:
         """Every CSV column the spec reads, each once, in a stable order."""
-        ordered = [self.time_column, self.target, *(f.name for f in self.features)]
-        ordered += [lane.column for lane in self.baseline.lane]
+        ordered = [self.time_column] if self.time_column is not None else []
+        ordered += [self.target, *(f.name for f in self.features)]
+        ordered += [lane.column for lane in self.baseline.lane] if self.baseline else []
         return tuple(dict.fromkeys(ordered))
+
+
+def spec_identity(spec: DatasetSpec) -> str:
+    """The spec as JSON, leaving out :data:`ADDED_TRAINING_KEYS` still at their defaults:
+    what a model's identity (its GUID in model.cbm) is derived from."""
+    defaults = TrainingParams()
+    unchanged = {key for key in ADDED_TRAINING_KEYS
+                 if getattr(spec.training, key) == getattr(defaults, key)}
+    return spec.model_dump_json(exclude={"training": unchanged})
 
 
 # --- spec loading -------------------------------------------------------------------------------
@@ -393,13 +537,20 @@ def coerce_frame(spec: DatasetSpec, frame: pd.DataFrame, *, csv: bool = False) -
     frame = frame.reset_index(drop=True)
     out: dict[str, Any] = {}
 
-    time = _dates(spec.time_column, frame[spec.time_column], rows, date_only=False)
-    _check_present(spec.time_column, time.isna().to_numpy(), rows, "the time column needs a value")
-    out[spec.time_column] = time
+    if spec.time_column is not None:
+        time = _dates(spec.time_column, frame[spec.time_column], rows, date_only=False)
+        _check_present(spec.time_column, time.isna().to_numpy(), rows,
+                       "the time column needs a value")
+        out[spec.time_column] = time
 
-    target = _numbers(spec.target, frame[spec.target], rows)
-    _check_present(spec.target, np.isnan(target), rows, "the target needs a value")
-    out[spec.target] = target
+    if spec.kind is ModelKind.CLASSIFICATION:
+        labels = _categories(frame[spec.target])
+        _check_present(spec.target, labels.isna().to_numpy(), rows, "the target needs a class")
+        out[spec.target] = labels
+    else:
+        target = _numbers(spec.target, frame[spec.target], rows)
+        _check_present(spec.target, np.isnan(target), rows, "the target needs a value")
+        out[spec.target] = target
 
     for feature in spec.features:
         values = frame[feature.name]
@@ -428,7 +579,7 @@ def coerce_frame(spec: DatasetSpec, frame: pd.DataFrame, *, csv: bool = False) -
             _check_present(feature.name, missing, rows, "the spec marks it required")
         out[feature.name] = converted
 
-    for lane in spec.baseline.lane:
+    for lane in spec.baseline.lane if spec.baseline else ():
         if lane.column not in out:
             out[lane.column] = _categories(frame[lane.column])
     return pd.DataFrame(out, columns=list(spec.columns))

@@ -245,7 +245,8 @@ def test_metrics_match_the_validation_rows(
 ) -> None:
     split = training.time_split(spec, frame)
     y = split.validation[spec.target].to_numpy()
-    predicted = result.validation_predictions
+    scored = result.validation_scored
+    predicted = np.column_stack([scored.lower, scored.value, scored.upper])
     assert (np.diff(predicted, axis=1) >= 0).all()  # quantiles sorted per row
     assert result.metrics.mae == pytest.approx(np.abs(predicted[:, 1] - y).mean(), rel=1e-5)
     baseline = training.naive_baseline(spec, split.train, split.validation)
@@ -283,6 +284,15 @@ def test_same_seed_same_model_bytes(
     assert (other / MODEL_FILE).read_bytes() != (paths[0] / MODEL_FILE).read_bytes()
 
 
+def test_keys_added_for_kinds_leave_the_demo_identity_alone(spec: DatasetSpec) -> None:
+    # model.cbm's GUID derives from spec_identity: keys at their defaults must not change it.
+    identity = dataset.spec_identity(spec)
+    assert "refit" not in identity and '"loss"' not in identity
+    refit = spec.model_copy(update={"training": spec.training.model_copy(update={"refit": True})})
+    assert '"refit":true' in dataset.spec_identity(refit)
+    assert spec.training.loss_function == "MultiQuantile:alpha=0.1,0.5,0.9"
+
+
 def test_catboost_columns_follow_the_manifest(
     spec: DatasetSpec,
     frame: pd.DataFrame,
@@ -303,7 +313,8 @@ def test_catboost_columns_follow_the_manifest(
     validation = training.time_split(spec, frame).validation
     matrix = training.model_matrix(manifest.model_features, validation).to_numpy(dtype=object)
     served = np.sort(model.predict(matrix, thread_count=1), axis=1)
-    np.testing.assert_allclose(served, result.validation_predictions)
+    scored = result.validation_scored
+    np.testing.assert_allclose(served, np.column_stack([scored.lower, scored.value, scored.upper]))
 
 
 def test_manifest_validates_and_matches_the_model_file(published: tuple[Path, Path]) -> None:
