@@ -1,5 +1,5 @@
 """Figures a model version is described by, per kind: the metrics of a manifest and the
-split-conformal interval of a point regressor. Pure numpy; training and import share it.
+split-conformal half width of a point regressor. Pure numpy; training and import share it.
 """
 
 from __future__ import annotations
@@ -8,12 +8,17 @@ import math
 
 import numpy as np
 
-from models.artifact import ConformalInterval, Unit
-from models.kinds import MIN_PROBABILITY
+from models.artifact import DAY_TOLERANCE, Unit
+from models.kinds import MIN_PROBABILITY, Scored
 
-# Fewer calibration rows than this give an interval too coarse to state: with n rows
-# the coverage guarantee is only in steps of 1 / (n + 1).
-MIN_CALIBRATION_ROWS = 20
+
+class TooFewRows(ValueError):
+    """Too few calibration rows for the asked coverage: the interval would be infinite."""
+
+    def __init__(self, rows: int, needed: int, coverage: float) -> None:
+        self.rows, self.needed = rows, needed
+        super().__init__(f"a {coverage:g} conformal interval needs at least {needed} "
+                         f"calibration rows; there are {rows}")
 
 
 def short(value: float) -> float:
@@ -21,59 +26,56 @@ def short(value: float) -> float:
     return float(f"{value:.6g}")
 
 
-def regression_metrics(y: np.ndarray, predicted: np.ndarray, unit: Unit,
-                       lower: np.ndarray | None = None, upper: np.ndarray | None = None,
-                       baseline: np.ndarray | None = None) -> dict[str, float]:
-    """MAE, RMSE, bias and (with an interval) coverage; within one day for days."""
-    error = predicted - y
-    figures = {"mae": float(np.mean(np.abs(error))),
-               "rmse": float(np.sqrt(np.mean(error ** 2))),
-               "bias": float(np.mean(error))}
-    if lower is not None and upper is not None:
-        figures["interval_coverage"] = float(np.mean((y >= lower) & (y <= upper)))
-    if unit is Unit.DAYS:
-        figures["within_one_day"] = float(np.mean(np.abs(np.floor(predicted + 0.5) - y) <= 1))
-    if baseline is not None:
-        figures["baseline_mae"] = float(np.mean(np.abs(baseline - y)))
-    return {key: short(value) for key, value in figures.items()}
+def covered(y: np.ndarray, lower: np.ndarray, upper: np.ndarray, unit: Unit) -> np.ndarray:
+    """Whether each actual lies in its interval; whole days are read with DAY_TOLERANCE."""
+    tol = DAY_TOLERANCE if unit is Unit.DAYS else 0.0
+    inside: np.ndarray = (y >= lower - tol) & (y <= upper + tol)
+    return inside
 
 
-def classification_metrics(actual: np.ndarray, proba: np.ndarray,
-                           prior: np.ndarray | None = None) -> dict[str, float]:
-    """Log loss, accuracy and Brier score of class probabilities against class indices;
-    with ``prior`` (class shares), the log loss of always answering the prior."""
-    rows = np.arange(len(actual))
-    onehot = np.zeros_like(proba)
-    onehot[rows, actual] = 1.0
+def regression_figures(y: np.ndarray, scored: Scored, unit: Unit) -> dict[str, float]:
+    """MAE, RMSE, bias (prediction - actual), interval coverage (with an interval) and,
+    for days, the share whose rounded prediction is within one day."""
+    value = scored.value
+    error = value - y
     figures = {
-        "log_loss": float(np.mean(-np.log(np.maximum(proba[rows, actual], MIN_PROBABILITY)))),
-        "accuracy": float(np.mean(np.argmax(proba, axis=1) == actual)),
-        "brier": float(np.mean(np.sum((proba - onehot) ** 2, axis=1))),
+        "mae": float(np.mean(np.abs(error))),
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "bias": float(np.mean(error)),
     }
-    if prior is not None:
-        figures["baseline_log_loss"] = float(
-            np.mean(-np.log(np.maximum(prior[actual], MIN_PROBABILITY))))
-    return {key: short(value) for key, value in figures.items()}
+    if scored.lower is not None and scored.upper is not None:
+        figures["interval_coverage"] = float(np.mean(covered(y, scored.lower, scored.upper,
+                                                             unit)))
+    if unit is Unit.DAYS:
+        figures["within_one_day"] = float(np.mean(np.abs(np.floor(value + 0.5) - y) <= 1))
+    return figures
 
 
-def conformal_interval(y: np.ndarray, predicted: np.ndarray, coverage: float,
-                       seed: int) -> ConformalInterval | None:
-    """Split conformal on rows the model was not fitted on: a seeded half calibrates the
-    half width, the other half measures the coverage it reaches. None with too few rows."""
-    n = len(y)
-    order = np.random.default_rng(seed).permutation(n)
-    calibrate, hold_out = order[: (n + 1) // 2], order[(n + 1) // 2:]
-    if len(calibrate) < MIN_CALIBRATION_ROWS:
-        return None
-    residuals = np.sort(np.abs(y[calibrate] - predicted[calibrate]))
-    rank = math.ceil((len(residuals) + 1) * coverage)
-    if rank > len(residuals):  # too few rows for this coverage: the interval would be infinite
-        return None
-    half_width = float(residuals[rank - 1])
-    held = None
-    if len(hold_out):
-        inside = np.abs(y[hold_out] - predicted[hold_out]) <= half_width
-        held = short(float(np.mean(inside)))
-    return ConformalInterval(coverage=coverage, half_width=half_width,
-                             calibration_rows=len(calibrate), held_out_coverage=held,
-                             held_out_rows=len(hold_out))
+def classification_figures(y: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Log loss (probabilities floored at MIN_PROBABILITY, as the server judges outcomes),
+    accuracy of the most probable class, and Brier score (sum over classes, row mean)."""
+    rows = np.arange(len(y))
+    p_true = np.maximum(probabilities[rows, y], MIN_PROBABILITY)
+    onehot = np.eye(probabilities.shape[1])[y]
+    return {
+        "log_loss": float(-np.mean(np.log(p_true))),
+        "accuracy": float(np.mean(np.argmax(probabilities, axis=1) == y)),
+        "brier": float(np.mean(np.sum((probabilities - onehot) ** 2, axis=1))),
+    }
+
+
+def conformal_halves(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices split in two seeded halves: (calibration, held out)."""
+    order = np.random.default_rng((seed, 1)).permutation(rows)
+    calibration = (rows + 1) // 2
+    return np.sort(order[:calibration]), np.sort(order[calibration:])
+
+
+def conformal_half_width(residuals: np.ndarray, coverage: float) -> float:
+    """The ceil((n + 1) * coverage)-th smallest absolute residual of n calibration rows:
+    under exchangeability, value +- this holds a new outcome with probability >= coverage."""
+    n = len(residuals)
+    rank = math.ceil((n + 1) * coverage)
+    if rank > n:
+        raise TooFewRows(n, math.ceil(coverage / (1.0 - coverage)), coverage)
+    return float(np.sort(np.abs(residuals))[rank - 1])

@@ -42,6 +42,7 @@ from models.artifact import (
     MODEL_FILE,
     ArtifactError,
     CategoricalReference,
+    ConformalInterval,
     FeatureSpec,
     FeatureType,
     Manifest,
@@ -55,13 +56,22 @@ from models.artifact import (
     sha256_file,
     write_manifest,
 )
-from models.evaluation import classification_metrics, conformal_interval, regression_metrics
+from models.evaluation import (
+    TooFewRows,
+    classification_figures,
+    conformal_half_width,
+    conformal_halves,
+    covered,
+    regression_figures,
+    short,
+)
 from models.kinds import KINDS, kind_of, kind_of_loss, model_classes, model_loss
 from models.loaded import LoadedVersion
 from models.training import (
     categorical_reference,
     code_revision,
     numeric_reference,
+    prediction_reference,
     utc_now,
 )
 from models.validation import MISSING_CATEGORY
@@ -238,7 +248,7 @@ def describe(model: CatBoost, sample: pd.DataFrame, options: ImportOptions,
     scorer = kind_of(output)
     scored = scorer.score(output, model, matrix)
 
-    metrics_figures: dict[str, float] = {}
+    figures: dict[str, float] = {}
     rows = 0
     if options.target is not None:
         y = _target(sample, options.target, kind, classes)
@@ -246,17 +256,15 @@ def describe(model: CatBoost, sample: pd.DataFrame, options: ImportOptions,
         if kind is ModelKind.CLASSIFICATION:
             assert scored.probabilities is not None
             prior = np.bincount(y, minlength=len(classes)) / len(y)
-            metrics_figures = classification_metrics(y, scored.probabilities, prior)
+            figures = classification_figures(y, scored.probabilities)
+            figures["baseline_log_loss"] = classification_figures(
+                y, np.tile(prior, (len(y), 1)))["log_loss"]
         else:
             if kind is ModelKind.REGRESSION and options.interval_coverage is not None:
-                interval = conformal_interval(y, scored.value, options.interval_coverage,
-                                              options.seed)
-                if interval is not None:
-                    output = output.model_copy(update={"interval": interval})
-                    scored = kind_of(output).score(output, model, matrix)
-            metrics_figures = regression_metrics(
-                y, scored.value, options.unit, scored.lower, scored.upper,
-                baseline=np.full(len(y), float(np.median(y))))
+                output = _with_interval(output, y, scored.value, options)
+                scored = kind_of(output).score(output, model, matrix)
+            figures = regression_figures(y, scored, options.unit)
+            figures["baseline_mae"] = float(np.mean(np.abs(np.median(y) - y)))
     references: dict[str, NumericReference | CategoricalReference] = {}
     for spec in features:
         if spec.type is FeatureType.DATE:
@@ -265,10 +273,9 @@ def describe(model: CatBoost, sample: pd.DataFrame, options: ImportOptions,
         references[spec.name] = (categorical_reference(sample[spec.name])
                                  if spec.type is FeatureType.CATEGORICAL
                                  else numeric_reference(np.asarray(column, dtype=np.float64)))
-    prediction = (_class_reference(scored.value, len(classes))
-                  if kind is ModelKind.CLASSIFICATION else numeric_reference(scored.value))
+    prediction = prediction_reference(output, scored)
     metrics = Metrics(
-        **metrics_figures,  # type: ignore[arg-type]
+        **{key: short(value) for key, value in figures.items()},  # type: ignore[arg-type]
         baseline=("class shares of the sample" if kind is ModelKind.CLASSIFICATION
                   else "median target of the sample") if rows else "none (no target given)",
         train_rows=0, validation_rows=rows, split="sample")
@@ -276,13 +283,27 @@ def describe(model: CatBoost, sample: pd.DataFrame, options: ImportOptions,
                                                   prediction=prediction), metrics
 
 
-def _class_reference(indices: np.ndarray, classes: int) -> NumericReference:
-    """Predicted class indices over one bin per class (edges at k - 0.5)."""
-    edges = tuple(k - 0.5 for k in range(1, classes))
-    counts = np.bincount(np.searchsorted(edges, indices, side="right"), minlength=classes)
-    total = max(len(indices), 1)
-    return NumericReference(count=len(indices), bin_edges=edges,
-                            frequencies=tuple(float(c) / total for c in counts))
+def _with_interval(output: OutputSpec, y: np.ndarray, value: np.ndarray,
+                   options: ImportOptions) -> OutputSpec:
+    """A split-conformal interval from the sample, which must be rows the model was not
+    fitted on (the import cannot check that; residuals of training rows are too small).
+    Without enough rows for the coverage, the version answers no interval."""
+    coverage = options.interval_coverage
+    assert coverage is not None
+    calibration, held_out = conformal_halves(len(y), options.seed)
+    try:
+        width = conformal_half_width(y[calibration] - value[calibration], coverage)
+    except TooFewRows:
+        return output
+    held = None
+    if len(held_out):
+        inside = covered(y[held_out], value[held_out] - width, value[held_out] + width,
+                         options.unit)
+        held = short(float(np.mean(inside)))
+    interval = ConformalInterval(coverage=coverage, half_width=width,
+                                 calibration_rows=len(calibration), held_out_coverage=held,
+                                 held_out_rows=len(held_out))
+    return output.model_copy(update={"interval": interval})
 
 
 def import_model(source: Path, options: ImportOptions,

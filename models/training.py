@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import math
 import subprocess
 import sys
 import time
@@ -52,7 +51,6 @@ import pandas as pd
 
 from models import registry
 from models.artifact import (
-    DAY_TOLERANCE,
     LEGACY_DATE_RULE,
     MODEL_FILE,
     ArtifactError,
@@ -82,7 +80,15 @@ from models.dataset import (
     load_spec,
     spec_identity,
 )
-from models.kinds import KINDS, MIN_PROBABILITY, Scored, kind_of, model_classes, model_loss
+from models.evaluation import (
+    TooFewRows,
+    classification_figures,
+    conformal_half_width,
+    conformal_halves,
+    covered,
+    regression_figures,
+)
+from models.kinds import KINDS, Scored, kind_of, model_classes, model_loss
 from models.validation import MISSING_CATEGORY  # serving encodes missing categories the same way
 
 NUMERIC_BINS = 16  # histogram bins per numeric feature: 15 interior quantile edges
@@ -428,68 +434,6 @@ def baseline_description(spec: DatasetSpec) -> str:
     return spec.baseline.describe()
 
 
-def _round_half_up(values: np.ndarray) -> np.ndarray:
-    return np.floor(values + 0.5)
-
-
-def covered(y: np.ndarray, lower: np.ndarray, upper: np.ndarray, unit: Unit) -> np.ndarray:
-    """Whether each actual lies in its interval; whole days are read with DAY_TOLERANCE."""
-    tol = DAY_TOLERANCE if unit is Unit.DAYS else 0.0
-    inside: np.ndarray = (y >= lower - tol) & (y <= upper + tol)
-    return inside
-
-
-def regression_figures(y: np.ndarray, scored: Scored, unit: Unit) -> dict[str, float]:
-    """MAE, RMSE, bias (prediction - actual), interval coverage (with an interval) and,
-    for days, the share whose rounded prediction is within one day."""
-    value = scored.value
-    error = value - y
-    figures = {
-        "mae": float(np.mean(np.abs(error))),
-        "rmse": float(np.sqrt(np.mean(error**2))),
-        "bias": float(np.mean(error)),
-    }
-    if scored.lower is not None and scored.upper is not None:
-        figures["interval_coverage"] = float(np.mean(covered(y, scored.lower, scored.upper,
-                                                             unit)))
-    if unit is Unit.DAYS:
-        figures["within_one_day"] = float(np.mean(np.abs(_round_half_up(value) - y) <= 1))
-    return figures
-
-
-def classification_figures(y: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
-    """Log loss (probabilities floored at MIN_PROBABILITY, as the server judges outcomes),
-    accuracy of the most probable class, and Brier score (sum over classes, row mean)."""
-    rows = np.arange(len(y))
-    p_true = np.maximum(probabilities[rows, y], MIN_PROBABILITY)
-    onehot = np.eye(probabilities.shape[1])[y]
-    return {
-        "log_loss": float(-np.mean(np.log(p_true))),
-        "accuracy": float(np.mean(np.argmax(probabilities, axis=1) == y)),
-        "brier": float(np.mean(np.sum((probabilities - onehot) ** 2, axis=1))),
-    }
-
-
-def conformal_halves(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Validation row indices split in two seeded halves: (calibration, held out)."""
-    order = np.random.default_rng((seed, 1)).permutation(rows)
-    calibration = (rows + 1) // 2
-    return np.sort(order[:calibration]), np.sort(order[calibration:])
-
-
-def conformal_half_width(residuals: np.ndarray, coverage: float) -> float:
-    """The ceil((n + 1) * coverage)-th smallest absolute residual of n calibration rows."""
-    n = len(residuals)
-    rank = math.ceil((n + 1) * coverage)
-    if rank > n:
-        needed = math.ceil(coverage / (1.0 - coverage))
-        raise DatasetError(
-            f"a {coverage:g} conformal interval needs at least {needed} calibration rows (half "
-            f"the validation rows); there are {n}: add rows, raise "
-            "training.validation_fraction or lower training.interval_coverage")
-    return float(np.sort(np.abs(residuals))[rank - 1])
-
-
 def conformal_interval(spec: DatasetSpec, model: catboost.CatBoost, validation: pd.DataFrame,
                        ) -> tuple[OutputSpec, Scored]:
     """A point regressor's output with its split-conformal interval, and its answers on the
@@ -506,7 +450,12 @@ def conformal_interval(spec: DatasetSpec, model: catboost.CatBoost, validation: 
     plain = output_spec(spec, model)
     value = score_rows(plain, model, features, validation).value
     calibration, held_out = conformal_halves(len(y), spec.training.seed)
-    width = _short(conformal_half_width(y[calibration] - value[calibration], coverage))
+    try:
+        width = _short(conformal_half_width(y[calibration] - value[calibration], coverage))
+    except TooFewRows as err:
+        raise DatasetError(
+            f"{err} (half the validation rows): add rows, raise "
+            "training.validation_fraction or lower training.interval_coverage") from None
     interval = ConformalInterval(coverage=coverage, half_width=width,
                                  calibration_rows=len(calibration))
     output = output_spec(spec, model, interval)
