@@ -158,8 +158,8 @@ def test_bad_canary_is_rolled_back_by_outcome_feedback_and_stays_rolled_back(
         # The file's weight stands: Prometheus' twin of the rule keeps watching the canary.
         assert value(series, "waybill_model_configured_weight", model=MODEL,
                      version="1.2.0") > 0
-        assert (value(series, "waybill_accuracy_mae_days", model=MODEL, version="1.2.0")
-                > 1.3 * value(series, "waybill_accuracy_mae_days", model=MODEL,
+        assert (value(series, "waybill_accuracy_mae", model=MODEL, version="1.2.0")
+                > 1.3 * value(series, "waybill_accuracy_mae", model=MODEL,
                               version="1.0.0") > 0)
         after = [stub.Predict(pb.PredictRequest(model=MODEL, rows=struct_rows([rows[i]]),
                                                 routing_key=f"c{i}"), timeout=10)

@@ -310,8 +310,8 @@ def test_the_grafana_dashboard_queries_only_exported_metrics(eventful: ServerPro
     for query in dashboard_queries(dashboard):
         grafana = re.fullmatch(r"\s*label_values\(\s*([a-zA-Z_:][\w:]*)\s*,\s*\w+\s*\)\s*", query)
         queried |= {grafana.group(1)} if grafana else promql_metric_names(query)
-    for name in ("waybill_drift_psi", "waybill_drift_prediction_psi", "waybill_accuracy_mae_days",
-                 "waybill_accuracy_bias_days", "waybill_accuracy_coverage",
+    for name in ("waybill_drift_psi", "waybill_drift_prediction_psi", "waybill_accuracy_mae",
+                 "waybill_accuracy_bias", "waybill_accuracy_coverage",
                  "waybill_accuracy_outcomes", "waybill_alerts_firing",
                  "waybill_alerts_transitions_total", "waybill_routing_override",
                  "waybill_rollbacks_total"):

@@ -72,8 +72,8 @@ EXPORTED = {
     "waybill_drift_unseen_rate",
     "waybill_drift_window_rows",
     # accuracy on reported outcomes (the accuracy window, by default the last hour)
-    "waybill_accuracy_mae_days",
-    "waybill_accuracy_bias_days",
+    "waybill_accuracy_mae",
+    "waybill_accuracy_bias",
     "waybill_accuracy_coverage",
     "waybill_accuracy_on_time",
     "waybill_accuracy_outcomes",

@@ -130,6 +130,24 @@ metric = "shadow_divergence"
 op = ">"
 threshold = 1.0
 window = "15m"
+
+[[models.delivery_eta.alerts]]
+name = "log-loss"
+metric = "log_loss"
+op = ">"
+threshold = 0.7
+
+[[models.delivery_eta.alerts]]
+name = "class-accuracy"
+metric = "accuracy"
+op = "<"
+threshold = 0.8
+
+[[models.delivery_eta.alerts]]
+name = "brier"
+metric = "brier"
+op = ">"
+threshold = 0.3
 """
 
 
@@ -162,6 +180,13 @@ def test_each_rule_option_reaches_its_alert() -> None:
         assert alert["annotations"]["runbook_url"].endswith("#" + alert["alert"].lower())
         assert 'model="delivery_eta"' in alert["expr"]
 
+    for rule_name, series, compare in (("log-loss", "waybill_accuracy_log_loss", "> 0.7"),
+                                       ("class-accuracy", "waybill_accuracy_accuracy", "< 0.8"),
+                                       ("brier", "waybill_accuracy_brier", "> 0.3")):
+        expr = alerts[rule_name]["expr"]
+        assert f"{series}{{" in expr and f"{compare}\n" in expr, expr
+        assert "waybill_accuracy_outcomes" in expr  # fleet-weighted by outcome counts
+
     client = alerts["client-errors"]
     expr = client["expr"]
     # Label scope "canary" resolves to the version the file names, as scoped_versions does.
@@ -190,12 +215,12 @@ def test_each_rule_option_reaches_its_alert() -> None:
 
     ratio = alerts["canary-accuracy"]["expr"]
     # The canary side names 1.2.0; the stable side is the model's stable version.
-    assert ratio.count('waybill_accuracy_mae_days{model="delivery_eta",version="1.2.0"}') == 1
-    assert ratio.count('waybill_accuracy_mae_days{model="delivery_eta"}') == 1
+    assert ratio.count('waybill_accuracy_mae{model="delivery_eta",version="1.2.0"}') == 1
+    assert ratio.count('waybill_accuracy_mae{model="delivery_eta"}') == 1
     assert ratio.count(">= 200") == 2 and ratio.rstrip().endswith("> 1.25")
     assert alerts["canary-accuracy"]["labels"]["severity"] == "critical"
 
-    assert "waybill_accuracy_mae_days" in alerts["mae"]["expr"]
+    assert "waybill_accuracy_mae" in alerts["mae"]["expr"]
     assert ">= 300" in alerts["mae"]["expr"]
     assert "waybill_accuracy_coverage" in alerts["coverage"]["expr"]
     assert "\n< 0.7\n" in alerts["coverage"]["expr"]
@@ -207,12 +232,14 @@ def test_each_rule_option_reaches_its_alert() -> None:
 def test_what_prometheus_approximates_is_said() -> None:
     out, _ = generate(EVERY_METRIC)
     header, body = out.split("\ngroups:\n")
-    for name in ("WaybillMae", "WaybillCanaryAccuracy", "WaybillCoverage", "WaybillOnTime"):
+    gauges = ("WaybillMae", "WaybillCanaryAccuracy", "WaybillCoverage", "WaybillOnTime",
+              "WaybillLogLoss", "WaybillClassAccuracy", "WaybillBrier")
+    for name in gauges:
         assert f"- {name} (delivery_eta): reads the server's accuracy gauges" in header
     assert "- WaybillCanaryAccuracy (delivery_eta): action rollback" in header
     assert "- WaybillClientErrors (" not in header and "- WaybillInputDrift (" not in header
     # And at the rule, beside the in-process rule it comes from.
-    assert body.count("# approximate: reads the server's accuracy gauges") == 4
+    assert body.count("# approximate: reads the server's accuracy gauges") == len(gauges)
     assert body.count("# approximate: action rollback") == 1
     assert "# rule canary-accuracy of model delivery_eta: mae_ratio > 1.25, scope canary" in body
 

@@ -26,7 +26,14 @@ from typing import Any
 import yaml
 
 from router.config import ModelConfig
-from server.monitoring.rules import MODEL_SCOPE, Action, AlertRule, Metric, StatusClass
+from server.monitoring.rules import (
+    MODEL_SCOPE,
+    OUTCOME_METRICS,
+    Action,
+    AlertRule,
+    Metric,
+    StatusClass,
+)
 from server.telemetry.observe import SERVER_ERROR_CODES
 
 RUNBOOK_URL = "https://github.com/OWNER/waybill/blob/main/docs/runbook.md"
@@ -35,7 +42,7 @@ BY = "namespace, model, version"  # every generated alert aggregates to one vers
 WHERE = ("{{ $labels.model }} {{ $labels.version }}"
          "{{ with $labels.namespace }} in {{ . }}{{ end }}")
 OP_WORDS = {">": "above", ">=": "at or above", "<": "below", "<=": "at or below"}
-ACCURACY = frozenset({Metric.MAE, Metric.MAE_RATIO, Metric.COVERAGE, Metric.ON_TIME})
+ACCURACY = OUTCOME_METRICS
 
 
 class PrometheusRulesError(ValueError):
@@ -203,12 +210,12 @@ def _mae_ratio(t: Target) -> str:
     # the version to compare.
     routed = (f"  {on} (max by ({BY}) (waybill_model_configured_weight{canary}) > 0)\n"
               if t.version is None else "")
-    return (f"(\n    {_fleet('waybill_accuracy_mae_days', canary)}\n"
+    return (f"(\n    {_fleet('waybill_accuracy_mae', canary)}\n"
             f"  {on} (sum by ({BY}) (waybill_accuracy_outcomes{canary}) >= {n})\n"
             f"{routed}"
             f"  unless on ({BY}) (max by ({BY}) (waybill_model_stable{canary}) == 1)\n)\n"
             f"/ on (namespace, model) group_left ()\n"
-            f"(\n    {_fleet('waybill_accuracy_mae_days', stable)}\n"
+            f"(\n    {_fleet('waybill_accuracy_mae', stable)}\n"
             f"  {on} (sum by ({BY}) (waybill_accuracy_outcomes{stable}) >= {n})\n"
             f"  {on} (max by ({BY}) (waybill_model_stable{stable}) == 1)\n)\n"
             f"{t.compare}")
@@ -337,6 +344,23 @@ def _on_time_description(t: Target) -> str:
             f"{_threshold(t, percent(t.rule.threshold), 'outcomes')}.")
 
 
+def _classes_summary(words: str, shown: str) -> Callable[[Target], str]:
+    def summary(t: Target) -> str:
+        return "{{ $labels.model }} {{ $labels.version }}: " + f"{words} {shown}"
+    return summary
+
+
+def _classes_description(words: str, shown: str) -> Callable[[Target], str]:
+    def description(t: Target) -> str:
+        return (f"On reported outcomes, the {words} of {WHERE} is {shown} "
+                f"{_threshold(t, number(t.rule.threshold), 'outcomes')}.")
+    return description
+
+
+_NUMBER = "{{ $value | printf \"%.3f\" }}"
+_PERCENT = "{{ $value | humanizePercentage }}"
+
+
 def _shadow_summary(t: Target) -> str:
     return ("{{ $labels.model }} shadow {{ $labels.version }}: "
             "{{ $value | printf \"%.2f\" }} days from the served answer")
@@ -358,13 +382,22 @@ TEMPLATES: Mapping[Metric, Template] = {
                                  _feature_description),
     Metric.PREDICTION_PSI: Template(QUALITY, _prediction_psi, _psi("prediction drift"),
                                     _prediction_description),
-    Metric.MAE: Template(QUALITY, _accuracy("waybill_accuracy_mae_days"), _mae_summary,
+    Metric.MAE: Template(QUALITY, _accuracy("waybill_accuracy_mae"), _mae_summary,
                          _mae_description),
     Metric.MAE_RATIO: Template(QUALITY, _mae_ratio, _ratio_summary, _ratio_description),
     Metric.COVERAGE: Template(QUALITY, _accuracy("waybill_accuracy_coverage"),
                               _coverage_summary, _coverage_description),
     Metric.ON_TIME: Template(QUALITY, _accuracy("waybill_accuracy_on_time"),
                              _on_time_summary, _on_time_description),
+    Metric.LOG_LOSS: Template(QUALITY, _accuracy("waybill_accuracy_log_loss"),
+                              _classes_summary("log loss", _NUMBER),
+                              _classes_description("mean log loss", _NUMBER)),
+    Metric.CLASS_ACCURACY: Template(QUALITY, _accuracy("waybill_accuracy_accuracy"),
+                                    _classes_summary("accuracy", _PERCENT),
+                                    _classes_description("share of right classes", _PERCENT)),
+    Metric.BRIER: Template(QUALITY, _accuracy("waybill_accuracy_brier"),
+                           _classes_summary("Brier score", _NUMBER),
+                           _classes_description("mean Brier score", _NUMBER)),
     Metric.SHADOW_DIVERGENCE: Template(QUALITY, _shadow, _shadow_summary, _shadow_description),
 }
 _missing = set(Metric) - set(TEMPLATES)

@@ -57,16 +57,22 @@ class Metric(StrEnum):
     LATENCY = "latency"  # the `quantile` of Predict latency, seconds
     FEATURE_PSI = "feature_psi"  # PSI of `feature`, or the largest over features
     PREDICTION_PSI = "prediction_psi"  # PSI of the predictions against training
-    MAE = "mae"  # mean absolute error over reported outcomes, days
+    MAE = "mae"  # regression: mean absolute error over reported outcomes, model's unit
     MAE_RATIO = "mae_ratio"  # MAE divided by the stable version's MAE in the same window
     COVERAGE = "coverage"  # share of outcomes inside the predicted interval
     ON_TIME = "on_time"  # share of deliveries that arrived by the predicted date
-    SHADOW_DIVERGENCE = "shadow_divergence"  # mean |shadow - served| median, days
+    LOG_LOSS = "log_loss"  # classifiers: mean -ln p(actual class) over reported outcomes
+    CLASS_ACCURACY = "accuracy"  # classifiers: share whose most probable class was right
+    BRIER = "brier"  # classifiers: mean Brier score over reported outcomes
+    SHADOW_DIVERGENCE = "shadow_divergence"  # mean |shadow - served|, model's unit
 
 
+# Metrics of reported outcomes, read over the rule's `window`.
+OUTCOME_METRICS = frozenset({Metric.MAE, Metric.MAE_RATIO, Metric.COVERAGE, Metric.ON_TIME,
+                             Metric.LOG_LOSS, Metric.CLASS_ACCURACY, Metric.BRIER})
 # Metrics read over the rule's `window`; the drift ones use the newest closed drift window.
-WINDOWED = frozenset({Metric.ERROR_RATE, Metric.LATENCY, Metric.MAE, Metric.MAE_RATIO,
-                      Metric.COVERAGE, Metric.ON_TIME, Metric.SHADOW_DIVERGENCE})
+WINDOWED = frozenset({Metric.ERROR_RATE, Metric.LATENCY, Metric.SHADOW_DIVERGENCE}
+                     | OUTCOME_METRICS)
 
 
 class Severity(StrEnum):

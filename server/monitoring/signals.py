@@ -197,17 +197,13 @@ class Signals:
         mine = self.accuracy(model, rule.window).get(version)
         return mine if mine is not None and mine.outcomes > 0 else None
 
-    def _mae(self, rule: AlertRule, model: str, version: str, _stable: str) -> Reading:
+    def _figure(self, rule: AlertRule, model: str, version: str, _stable: str) -> Reading:
+        """An accuracy figure of the version's outcomes; no value where its kind has none
+        (a classifier has no MAE, a regressor no log loss, an undated row no on-time)."""
         mine = self._mine(rule, model, version)
-        return NO_DATA if mine is None else Reading(mine.mae, mine.outcomes)
-
-    def _coverage(self, rule: AlertRule, model: str, version: str, _stable: str) -> Reading:
-        mine = self._mine(rule, model, version)
-        return NO_DATA if mine is None else Reading(mine.coverage, mine.outcomes)
-
-    def _on_time(self, rule: AlertRule, model: str, version: str, _stable: str) -> Reading:
-        mine = self._mine(rule, model, version)
-        return NO_DATA if mine is None else Reading(mine.on_time, mine.outcomes)
+        if mine is None:
+            return NO_DATA
+        return Reading(getattr(mine, _FIGURES[rule.metric]), mine.outcomes)
 
     def _mae_ratio(self, rule: AlertRule, model: str, version: str, stable: str) -> Reading:
         # Both sides need enough outcomes, so the sample count is the smaller.
@@ -223,6 +219,12 @@ class Signals:
 
 Reader = Callable[[Signals, AlertRule, str, str, str], Reading]
 
+# The Accuracy field each outcome figure reads.
+_FIGURES: Mapping[Metric, str] = MappingProxyType({
+    Metric.MAE: "mae", Metric.COVERAGE: "coverage", Metric.ON_TIME: "on_time",
+    Metric.LOG_LOSS: "log_loss", Metric.CLASS_ACCURACY: "accuracy", Metric.BRIER: "brier",
+})
+
 # One reader per metric, (signals, rule, model, version, stable version) -> reading. A
 # metric without a reader is refused here, at import, not read as some other metric.
 READERS: Mapping[Metric, Reader] = MappingProxyType({
@@ -230,10 +232,13 @@ READERS: Mapping[Metric, Reader] = MappingProxyType({
     Metric.LATENCY: Signals._latency,
     Metric.FEATURE_PSI: Signals._feature_psi,
     Metric.PREDICTION_PSI: Signals._prediction_psi,
-    Metric.MAE: Signals._mae,
+    Metric.MAE: Signals._figure,
     Metric.MAE_RATIO: Signals._mae_ratio,
-    Metric.COVERAGE: Signals._coverage,
-    Metric.ON_TIME: Signals._on_time,
+    Metric.COVERAGE: Signals._figure,
+    Metric.ON_TIME: Signals._figure,
+    Metric.LOG_LOSS: Signals._figure,
+    Metric.CLASS_ACCURACY: Signals._figure,
+    Metric.BRIER: Signals._figure,
     Metric.SHADOW_DIVERGENCE: Signals._shadow_divergence,
 })
 _unread = set(Metric) - set(READERS)

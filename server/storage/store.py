@@ -354,8 +354,11 @@ class Store:
                     for a in accuracy() if (value := getattr(a, read)) is not None]
 
         for name, unit, what, read in (
-            ("waybill.accuracy.mae", "d", "Mean absolute error over recent outcomes", "mae"),
-            ("waybill.accuracy.bias", "d", "Mean (predicted - actual) over recent outcomes",
+            # No unit in the name: each version's is its own (GetModel's output.unit).
+            ("waybill.accuracy.mae", "",
+             "Mean absolute error over recent outcomes, in the model's unit", "mae"),
+            ("waybill.accuracy.bias", "",
+             "Mean (predicted - actual) over recent outcomes, in the model's unit",
              "bias"),
             ("waybill.accuracy.coverage", "{ratio}", "Share of outcomes inside the interval",
              "coverage"),
@@ -366,8 +369,8 @@ class Store:
             ("waybill.accuracy.accuracy", "{ratio}",
              "Classifiers: share of recent outcomes whose most probable class was right",
              "accuracy"),
-            ("waybill.accuracy.brier", "1", "Classifiers: mean Brier score over recent outcomes",
-             "brier"),
+            ("waybill.accuracy.brier", "{score}",
+             "Classifiers: mean Brier score over recent outcomes", "brier"),
             ("waybill.accuracy.outcomes", "{outcome}", "Outcomes in the accuracy window",
              "outcomes"),
         ):
