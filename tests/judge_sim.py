@@ -77,14 +77,14 @@ def simulate(spec: JudgeSpec, *, seed: int, trials: int, effect: float = 0.0,
              canary_share: float = 0.2, batches_per_period: int = 5,
              period_scale: tuple[float, ...] = (1.0,),
              period_share: tuple[float, ...] | None = None,
-             stop_when_decided: bool = False) -> Trials:
+             stop_on: tuple[Outcome, ...] = ()) -> Trials:
     """Run ``trials`` canaries whose losses are ``1 + effect`` times stable's.
 
     Period ``p`` multiplies both versions' losses by ``period_scale[p % len]`` (a
     traffic mix that changes over the day) and routes ``period_share[p % len]`` of its
-    outcomes to the canary (``canary_share`` when None). ``stop_when_decided`` ends a
-    trial at its first WORSE or NOT_WORSE; otherwise it runs to ``max_outcomes``, so
-    "ever WORSE" counts every look.
+    outcomes to the canary (``canary_share`` when None). A trial ends at its first
+    verdict in ``stop_on`` (a rollback ends a canary's life; a NOT_WORSE only recommends)
+    or at ``max_outcomes``, so with none "ever WORSE" counts every look.
     """
     rng = np.random.default_rng(seed)
     n_batches = max_outcomes // batch
@@ -124,7 +124,7 @@ def simulate(spec: JudgeSpec, *, seed: int, trials: int, effect: float = 0.0,
                 first_worse[t] = (i + 1) * batch
             elif verdict.outcome == Outcome.NOT_WORSE and not first_not_worse[t]:
                 first_not_worse[t] = (i + 1) * batch
-            if stop_when_decided and verdict.outcome != Outcome.UNDECIDED:
+            if verdict.outcome in stop_on:
                 break
         last[t] = (verdict.effect if verdict.effect is not None else np.nan,
                    verdict.low, verdict.high)

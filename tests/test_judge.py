@@ -210,7 +210,8 @@ def test_a_canary_like_stable_is_rarely_ever_judged_worse() -> None:
 def test_a_canary_30_percent_worse_is_judged_worse() -> None:
     """(b) A canary whose losses are 1.3 times stable's is WORSE in >= 95 % of 1 000
     trials within 5 000 outcomes, typically within about 2 000."""
-    trials = simulate(JudgeSpec(), seed=202, trials=1_000, effect=0.3, stop_when_decided=True)
+    trials = simulate(JudgeSpec(), seed=202, trials=1_000, effect=0.3,
+                      stop_on=(Outcome.WORSE,))
     median = trials.median_to_worse()
     quartiles = np.percentile(trials.first_worse[trials.first_worse > 0], [25, 75])
     print(f"\n(b) power at +30 %: {trials.worse:.3f}; outcomes to WORSE: median {median:.0f},"
@@ -226,7 +227,8 @@ def test_a_canary_like_stable_is_eventually_judged_not_worse() -> None:
     by 30 000 outcomes (looks every 100 outcomes here: the power, not the error rate, is
     measured, and fewer looks only delay a decision)."""
     trials = simulate(JudgeSpec(min_effect=0.1), seed=303, trials=200, max_outcomes=30_000,
-                      batch=100, batches_per_period=1, stop_when_decided=True)
+                      batch=100, batches_per_period=1,
+                      stop_on=(Outcome.WORSE, Outcome.NOT_WORSE))
     print(f"\n(c) NOT_WORSE by 30000 outcomes: {trials.not_worse:.3f}, median outcomes "
           f"{trials.median_to_not_worse():.0f}; WORSE {trials.worse:.3f}")
     assert trials.not_worse >= 0.85
