@@ -25,8 +25,8 @@ LossDraw = Callable[[np.random.Generator, tuple[int, ...]], Floats]
 
 def skewed_errors(rng: np.random.Generator, shape: tuple[int, ...]) -> Floats:
     """Absolute errors of a real regression model, roughly: most are gamma-shaped around
-    a day, and a sixth come from a lognormal tail (late parcels). Mean about 1.7, sd 2.2,
-    skewness about 5."""
+    a day, and a sixth come from a lognormal tail (late parcels). Mean about 1.6, sd 2.0,
+    skewness about 8."""
     body = rng.gamma(1.3, 1.0, size=shape)
     tail = rng.lognormal(0.6, 1.0, size=shape)
     out: Floats = np.where(rng.random(shape) < 1 / 6, tail, body)
