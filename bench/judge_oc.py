@@ -23,6 +23,7 @@ from xml.sax.saxutils import escape
 
 import benchlib as bl
 import numpy as np
+import numpy.typing as npt
 
 sys.path.insert(0, str(bl.ROOT))  # the tests' simulator
 
@@ -36,7 +37,15 @@ COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e")
 SEED = 20
 
 
-def by(first: np.ndarray, budget: int) -> float:
+def worse_at(trials: Trials) -> npt.NDArray[np.int64]:
+    return trials.first_worse
+
+
+def not_worse_at(trials: Trials) -> npt.NDArray[np.int64]:
+    return trials.first_not_worse
+
+
+def by(first: npt.NDArray[np.int64], budget: int) -> float:
     """Share of trials decided (first time > 0) within ``budget`` outcomes."""
     return float(np.mean((first > 0) & (first <= budget)))
 
@@ -78,9 +87,8 @@ def svg_chart(results: dict[float, Trials], spec: JudgeSpec, trials: int) -> str
         out.append(f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>'
                    f'{escape(s)}</text>')
 
-    panels = (("Rolled back (WORSE) within n outcomes", lambda t: t.first_worse),
-              ("Promotion advised (NOT_WORSE) within n outcomes",
-               lambda t: t.first_not_worse))
+    panels = (("Rolled back (WORSE) within n outcomes", worse_at),
+              ("Promotion advised (NOT_WORSE) within n outcomes", not_worse_at))
     for i, (title, first_of) in enumerate(panels):
         x0 = left + i * (pw + gap)
 
@@ -144,8 +152,8 @@ def main() -> None:
                                    stop_on=(Outcome.WORSE,))
     head = "| true effect | " + " | ".join(f"n = {n:,}" for n in BUDGETS) + " |"
     rule = "|---:|" + "---:|" * len(BUDGETS)
-    for name, first_of in (("P(WORSE within n outcomes)", lambda t: t.first_worse),
-                           ("P(NOT_WORSE within n outcomes)", lambda t: t.first_not_worse)):
+    for name, first_of in (("P(WORSE within n outcomes)", worse_at),
+                           ("P(NOT_WORSE within n outcomes)", not_worse_at)):
         print(f"\n{name}\n\n{head}\n{rule}")
         for effect in TABLE_EFFECTS:
             cells = " | ".join(f"{by(first_of(results[effect]), n):.3f}" for n in BUDGETS)

@@ -81,7 +81,8 @@ def test_a_negative_or_non_finite_loss_is_refused(bad: float) -> None:
 
 
 @pytest.mark.parametrize(("field", "value"), [
-    ("alpha", 0.0), ("alpha", 0.5), ("min_effect", 0.0), ("period_s", 0.0),
+    ("alpha", 0.0), ("alpha", 0.5), ("alpha", math.nan), ("min_effect", 0.0),
+    ("min_effect", 10.0), ("period_s", 0.0),
     ("period_s", math.inf), ("min_samples", 1), ("tuned_for", 0.5)])
 def test_spec_fields_are_checked(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"^{field} = "):
@@ -179,6 +180,16 @@ def test_verdicts_agree_with_their_interval_and_e_values() -> None:
             assert u * s - c == pytest.approx(zb * math.sqrt(variance_at(summary, u)),
                                               rel=1e-7)
     assert seen == set(Outcome)
+
+
+def test_losses_without_spread_give_a_point_interval() -> None:
+    acc = PairedLosses()
+    for p in range(30):
+        acc.add(p, Side.CANARY, Moments.of([2.0, 2.0]))
+        acc.add(p, Side.STABLE, Moments.of([1.0] * 8))
+    v = judge(JudgeSpec(), acc.summary)
+    assert (v.outcome, v.effect, v.low, v.high) == (Outcome.WORSE, 1.0, 1.0, 1.0)
+    assert v.e_worse == math.inf and v.p_value == 0.0
 
 
 def test_an_unbounded_ratio_reads_as_infinite() -> None:

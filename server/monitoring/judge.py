@@ -138,8 +138,9 @@ class JudgeSpec:
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 0.5:
             raise ValueError(f"alpha = {self.alpha!r}: must be in (0, 0.5)")
-        if not 0.0 < self.min_effect <= 10.0:
-            raise ValueError(f"min_effect = {self.min_effect!r}: must be in (0, 10]")
+        if not 0.0 < self.min_effect <= 1.0:
+            raise ValueError(f"min_effect = {self.min_effect!r}: must be a fraction in (0, 1]"
+                             " (0.10 is 10 %)")
         if not (math.isfinite(self.period_s) and self.period_s > 0.0):
             raise ValueError(f"period_s = {self.period_s!r}: must be a positive number")
         if self.min_samples < 2:
@@ -344,7 +345,9 @@ class PairedLosses:
         recomputes it from scratch whenever that matters."""
         tau, c, s, a, b, a_f, b_f = self._sums
         n_c, n_s, periods = self._counts
-        return Summary(tau, c, s, a, b, a_f, b_f, n_c, n_s, periods)
+        # Sums of nonnegative terms cannot be negative; rounding must not make them so.
+        return Summary(max(0.0, tau), c, s, max(0.0, a), max(0.0, b), max(0.0, a_f),
+                       max(0.0, b_f), n_c, n_s, periods)
 
 
 _EMPTY = (Moments(), Moments())
@@ -471,9 +474,9 @@ def ratio_bounds(summary: Summary, z: float) -> tuple[float, float]:
         alpha2 = (a_floor if hi > switch_a else 0.0) + (b if hi > switch_b else 0.0)
         for root in _roots(s * s - z * z * alpha2, -2.0 * c * s, c * c - z * z * alpha0):
             if lo * (1 - 1e-12) <= root <= hi * (1 + 1e-12):
-                if root <= u_hat:
+                if root <= u_hat:  # both, for a root at the estimate (no spread at all)
                     low = max(low, root)
-                else:
+                if root >= u_hat:
                     high = min(high, root)
     return low, high
 
