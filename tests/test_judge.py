@@ -80,6 +80,13 @@ def test_a_negative_or_non_finite_loss_is_refused(bad: float) -> None:
         Moments.of([1.0, bad])
 
 
+@pytest.mark.parametrize("bad", [Moments(-1, 1.0, 0.0), Moments(2, -1.0, 0.0),
+                                 Moments(2, 1.0, -0.1), Moments(2, math.nan, 0.0)])
+def test_impossible_moments_are_refused(bad: Moments) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        PairedLosses().add(0, Side.CANARY, bad)
+
+
 @pytest.mark.parametrize(("field", "value"), [
     ("alpha", 0.0), ("alpha", 0.5), ("alpha", math.nan), ("min_effect", 0.0),
     ("min_effect", 10.0), ("period_s", 0.0),

@@ -304,6 +304,9 @@ class PairedLosses:
         """Merge one side's losses (as moments) of one period."""
         if moments.count == 0:
             return
+        if not (moments.count > 0 and moments.mean >= 0.0 and moments.m2 >= 0.0
+                and math.isfinite(moments.mean) and math.isfinite(moments.m2)):
+            raise ValueError(f"{moments!r}: losses are >= 0, so count, mean and m2 must be")
         canary, stable = self._periods.get(period, _EMPTY)
         self._count(canary, stable, -1)
         if side == Side.CANARY:
