@@ -34,6 +34,9 @@ class LoadedVersion:
         self.output = manifest.output
         self.kind: Kind = kind_of(manifest.output)
         self.coverage = manifest.output.interval_coverage
+        # Histogram buckets that suit the version's unit and range: the bin edges of its
+        # training predictions.
+        self.value_bounds = manifest.reference.prediction.bin_edges
         self.feature_names = frozenset(f.name for f in manifest.features)
         self._model = model
         self._validator = RowValidator(manifest)

@@ -14,6 +14,7 @@ import json
 import pickle
 import shutil
 import subprocess
+import urllib.request
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -373,3 +374,35 @@ def test_import_refuses_what_it_cannot_serve_faithfully(
     assert first.returncode == 0, first.stderr
     again = import_model(tmp_path / "reg", notebook.files / "delay.cbm", "m", sample)
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_prediction_histograms_use_each_versions_own_buckets(
+        kinds_server: ServerProcess, kinds_registry: Path,
+        stub: pb_grpc.PredictionServiceStub, notebook: Notebook) -> None:
+    stub.Predict(pb.PredictRequest(model="arrival_delay",
+                                   rows=struct_rows(notebook.sample.iloc[:5])))
+    with urllib.request.urlopen(kinds_server.metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    manifest = json.loads((kinds_registry / "arrival_delay" / "1.0.0" / "model.json").read_text())
+    edges = manifest["reference"]["prediction"]["bin_edges"]
+    assert min(edges) < 0  # minutes early: the buckets follow the model, not days
+    buckets = [line for line in text.splitlines()
+               if line.startswith("waybill_prediction_value_bucket{")
+               and 'model="arrival_delay"' in line]
+    bounds = [float(line.split('le="')[1].split('"')[0]) for line in buckets]
+    assert bounds[:-1] == pytest.approx(edges) and bounds[-1] == float("inf")
+    assert not any(line.startswith("waybill_prediction_transit_days")
+                   and 'model="arrival_delay"' in line for line in text.splitlines())
+
+
+def test_predict_stream_answers_each_kind(notebook: Notebook,
+                                         stub: pb_grpc.PredictionServiceStub) -> None:
+    rows = notebook.sample.iloc[:20]
+    requests = [pb.PredictStreamRequest(request=pb.PredictRequest(
+        model=name, rows=struct_rows(rows))) for name in ("arrival_delay", "band")]
+    delay, band = list(stub.PredictStream(iter(requests)))
+    np.testing.assert_allclose([p.value for p in delay.response.predictions],
+                               notebook.delay.predict(rows[FEATURES]), rtol=0, atol=1e-9)
+    np.testing.assert_allclose([list(p.probabilities) for p in band.response.predictions],
+                               notebook.band.predict_proba(rows[FEATURES]), rtol=0, atol=1e-9)
+    assert band.response.kind == "classification"

@@ -282,10 +282,8 @@ class Predictor:
                          new_prediction_ids(n_rows), scored, order_days)
         if self._store is not None:
             self._log(version, order_days, outcome, scored)
-        if outcome.delivery and outcome.values is not None:
-            observer.predicted(call, n_rows, outcome.values)
-        else:
-            observer.predicted(call, n_rows, ())
+        values = outcome.values if outcome.values is not None else scored.value.tolist()
+        observer.predicted(call, n_rows, values, version.value_bounds, outcome.delivery)
         return outcome
 
     def _log(self, version: LoadedVersion, order_days: list[int | None],

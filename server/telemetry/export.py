@@ -238,7 +238,8 @@ class _Histograms:
                     HistogramDataPoint(
                         attributes=dict(p.attributes), start_time_unix_nano=p.start_ns,
                         time_unix_nano=now, count=p.count, sum=p.sum,
-                        bucket_counts=list(p.counts), explicit_bounds=bounds,
+                        bucket_counts=list(p.counts),
+                        explicit_bounds=list(p.bounds) if p.bounds else bounds,
                         min=p.min, max=p.max)
                     for p in source.points() if p.count
                 ]

@@ -94,10 +94,11 @@ class Counter:
 
 
 class _Point:
-    __slots__ = ("counts", "max", "min", "start_ns", "sum")
+    __slots__ = ("bounds", "counts", "max", "min", "start_ns", "sum")
 
-    def __init__(self, buckets: int) -> None:
-        self.counts = [0] * buckets
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
         self.min = float("inf")
         self.max = float("-inf")
@@ -114,6 +115,8 @@ class HistogramPoint:
     min: float
     max: float
     start_ns: int
+    # This label set's own bucket bounds; empty: the histogram's.
+    bounds: tuple[float, ...] = ()
 
     @property
     def count(self) -> int:
@@ -141,7 +144,7 @@ class Histogram:
         with self._lock:
             point = self._points.get(key)
             if point is None:
-                point = self._points[key] = _Point(len(self.bounds) + 1)
+                point = self._points[key] = _Point(self.bounds)
             point.counts[index] += 1
             point.sum += value
             if value < point.min:
@@ -149,12 +152,15 @@ class Histogram:
             if value > point.max:
                 point.max = value
 
-    def record_many(self, key: tuple[Any, ...], values: Iterable[float]) -> None:
-        bounds = self.bounds
+    def record_many(self, key: tuple[Any, ...], values: Iterable[float],
+                    bounds: tuple[float, ...] | None = None) -> None:
+        """``bounds``: this label set's own buckets, fixed by its first record (a model
+        version's values in its own unit and range); None: the histogram's."""
         with self._lock:
             point = self._points.get(key)
             if point is None:
-                point = self._points[key] = _Point(len(bounds) + 1)
+                point = self._points[key] = _Point(self.bounds if bounds is None else bounds)
+            bounds = point.bounds
             counts = point.counts
             for value in values:
                 counts[bisect.bisect_left(bounds, value)] += 1
@@ -167,11 +173,11 @@ class Histogram:
     def points(self) -> list[HistogramPoint]:
         labels = self.labels
         with self._lock:
-            copied = [(k, tuple(p.counts), p.sum, p.min, p.max, p.start_ns)
+            copied = [(k, tuple(p.counts), p.sum, p.min, p.max, p.start_ns, p.bounds)
                       for k, p in self._points.items()]
         return [HistogramPoint(dict(zip(labels, k, strict=True)), counts, total, low, high,
-                               start)
-                for k, counts, total, low, high, start in copied]
+                               start, () if bounds == self.bounds else bounds)
+                for k, counts, total, low, high, start, bounds in copied]
 
 
 class HistogramSource:
@@ -309,6 +315,10 @@ class Observer:
             "waybill.prediction.transit_days", ("model", "version"), "d",
             "Predicted transit days (the median) per row, by served version",
             TRANSIT_DAY_BOUNDS)
+        self.prediction_values = Histogram(
+            "waybill.prediction.value", ("model", "version"), "",
+            "Predicted value per row in the model's unit (a classifier: the class index); "
+            "each version's buckets are the bin edges of its training predictions", ())
         self.validation_failures = Counter(
             "waybill.validation.failures", ("model", "version", "field", "rule"),
             "{violation}",
@@ -325,6 +335,7 @@ class Observer:
             "Outcomes newly recorded by ReportOutcome, by the version that predicted")
         self._histograms: list[HistogramSource | Histogram] = [
             self.rpc_duration, self.request_duration, self.rows, self.transit_days,
+            self.prediction_values,
             self.batch_rows, self.batch_requests]
         if meter is not None:
             for counter in (self.requests, self.validation_failures, self.outcomes):
@@ -459,10 +470,15 @@ class Observer:
         self.batch_rows.record(key, rows)
         self.batch_requests.record(key, requests)
 
-    def predicted(self, call: Call, rows: int, medians: Sequence[float]) -> None:
+    def predicted(self, call: Call, rows: int, values: Sequence[float],
+                  bounds: tuple[float, ...], delivery: bool) -> None:
+        """``values``: the rows' predicted values (a classifier's: its class indices), binned
+        over ``bounds``, the version's own; ``delivery``: they are transit days too."""
         key = (call.model or UNKNOWN, call.version)
         self.rows.record(key, rows)
-        self.transit_days.record_many(key, medians)
+        self.prediction_values.record_many(key, values, bounds)
+        if delivery:
+            self.transit_days.record_many(key, values)
 
     def outcomes_reported(self, keys: Iterable[tuple[str, str]]) -> None:
         for key in keys:
