@@ -14,8 +14,8 @@ import json
 import pickle
 import shutil
 import subprocess
-import urllib.request
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
