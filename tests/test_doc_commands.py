@@ -51,7 +51,10 @@ WAYBILL_SKIPPED = {"serve", "datagen", "train"}  # a server, training data, a mi
 
 def fenced_blocks(path: Path) -> list[tuple[str, str, int]]:
     """(language, body, end offset) of every fenced block, in order."""
-    text = path.read_text()
+    return fenced_blocks_in(path.read_text())
+
+
+def fenced_blocks_in(text: str) -> list[tuple[str, str, int]]:
     return [(m.group(1), m.group(2), m.end()) for m in FENCE.finditer(text)]
 
 
@@ -139,7 +142,11 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A working directory with a copy of deploy/ and a `.venv/bin` that runs this
     checkout: `.venv/bin/waybill` is `python -m server.runtime.cli`."""
-    work = tmp_path_factory.mktemp("docs-work")
+    return make_workdir(tmp_path_factory.mktemp("docs-work"))
+
+
+def make_workdir(work: Path) -> Path:
+    """``work`` with a copy of deploy/ and the `.venv/bin` shims (see ``workdir``)."""
     shutil.copytree(ROOT / "deploy", work / "deploy", symlinks=True)
     bin_dir = work / ".venv" / "bin"
     bin_dir.mkdir(parents=True)

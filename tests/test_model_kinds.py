@@ -211,6 +211,7 @@ def test_a_classifier_answers_its_own_predict_proba(
 def accuracy_of(admin: admin_pb2_grpc.AdminServiceStub, model: str) -> admin_pb2.VersionAccuracy:
     reply = admin.GetAccuracy(admin_pb2.GetAccuracyRequest(model=model, window_seconds=3600))
     (figures,) = reply.versions
+    assert isinstance(figures, admin_pb2.VersionAccuracy)
     return figures
 
 
