@@ -15,10 +15,11 @@ PACKAGES = ("server", "router", "models")
 
 # Top to bottom: a sub-package of server/ may import its own and the ones below it.
 SERVER_LAYERS = ("runtime", "transport", "serving", "monitoring", "storage", "telemetry")
-# Where gRPC (grpc, grpc_*, the generated waybill.v1 stubs) may be imported at all; the
-# OTLP exporter speaks gRPC too, and only telemetry's export may load it.
+# Where gRPC (grpc, grpc_*, the generated waybill.v1 and inference stubs) may be imported at
+# all; the OTLP exporter speaks gRPC too, and only telemetry's export may load it.
 GRPC_ALLOWED = ("server.runtime", "server.transport")
-GRPC_MODULES = ("grpc", "grpc_health", "grpc_reflection", "grpc_status", "waybill")
+GRPC_MODULES = ("grpc", "grpc_health", "grpc_reflection", "grpc_status", "waybill",
+                "inference")
 OTLP_GRPC = "opentelemetry.exporter.otlp.proto.grpc"
 # What router/ may import of the project: itself and the naming rules of versions.
 ROUTER_ALLOWED = ("router", "models.naming")
