@@ -71,16 +71,19 @@ Values = Sequence[Any] | np.ndarray
 class Columns:
     """A request's values by feature name: each sequence holds one value per row,
     None where the row has no value. ``by_row`` says how the caller sent them, which
-    decides how a bad value is named: ``rows[3].zip_code`` or ``columns.zip_code[3]``."""
+    decides how a bad value is named: ``rows[3].zip_code`` or ``columns.zip_code[3]``
+    (``prefix`` names the request field that holds the columns: ``inputs`` for the Open
+    Inference Protocol's tensors)."""
 
     n_rows: int
     values: Mapping[str, Values]
     by_row: bool = True
+    prefix: str = "columns"
 
     def field(self, name: str, row: int | None) -> str:
         if self.by_row:
             return f"rows[{row}].{name}"
-        return f"columns.{name}" if row is None else f"columns.{name}[{row}]"
+        return f"{self.prefix}.{name}" if row is None else f"{self.prefix}.{name}[{row}]"
 
 
 def rows_to_columns(rows: Sequence[Mapping[str, Any]]) -> Columns:

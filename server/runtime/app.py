@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from inference import open_inference_grpc_pb2
 from waybill.v1 import admin_pb2, prediction_pb2
 
 from models.loaded import LoadedVersion
@@ -37,10 +38,11 @@ from server.serving.reloads import ConfigRejected, RoutingReloader, watch
 from server.serving.shadow import ShadowScorer
 from server.serving.state import ServingState, Snapshot
 from server.storage.store import Store
-from server.telemetry.export import FLUSH_MAX_S, Telemetry, TelemetryError
+from server.telemetry.export import FLUSH_MAX_S, VERSION, Telemetry, TelemetryError
 from server.telemetry.observe import Instrumented, Observer, observe_process
 from server.transport.admin_service import AdminService
 from server.transport.auth import BearerToken, server_credentials
+from server.transport.inference_service import InferenceService
 from server.transport.prediction_service import PredictionService
 from server.transport.reflection import enable_reflection
 from server.transport.rpc import add_service, quiet, start_draining, stopped_accepting
@@ -51,6 +53,9 @@ log = logging.getLogger("waybill.server")
 _PREDICTION = prediction_pb2.DESCRIPTOR.services_by_name["PredictionService"]
 PREDICTION_SERVICE = _PREDICTION.full_name
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+# The Open Inference Protocol (KServe V2), beside waybill.v1 on the public port.
+INFERENCE_SERVICE = open_inference_grpc_pb2.DESCRIPTOR.services_by_name[
+    InferenceService.NAME].full_name
 _HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
 HEALTH_METHODS = frozenset(f"/{_HEALTH.full_name}/{m.name}" for m in _HEALTH.methods)
 # Looked up, not spelled out: a renamed method fails here instead of leaving outcomes open.
@@ -244,8 +249,9 @@ class WaybillServer:
         self.alerts.seed(self.journal.firing())
         self._alerting: asyncio.Task[None] | None = None
         self._following: asyncio.Task[None] | None = None
-        # One health service per port: the public one answers for PredictionService, the
-        # admin one for AdminService; both SERVING once started, NOT_SERVING on drain.
+        # One health service per port: the public one answers for PredictionService and
+        # GRPCInferenceService, the admin one for AdminService; both SERVING once started,
+        # NOT_SERVING on drain.
         self._health = health.aio.HealthServicer()
         self._admin_health = health.aio.HealthServicer()
         self._watcher: asyncio.Task[None] | None = None
@@ -264,8 +270,14 @@ class WaybillServer:
             siblings=settings.reuse_port,
             streams=StreamBudget(settings.max_streams, settings.stream_rows),
             outcome_scorer=OutcomeScorer(self.state, settings.registry)))
+        # The same predictor: V2 calls are routed, validated, scored, logged and
+        # monitored exactly as Predict calls are.
+        add_service(self._server, InferenceService(
+            predictor, self.state, settings.default_deadline_s, self.observer,
+            server_version=VERSION))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        enable_reflection(self._server, (PREDICTION_SERVICE, health.SERVICE_NAME))
+        enable_reflection(self._server, (PREDICTION_SERVICE, INFERENCE_SERVICE,
+                                         health.SERVICE_NAME))
 
         token = settings.admin_token
         # Health answers without the token, as on the public port: probes carry no secret,
@@ -341,7 +353,7 @@ class WaybillServer:
             # Sibling workers roll back and clear too: follow what they save.
             self._following = asyncio.get_running_loop().create_task(
                 self.journal.follow_every(self.state, FOLLOW_INTERVAL_S), name="follow")
-        for service in ("", PREDICTION_SERVICE):
+        for service in ("", PREDICTION_SERVICE, INFERENCE_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         for service in ("", ADMIN_SERVICE):
             await self._admin_health.set(service, health_pb2.HealthCheckResponse.SERVING)

@@ -104,6 +104,9 @@ class PredictQuery:
     pin: str | None = None  # the request's version field; the header is in headers
     routing_key: str | None = None  # the request field; the header is in headers
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The request field that holds the rows, named when there are none or too many
+    # (None: "columns" or "rows", as ``columnar`` says).
+    rows_field: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +236,7 @@ class Predictor:
         pin = agreeing("version", VERSION_HEADER, query.pin or "", query.headers)
         if not query.model:
             raise BadRequest("model", "required", "is required (see ListModels)")
-        rows_field = "columns" if query.columnar else "rows"
+        rows_field = query.rows_field or ("columns" if query.columnar else "rows")
         n_rows = query.n_rows
         if not n_rows:
             raise BadRequest(rows_field, "empty", "at least one row is required")
