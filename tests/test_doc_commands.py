@@ -11,7 +11,8 @@ ports on 127.0.0.1) answers every example; the documented addresses 127.0.0.1:50
   be the one the README prints after it (sha256 aside);
 - the inline `waybill ...` commands of README.md (`waybill drift` gets `--admin`);
 - the ```python blocks of README.md, and those of clients/python/README.md (run together,
-  the outcome example reuses the first one's `rows`).
+  the outcome example reuses the first one's `rows`), but for the tritonclient example:
+  tests/test_inference_protocol.py runs that one, in tritonclient's own venv.
 
 Left out, and why (`skipped_blocks` lists them as found):
 
@@ -225,7 +226,9 @@ def test_the_readme_inline_waybill_commands_run(shipped: ServerProcess, workdir:
 
 
 def python_blocks(path: Path) -> list[str]:
-    return [body for language, body, _ in fenced_blocks(path) if language == "python"]
+    """The Python examples that run in Waybill's venv (tritonclient cannot be in it)."""
+    return [body for language, body, _ in fenced_blocks(path)
+            if language == "python" and "import tritonclient" not in body]
 
 
 @pytest.mark.parametrize("path", [README, CLIENT_README], ids=["README", "client-README"])

@@ -46,10 +46,12 @@ if TYPE_CHECKING:
 
 UNKNOWN = "_unknown"
 NO_ROUTE = "none"  # the request failed before a version was chosen
-# Request-level fields a Predict can break (server.serving.predictor, server.transport.convert).
-REQUEST_FIELDS = frozenset({"model", "rows", "columns", "version", "routing_key"})
-# rows[3].zip_code, columns.zip_code[3] and columns.zip_code all name the feature zip_code.
-_ROW_FIELD = re.compile(r"^(?:rows\[\d+\]\.(.+)|columns\.([^\[]+)(?:\[\d+\])?)$")
+# Request-level fields a Predict or a ModelInfer can break (server.serving.predictor,
+# server.transport.convert, server.transport.inference_convert).
+REQUEST_FIELDS = frozenset({"model", "rows", "columns", "inputs", "version", "routing_key"})
+# rows[3].zip_code, columns.zip_code[3] and columns.zip_code (inputs.zip_code[3] and
+# inputs.zip_code, a ModelInfer's) all name the feature zip_code.
+_ROW_FIELD = re.compile(r"^(?:rows\[\d+\]\.(.+)|(?:columns|inputs)\.([^\[]+)(?:\[\d+\])?)$")
 
 DURATION_BOUNDS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                      1.0, 2.5, 5.0, 10.0)
@@ -522,8 +524,8 @@ def fail(span: trace.Span, kind: type[BaseException]) -> None:
 
 
 def bounded_field(field: str, schema: frozenset[str]) -> str:
-    """``rows[3].zip_code`` or ``columns.zip_code[3]`` -> ``zip_code`` when the version has
-    that feature."""
+    """``rows[3].zip_code``, ``columns.zip_code[3]`` or ``inputs.zip_code[3]`` ->
+    ``zip_code`` when the version has that feature."""
     if field in REQUEST_FIELDS:
         return field
     match = _ROW_FIELD.match(field)

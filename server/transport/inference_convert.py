@@ -292,8 +292,7 @@ def _tensors(request: pb.ModelInferRequest, types: Mapping[str, frozenset[Featur
             wrong = [f for f in filled if f != contents_field]
             if wrong:
                 raise BadRequest(f"{field}.contents", "wrong_contents",
-                                 f"a {datatype} tensor's values go in {contents_field}, "
-                                 f"not {wrong[0]}")
+                                 f"{datatype} values go in {contents_field}, not {wrong[0]}")
             contents = getattr(tensor.contents, contents_field)
             if len(contents) != rows:
                 raise BadRequest(f"{field}.contents", "length_mismatch",
