@@ -38,8 +38,11 @@ from waybill.v1 import prediction_pb2 as pb
 from waybill.v1 import prediction_pb2_grpc as pb_grpc
 
 from models import datagen
+from models.artifact import FeatureType, ModelKind, OutputSpec, Unit
+from router.table import RouteReason
+from server.serving.errors import BadRequest
+from server.serving.predictor import PredictOutcome
 from server.transport import inference_convert
-from server.transport.inference_convert import OUTPUTS
 from tests import tritonclient_venv
 from tests.harness import ROOT, ServerProcess
 
@@ -56,7 +59,9 @@ routes = [
   { version = "1.0.0", weight = 50, label = "canary" },
 ]
 """
-OUTPUT_NAMES = [o.name for o in OUTPUTS]
+# What the delivery models answer (a MultiQuantile regression counted from order_date).
+OUTPUT_NAMES = ["prediction_id", "value", "transit_days", "lower", "upper", "delivery_date",
+                "latest_delivery_date"]
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -134,7 +139,8 @@ def v1_predict(stub: pb_grpc.PredictionServiceStub, rows: Sequence[dict[str, Any
                                             columns=v1_columns(rows)), timeout=30)
     assert answer.version == version
     c = answer.columns
-    return {"prediction_id": list(c.prediction_id), "transit_days": list(c.transit_days),
+    return {"prediction_id": list(c.prediction_id), "value": list(c.value),
+            "transit_days": list(c.transit_days),
             "lower": list(c.lower), "upper": list(c.upper),
             "delivery_date": list(c.delivery_date),
             "latest_delivery_date": list(c.latest_delivery_date)}
@@ -201,9 +207,10 @@ def test_tritonclient_health_and_metadata(triton: dict[str, Any]) -> None:
              "boolean": "BOOL"}
     assert [(t["name"], t["datatype"], t["shape"]) for t in metadata["inputs"]] == [
         (f["name"], types[f["type"]], ["-1"]) for f in MANIFEST["features"]]
-    assert [(t["name"], t["datatype"]) for t in metadata["outputs"]] == [
-        ("prediction_id", "BYTES"), ("transit_days", "FP64"), ("lower", "FP64"),
-        ("upper", "FP64"), ("delivery_date", "BYTES"), ("latest_delivery_date", "BYTES")]
+    assert [(t["name"], t["datatype"], t["shape"]) for t in metadata["outputs"]] == [
+        ("prediction_id", "BYTES", ["-1"]), ("value", "FP64", ["-1"]),
+        ("transit_days", "FP64", ["-1"]), ("lower", "FP64", ["-1"]), ("upper", "FP64", ["-1"]),
+        ("delivery_date", "BYTES", ["-1"]), ("latest_delivery_date", "BYTES", ["-1"])]
     # Triton's calls beyond the protocol are not served.
     assert triton["model_config"] == "StatusCode.UNIMPLEMENTED"
 
@@ -219,7 +226,7 @@ def test_tritonclient_infer_equals_predict(triton: dict[str, Any], case: str, ro
     assert answer["id"] == case
     assert answer["route_reason"] == "pinned"
     # The answer is raw exactly when the request was (tritonclient always sends raw).
-    assert answer["raw_outputs"] == (len(OUTPUTS) if raw else 0)
+    assert answer["raw_outputs"] == (len(OUTPUT_NAMES) if raw else 0)
     assert set(map(tuple, answer["shapes"].values())) == {(rows,)}
     assert_same_as_v1(answer["outputs"], v1_predict(v1, orders[:rows], answer["version"]))
 
@@ -324,7 +331,7 @@ def outputs_of(answer: oip.ModelInferResponse) -> dict[str, list[Any]]:
     for index, output in enumerate(answer.outputs):
         if answer.raw_output_contents:
             data = answer.raw_output_contents[index]
-            if output.datatype == "FP64":
+            if output.datatype == "FP64":  # flattened: rows x classes for probabilities
                 out[output.name] = np.frombuffer(data, "<f8").tolist()
             else:
                 items, at = [], 0
@@ -588,17 +595,16 @@ def test_the_same_path_as_predict(server: ServerProcess, v2: oip_grpc.GRPCInfere
 
 # ---------------------------------------------------------------------------- pure
 def test_conversion_reads_values_lazily_and_as_the_validator_expects() -> None:
-    from models.artifact import FeatureType
-
     request = oip.ModelInferRequest(model_name=MODEL)
     weight = request.inputs.add(name="weight_kg", datatype="FP32", shape=[3])
     weight.contents.fp32_contents.extend([1.5, math.nan, 2.0])
     zips = request.inputs.add(name="zip_code", datatype="BYTES", shape=[3, 1])
     zips.contents.bytes_contents.extend([b"30301", b"\xff", b"98101"])
     zips.parameters["missing"].string_param = "1"
-    types = {"weight_kg": frozenset({FeatureType.NUMERIC}),
-             "zip_code": frozenset({FeatureType.CATEGORICAL})}
-    query, plan = inference_convert.infer_query(request, (("x-routing-key", "k"),), types)
+    facts = inference_convert.ModelFacts({"weight_kg": frozenset({FeatureType.NUMERIC}),
+                                          "zip_code": frozenset({FeatureType.CATEGORICAL})},
+                                         ("prediction_id", "value"))
+    query, plan = inference_convert.infer_query(request, (("x-routing-key", "k"),), facts)
     assert (query.n_rows, query.columnar, query.rows_field, plan.raw) == (3, True, "inputs",
                                                                          False)
     assert query.headers == {"x-routing-key": "k"}
@@ -606,3 +612,26 @@ def test_conversion_reads_values_lazily_and_as_the_validator_expects() -> None:
     assert columns.values["weight_kg"] == [1.5, None, 2.0]
     assert columns.values["zip_code"] == ["30301", None, "98101"]
     assert columns.field("zip_code", 1) == "inputs.zip_code[1]"
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_a_classifier_answers_labels_and_probabilities(raw: bool) -> None:
+    """Each kind answers its own outputs (models/kinds.py): a classifier's label and
+    probabilities, rows x classes, the class names as the tensor's parameter."""
+    spec = OutputSpec(kind=ModelKind.CLASSIFICATION, classes=("late", "on_time"),
+                      unit=Unit.NONE, target="on_time")
+    outcome = PredictOutcome(MODEL, "2.0.0", RouteReason.PINNED, spec, True, ["a", "b"],
+                             labels=["on_time", "late"],
+                             probabilities=np.array([[0.25, 0.75], [0.5, 0.5]]))
+    answer = inference_convert.infer_response(
+        outcome, inference_convert.InferPlan("r", None, raw=raw))
+    assert [(o.name, o.datatype, list(o.shape)) for o in answer.outputs] == [
+        ("prediction_id", "BYTES", [2]), ("label", "BYTES", [2]),
+        ("probabilities", "FP64", [2, 2])]
+    probabilities = answer.outputs[2]
+    assert json.loads(probabilities.parameters["classes"].string_param) == ["late", "on_time"]
+    assert outputs_of(answer)["probabilities"] == [0.25, 0.75, 0.5, 0.5]
+    assert outputs_of(answer)["label"] == ["on_time", "late"]
+    with pytest.raises(BadRequest, match=r"outputs\.value: version 2\.0\.0 does not answer it"):
+        inference_convert.infer_response(
+            outcome, inference_convert.InferPlan("r", ("label", "value"), raw=raw))

@@ -23,9 +23,13 @@ log) is the same. How the protocol's tensors carry Waybill's rows:
   the version that served and its parameter ``route_reason`` says why. Other request,
   input and output parameters are ignored, except the classification extension's, which
   is refused.
-- **Outputs**: :data:`OUTPUTS`, one tensor each, shape ``[N]``; all of them unless the
-  request names some (an unknown name is refused before anything is scored). The answer
-  is raw (``raw_output_contents``) when the request was.
+- **Outputs**: those of :data:`OUTPUTS` the version's kind answers (waybill.v1's columns:
+  ``prediction_id``; ``value`` for regression kinds, ``lower``/``upper`` with an interval;
+  ``label`` and ``probabilities`` for classifiers, ``probabilities`` of shape
+  ``[N, classes]`` with its parameter ``classes`` naming them; ``transit_days`` and the
+  dates for delivery models), shape ``[N]``; all of them unless the request names some (a
+  name no served version answers is refused before anything is scored). The answer is
+  raw (``raw_output_contents``) when the request was.
 
 Every refusal is a :class:`BadRequest` (INVALID_ARGUMENT) naming the input (or field)
 and the rule.
@@ -34,6 +38,7 @@ and the rule.
 from __future__ import annotations
 
 import functools
+import json
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,7 +47,7 @@ from typing import Any
 import numpy as np
 from inference import open_inference_grpc_pb2 as pb
 
-from models.artifact import FeatureType, Manifest
+from models.artifact import FeatureType, ModelKind, OutputSpec
 from models.loaded import LoadedVersion
 from models.validation import Columns, Values
 from server.serving.errors import BadRequest
@@ -78,40 +83,85 @@ _LENGTH = struct.Struct("<I")  # a BYTES element's length prefix
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One output tensor: its name, its datatype, its values in an answer (one per row)."""
+    """One output tensor: its name and datatype, whether a version answers it (by its
+    manifest's output), and its values in an answer: one per row (probabilities: rows x
+    classes)."""
 
     name: str
     datatype: str
-    values: Callable[[PredictOutcome], Sequence[float] | Sequence[str]]
+    answered: Callable[[OutputSpec], bool]
+    values: Callable[[PredictOutcome], Any]
 
 
-# Every output a ModelInfer can answer, in the order an answer lists them: the one table
-# from a PredictOutcome to tensors. A new kind of answer is a row here (and, if only some
-# versions have it, a condition in outputs_of).
+def _always(output: OutputSpec) -> bool:
+    return True
+
+
+def _regression(output: OutputSpec) -> bool:
+    return output.kind is not ModelKind.CLASSIFICATION
+
+
+def _interval(output: OutputSpec) -> bool:
+    return output.interval_coverage is not None
+
+
+def _classifier(output: OutputSpec) -> bool:
+    return output.kind is ModelKind.CLASSIFICATION
+
+
+def _delivery(output: OutputSpec) -> bool:
+    return output.date_field is not None
+
+
+# The one table from a PredictOutcome to output tensors, in the order an answer lists
+# them; the same outputs as waybill.v1's columns. A new kind of answer is a row here.
 OUTPUTS: tuple[Output, ...] = (
-    Output("prediction_id", "BYTES", lambda o: o.prediction_ids),
-    Output("transit_days", "FP64", lambda o: o.transit_days),
-    Output("lower", "FP64", lambda o: o.lower),
-    Output("upper", "FP64", lambda o: o.upper),
-    Output("delivery_date", "BYTES", lambda o: o.delivery_dates),
-    Output("latest_delivery_date", "BYTES", lambda o: o.latest_delivery_dates),
+    Output("prediction_id", "BYTES", _always, lambda a: a.prediction_ids),
+    Output("value", "FP64", _regression, lambda a: a.values),
+    Output("transit_days", "FP64", _delivery, lambda a: a.values),  # value, in days
+    Output("lower", "FP64", _interval, lambda a: a.lower),
+    Output("upper", "FP64", _interval, lambda a: a.upper),
+    Output("label", "BYTES", _classifier, lambda a: a.labels),
+    Output("probabilities", "FP64", _classifier, lambda a: a.probabilities),
+    Output("delivery_date", "BYTES", _delivery, lambda a: a.delivery_dates),
+    Output("latest_delivery_date", "BYTES", _delivery, lambda a: a.latest_delivery_dates),
 )
-_OUTPUT_NAMES = {output.name: output for output in OUTPUTS}
+PROBABILITIES = "probabilities"  # shape [N, classes]; its parameter CLASSES names them
+CLASSES = "classes"  # a JSON array of the class names, in column order
 
 
-def outputs_of(manifest: Manifest) -> tuple[Output, ...]:
-    """The outputs a version answers (ModelMetadata): today every version answers all."""
-    return OUTPUTS
+def outputs_of(output: OutputSpec) -> tuple[Output, ...]:
+    """The outputs a version answers."""
+    return tuple(o for o in OUTPUTS if o.answered(output))
+
+
+def _shape(output: Output, spec: OutputSpec, n_rows: int) -> list[int]:
+    return [n_rows, len(spec.classes)] if output.name == PROBABILITIES else [n_rows]
 
 
 # ------------------------------------------------------------------------- metadata
-def feature_types(versions: Iterable[LoadedVersion]) -> dict[str, frozenset[FeatureType]]:
-    """Each feature name of a model's served versions and the types it has in them."""
-    found: dict[str, set[FeatureType]] = {}
+@dataclass(frozen=True, slots=True)
+class ModelFacts:
+    """What a ModelInfer is checked against before anything is scored, from every served
+    version of its model: each feature's types, and the outputs answered."""
+
+    types: Mapping[str, frozenset[FeatureType]]
+    outputs: tuple[str, ...]  # in OUTPUTS order
+
+
+NO_FACTS = ModelFacts({}, ())  # a model the server does not have: the predictor says so
+
+
+def model_facts(versions: Iterable[LoadedVersion]) -> ModelFacts:
+    types: dict[str, set[FeatureType]] = {}
+    answered: set[str] = set()
     for version in versions:
-        for feature in version.manifest.features:
-            found.setdefault(feature.name, set()).add(feature.type)
-    return {name: frozenset(types) for name, types in found.items()}
+        manifest = version.manifest
+        for feature in manifest.features:
+            types.setdefault(feature.name, set()).add(feature.type)
+        answered.update(o.name for o in outputs_of(manifest.output))
+    return ModelFacts({name: frozenset(kinds) for name, kinds in types.items()},
+                      tuple(o.name for o in OUTPUTS if o.name in answered))
 
 
 def model_metadata(loaded: LoadedVersion, versions: Sequence[str],
@@ -124,8 +174,8 @@ def model_metadata(loaded: LoadedVersion, versions: Sequence[str],
         platform=PLATFORM,
         inputs=[tensor(name=f.name, datatype=DATATYPES[f.type][0], shape=[-1])
                 for f in manifest.features],
-        outputs=[tensor(name=o.name, datatype=o.datatype, shape=[-1])
-                 for o in outputs_of(manifest)],
+        outputs=[tensor(name=o.name, datatype=o.datatype, shape=_shape(o, manifest.output, -1))
+                 for o in outputs_of(manifest.output)],
     )
 
 
@@ -135,7 +185,7 @@ class InferPlan:
     """What the answer to one ModelInfer needs from its request."""
 
     request_id: str
-    outputs: tuple[Output, ...]
+    outputs: tuple[str, ...] | None  # the outputs asked for; None: all the version has
     raw: bool  # the request had raw_input_contents: so does the answer
 
 
@@ -152,15 +202,14 @@ class _Tensor:
 
 def infer_query(
     request: pb.ModelInferRequest, metadata: Iterable[tuple[str, str | bytes]] | None,
-    types: Mapping[str, frozenset[FeatureType]],
+    facts: ModelFacts,
 ) -> tuple[PredictQuery, InferPlan]:
-    """The query a ModelInfer asks and what its answer needs. ``types`` is
-    :func:`feature_types` of the model's served versions (empty for a model the server
-    does not have: the predictor then answers NOT_FOUND)."""
+    """The query a ModelInfer asks and what its answer needs. ``facts`` are the model's
+    (:func:`model_facts`; :data:`NO_FACTS` for a model the server does not have)."""
     headers = {key: value for key, value in (metadata or ()) if isinstance(value, str)}
-    plan = InferPlan(request.id, requested_outputs(request.outputs),
+    plan = InferPlan(request.id, requested_outputs(request.outputs, facts.outputs),
                      raw=bool(request.raw_input_contents))
-    n_rows, tensors = _tensors(request, types)
+    n_rows, tensors = _tensors(request, facts.types)
     query = PredictQuery(
         model=request.model_name,
         n_rows=n_rows,
@@ -174,24 +223,25 @@ def infer_query(
     return query, plan
 
 
-def requested_outputs(
-    requested: Sequence[pb.ModelInferRequest.InferRequestedOutputTensor],
-) -> tuple[Output, ...]:
+def requested_outputs(requested: Sequence[pb.ModelInferRequest.InferRequestedOutputTensor],
+                      known: Sequence[str]) -> tuple[str, ...] | None:
+    """The outputs asked for, each once, in the order asked; None for all. A name no
+    served version of the model answers is refused before anything is scored."""
     if not requested:
-        return OUTPUTS
-    chosen: dict[str, Output] = {}
+        return None
+    chosen: dict[str, None] = {}
     for index, item in enumerate(requested):
         if not item.name:
             raise BadRequest(f"outputs[{index}].name", "required", "name the output")
-        output = _OUTPUT_NAMES.get(item.name)
-        if output is None:
+        if known and item.name not in known:
             raise BadRequest(f"outputs.{item.name}", "unknown_output",
-                             f"not an output; the outputs are {', '.join(_OUTPUT_NAMES)}")
+                             f"not an output of this model; its outputs are "
+                             f"{', '.join(known)}")
         if "classification" in item.parameters:
             raise BadRequest(f"outputs.{item.name}.parameters.classification", "unsupported",
                              "the classification extension is not supported")
-        chosen.setdefault(item.name, output)
-    return tuple(chosen.values())
+        chosen[item.name] = None
+    return tuple(chosen)
 
 
 def _string_parameter(parameters: Mapping[str, pb.InferParameter], name: str,
@@ -387,23 +437,37 @@ def _texts(field: str, items: Sequence[bytes], missing: frozenset[int]) -> list[
 
 
 # ------------------------------------------------------------------------- answers
-def _raw_bytes(datatype: str, values: Sequence[float] | Sequence[str]) -> bytes:
+def _raw_bytes(datatype: str, values: Any) -> bytes:
     element = _FORMATS[datatype][1]
     if element is not None:
-        return np.asarray(values, dtype=element).tobytes()
+        return np.asarray(values, dtype=element).tobytes()  # row-major, rows x classes
     encoded = [str(value).encode() for value in values]
     return b"".join(_LENGTH.pack(len(item)) + item for item in encoded)
 
 
 def infer_response(outcome: PredictOutcome, plan: InferPlan) -> pb.ModelInferResponse:
+    spec = outcome.output
+    answered = outputs_of(spec)
+    if plan.outputs is None:
+        chosen = answered
+    else:
+        by_name = {o.name: o for o in answered}
+        for name in plan.outputs:
+            if name not in by_name:  # answered by another served version only
+                raise BadRequest(f"outputs.{name}", "not_answered",
+                                 f"version {outcome.version} does not answer it; its outputs "
+                                 f"are {', '.join(by_name)}")
+        chosen = tuple(by_name[name] for name in plan.outputs)
     answer = pb.ModelInferResponse(model_name=outcome.model, model_version=outcome.version,
                                    id=plan.request_id)
     answer.parameters[ROUTE_REASON].string_param = outcome.reason.value
     n_rows = len(outcome.prediction_ids)
-    for output in plan.outputs:
+    for output in chosen:
         values = output.values(outcome)
         tensor = answer.outputs.add(name=output.name, datatype=output.datatype,
-                                    shape=(n_rows,))
+                                    shape=_shape(output, spec, n_rows))
+        if output.name == PROBABILITIES:
+            tensor.parameters[CLASSES].string_param = json.dumps(list(spec.classes))
         if plan.raw:
             answer.raw_output_contents.append(_raw_bytes(output.datatype, values))
             continue
@@ -411,5 +475,5 @@ def infer_response(outcome: PredictOutcome, plan: InferPlan) -> pb.ModelInferRes
         if output.datatype == "BYTES":
             contents.extend(str(value).encode() for value in values)
         else:
-            contents.extend(values)
+            contents.extend(np.asarray(values, dtype=np.float64).ravel().tolist())
     return answer

@@ -10,7 +10,6 @@ import grpc
 from inference import open_inference_grpc_pb2 as pb
 from inference import open_inference_grpc_pb2_grpc as pb_grpc
 
-from models.artifact import FeatureType
 from models.loaded import LoadedVersion
 from router.table import RoutingError, resolve
 from server.serving.predictor import Predictor
@@ -35,18 +34,18 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self._server_version = server_version
         self.edge = Edge(pb.DESCRIPTOR.services_by_name[self.NAME], default_deadline_s,
                          observer)
-        # Feature types by model, for the datatype check; rebuilt when the served
+        # What each model's ModelInfer is checked against; rebuilt when the served
         # versions change.
-        self._types_of: Mapping[str, Mapping[str, LoadedVersion]] | None = None
-        self._types: dict[str, dict[str, frozenset[FeatureType]]] = {}
+        self._facts_of: Mapping[str, Mapping[str, LoadedVersion]] | None = None
+        self._facts: dict[str, inference_convert.ModelFacts] = {}
 
-    def _feature_types(self, model: str) -> Mapping[str, frozenset[FeatureType]]:
+    def _model_facts(self, model: str) -> inference_convert.ModelFacts:
         versions = self._state.current.versions
-        if versions is not self._types_of:
-            self._types_of, self._types = versions, {
-                name: inference_convert.feature_types(served.values())
+        if versions is not self._facts_of:
+            self._facts_of, self._facts = versions, {
+                name: inference_convert.model_facts(served.values())
                 for name, served in versions.items()}
-        return self._types.get(model, {})
+        return self._facts.get(model, inference_convert.NO_FACTS)
 
     @handler("ServerLive")
     async def ServerLive(self, request: pb.ServerLiveRequest,
@@ -94,7 +93,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: pb.ModelInferRequest,
                          context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
         query, plan = inference_convert.infer_query(
-            request, context.invocation_metadata(), self._feature_types(request.model_name))
+            request, context.invocation_metadata(), self._model_facts(request.model_name))
         annotate(model=query.model, rows=query.n_rows)
         outcome = await self._predictor.predict(query)
         annotate(version=outcome.version, route=outcome.reason.value)
