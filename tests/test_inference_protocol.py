@@ -601,9 +601,10 @@ def test_conversion_reads_values_lazily_and_as_the_validator_expects() -> None:
     zips = request.inputs.add(name="zip_code", datatype="BYTES", shape=[3, 1])
     zips.contents.bytes_contents.extend([b"30301", b"\xff", b"98101"])
     zips.parameters["missing"].string_param = "1"
-    facts = inference_convert.ModelFacts({"weight_kg": frozenset({FeatureType.NUMERIC}),
-                                          "zip_code": frozenset({FeatureType.CATEGORICAL})},
-                                         ("prediction_id", "value"))
+    facts = inference_convert.ModelFacts(
+        {"weight_kg": frozenset({FeatureType.NUMERIC}),
+         "zip_code": frozenset({FeatureType.CATEGORICAL})}, ("prediction_id", "value"),
+        {"weight_kg": frozenset({"FP64", "FP32"}), "zip_code": frozenset({"BYTES"})})
     query, plan = inference_convert.infer_query(request, (("x-routing-key", "k"),), facts)
     assert (query.n_rows, query.columnar, query.rows_field, plan.raw) == (3, True, "inputs",
                                                                          False)

@@ -147,9 +147,11 @@ class ModelFacts:
 
     types: Mapping[str, frozenset[FeatureType]]
     outputs: tuple[str, ...]  # in OUTPUTS order
+    # feature -> the datatypes its tensor may have (those of DATATYPES for its types)
+    accepts: Mapping[str, frozenset[str]]
 
 
-NO_FACTS = ModelFacts({}, ())  # a model the server does not have: the predictor says so
+NO_FACTS = ModelFacts({}, (), {})  # a model the server does not have: the predictor says so
 
 
 def model_facts(versions: Iterable[LoadedVersion]) -> ModelFacts:
@@ -160,8 +162,11 @@ def model_facts(versions: Iterable[LoadedVersion]) -> ModelFacts:
         for feature in manifest.features:
             types.setdefault(feature.name, set()).add(feature.type)
         answered.update(o.name for o in outputs_of(manifest.output))
-    return ModelFacts({name: frozenset(kinds) for name, kinds in types.items()},
-                      tuple(o.name for o in OUTPUTS if o.name in answered))
+    return ModelFacts(
+        {name: frozenset(kinds) for name, kinds in types.items()},
+        tuple(o.name for o in OUTPUTS if o.name in answered),
+        {name: frozenset(d for kind in kinds for d in DATATYPES[kind])
+         for name, kinds in types.items()})
 
 
 def model_metadata(loaded: LoadedVersion, versions: Sequence[str],
@@ -209,7 +214,7 @@ def infer_query(
     headers = {key: value for key, value in (metadata or ()) if isinstance(value, str)}
     plan = InferPlan(request.id, requested_outputs(request.outputs, facts.outputs),
                      raw=bool(request.raw_input_contents))
-    n_rows, tensors = _tensors(request, facts.types)
+    n_rows, tensors = _tensors(request, facts)
     query = PredictQuery(
         model=request.model_name,
         n_rows=n_rows,
@@ -261,10 +266,11 @@ def _routing_key(parameters: Mapping[str, pb.InferParameter]) -> str | None:
 
 
 def _rows_of(field: str, shape: Sequence[int]) -> int:
-    dims = list(shape)
-    if (len(dims) == 1 or (len(dims) == 2 and dims[1] == 1)) and dims[0] >= 0:
-        return dims[0]
-    raise BadRequest(f"{field}.shape", "wrong_shape", f"must be [N] or [N, 1], got {dims}")
+    rank = len(shape)
+    if (rank == 1 or (rank == 2 and shape[1] == 1)) and shape[0] >= 0:
+        return int(shape[0])
+    raise BadRequest(f"{field}.shape", "wrong_shape",
+                     f"must be [N] or [N, 1], got {list(shape)}")
 
 
 def _missing_rows(field: str, parameters: Mapping[str, pb.InferParameter],
@@ -287,8 +293,7 @@ def _missing_rows(field: str, parameters: Mapping[str, pb.InferParameter],
     return tuple(sorted(rows))
 
 
-def _tensors(request: pb.ModelInferRequest, types: Mapping[str, frozenset[FeatureType]],
-             ) -> tuple[int, list[_Tensor]]:
+def _tensors(request: pb.ModelInferRequest, facts: ModelFacts) -> tuple[int, list[_Tensor]]:
     """The inputs' row count and each input, checked for everything but its values."""
     inputs, raw = request.inputs, request.raw_input_contents
     if raw and len(raw) != len(inputs):
@@ -298,6 +303,7 @@ def _tensors(request: pb.ModelInferRequest, types: Mapping[str, frozenset[Featur
     n_rows, first = 0, ""
     tensors: list[_Tensor] = []
     seen: set[str] = set()
+    accepts, types = facts.accepts, facts.types
     for index, tensor in enumerate(inputs):
         name = tensor.name
         if not name:
@@ -312,9 +318,9 @@ def _tensors(request: pb.ModelInferRequest, types: Mapping[str, frozenset[Featur
         if layout is None:
             raise BadRequest(f"{field}.datatype", "unsupported_datatype",
                              f"{datatype!r} is not one of {', '.join(_FORMATS)}")
-        kinds = types.get(name)
-        if kinds and not any(datatype in DATATYPES[kind] for kind in kinds):
-            kind = min(kinds)
+        allowed = accepts.get(name)
+        if allowed is not None and datatype not in allowed:
+            kind = min(types[name])
             raise BadRequest(f"{field}.datatype", "wrong_datatype",
                              f"{datatype} does not fit a {kind.value} feature: send "
                              f"{' or '.join(DATATYPES[kind])}")
@@ -325,7 +331,8 @@ def _tensors(request: pb.ModelInferRequest, types: Mapping[str, frozenset[Featur
             raise BadRequest(f"{field}.shape", "shape_mismatch",
                              f"has {rows} rows; {INPUTS}.{first} has {n_rows}")
         contents_field, element = layout
-        filled = [f.name for f, _ in tensor.contents.ListFields()]
+        filled = ([f.name for f, _ in tensor.contents.ListFields()]
+                  if tensor.HasField("contents") else [])
         data: bytes | None = None
         contents: Sequence[Any] = ()
         if raw:
@@ -365,6 +372,11 @@ def _values(tensor: _Tensor, n_rows: int) -> Values:
     datatype, raw, missing = tensor.datatype, tensor.raw, tensor.missing
     values: list[Any] | np.ndarray
     if datatype == "BYTES":
+        if not missing:
+            texts = _fast_texts(tensor, n_rows)
+            if texts is not None:
+                return texts
+        # Missing rows, or something is wrong: the careful path, which names it.
         items = tensor.contents if raw is None else _split(field, raw, n_rows)
         return _texts(field, items, frozenset(missing))
     if datatype == "BOOL":
@@ -395,6 +407,23 @@ def _values(tensor: _Tensor, n_rows: int) -> Values:
         for row in missing:
             values[row] = None
     return values
+
+
+def _fast_texts(tensor: _Tensor, n_rows: int) -> list[str] | None:
+    """Every element as text, in one pass; None when the contents are not well formed."""
+    raw = tensor.raw
+    try:
+        if raw is None:
+            return [item.decode() for item in tensor.contents]
+        out: list[str] = []
+        append, unpack, at = out.append, _LENGTH.unpack_from, 0
+        for _ in range(n_rows):
+            end = at + 4 + unpack(raw, at)[0]
+            append(raw[at + 4:end].decode())
+            at = end
+    except (UnicodeDecodeError, struct.error):
+        return None
+    return out if at == len(raw) else None
 
 
 def _split(field: str, raw: bytes, n_rows: int) -> list[bytes]:
@@ -441,7 +470,10 @@ def _raw_bytes(datatype: str, values: Any) -> bytes:
     element = _FORMATS[datatype][1]
     if element is not None:
         return np.asarray(values, dtype=element).tobytes()  # row-major, rows x classes
-    encoded = [str(value).encode() for value in values]
+    encoded = [value.encode() for value in values]
+    if len(set(map(len, encoded))) == 1:  # ids and dates: one width, so one join
+        prefix = _LENGTH.pack(len(encoded[0]))
+        return prefix + prefix.join(encoded)
     return b"".join(_LENGTH.pack(len(item)) + item for item in encoded)
 
 
@@ -473,7 +505,7 @@ def infer_response(outcome: PredictOutcome, plan: InferPlan) -> pb.ModelInferRes
             continue
         contents: Any = getattr(tensor.contents, _FORMATS[output.datatype][0])
         if output.datatype == "BYTES":
-            contents.extend(str(value).encode() for value in values)
+            contents.extend([value.encode() for value in values])
         else:
             contents.extend(np.asarray(values, dtype=np.float64).ravel().tolist())
     return answer
