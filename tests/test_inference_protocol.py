@@ -284,6 +284,18 @@ def test_the_readme_tritonclient_example_runs(triton_python: Path, server: Serve
     assert re.search(r"^1\.1\.0 pinned \[\d", out, re.MULTILINE), out
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("WAYBILL_TEST_MLSERVER"),
+                    reason="opt-in (WAYBILL_TEST_MLSERVER=1): installs MLServer into "
+                           "bench/.venvs/mlserver on first use, a minute or more")
+def test_mlserver_answers_the_same_script_alike() -> None:
+    """bench/oip_mlserver.py: the same model behind MLServer's V2 endpoint answers the
+    same tritonclient script with the same numbers (its known differences aside)."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "oip_mlserver.py")],
+                            capture_output=True, text=True, timeout=1800, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+
 # ---------------------------------------------------------------------------- in process
 DATATYPES = {"date": "BYTES", "categorical": "BYTES", "numeric": "FP64", "integer": "INT64",
              "boolean": "BOOL"}

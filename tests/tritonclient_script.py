@@ -126,6 +126,14 @@ def status_of(call: Any) -> str:
     return "OK"
 
 
+def answer_or_status(call: Any) -> Any:
+    """The call's answer, or its error's status (servers differ on what is an error)."""
+    try:
+        return call()
+    except InferenceServerException as err:
+        return str(err.status())
+
+
 def main(plan_path: str) -> None:
     with open(plan_path) as handle:
         plan = json.load(handle)
@@ -137,7 +145,7 @@ def main(plan_path: str) -> None:
         "live": client.is_server_live(),
         "ready": client.is_server_ready(),
         "model_ready": client.is_model_ready(model),
-        "unknown_model_ready": client.is_model_ready("no_such_model"),
+        "unknown_model_ready": answer_or_status(lambda: client.is_model_ready("no_such_model")),
         "server": client.get_server_metadata(as_json=True),
         "metadata": metadata,
         # Triton's own calls beyond the protocol: not served.
