@@ -587,6 +587,219 @@ def test_prediction_columns_of_different_lengths_are_refused() -> None:
         _convert.predict_result(response)
 
 
+# --------------------------------------------------------------------------- model kinds
+
+
+def _kind_response(kind: str, predictions: list[prediction_pb2.Prediction],
+                   class_names: tuple[str, ...] = ()) -> prediction_pb2.PredictResponse:
+    return prediction_pb2.PredictResponse(model="m", version="1.0.0",
+                                          route_reason=prediction_pb2.ROUTE_REASON_DEFAULT,
+                                          kind=kind, class_names=class_names,
+                                          predictions=predictions)
+
+
+def _as_columns(response: prediction_pb2.PredictResponse) -> prediction_pb2.PredictResponse:
+    """The answer the server gives the same rows sent as columns."""
+    columnar = prediction_pb2.PredictResponse()
+    columnar.CopyFrom(response)
+    del columnar.predictions[:]
+    columns = columnar.columns
+    columns.SetInParent()
+    rows = response.predictions
+    columns.prediction_id.extend(p.prediction_id for p in rows)
+    if rows and rows[0].HasField("value"):
+        columns.value.extend(p.value for p in rows)
+    if rows and rows[0].HasField("interval"):
+        columns.lower.extend(p.interval.lower for p in rows)
+        columns.upper.extend(p.interval.upper for p in rows)
+        columns.coverage = rows[0].interval.coverage
+    if any(p.delivery_date for p in rows):
+        columns.transit_days.extend(p.transit_days for p in rows)
+        columns.delivery_date.extend(p.delivery_date for p in rows)
+        columns.latest_delivery_date.extend(p.latest_delivery_date for p in rows)
+    if response.kind == "classification":
+        columns.label.extend(p.label for p in rows)
+        columns.probabilities.extend(x for p in rows for x in p.probabilities)
+    return columnar
+
+
+def _both_shapes(response: prediction_pb2.PredictResponse) -> waybill_client.PredictResult:
+    """Decode the answer as rows and as columns; both must read the same."""
+    by_rows = _convert.predict_result(response)
+    by_columns = _convert.predict_result(_as_columns(response))
+    assert by_columns.predictions == by_rows.predictions
+    assert (by_columns.kind, by_columns.class_names) == (by_rows.kind, by_rows.class_names)
+    return by_rows
+
+
+def test_a_regressor_without_interval_answers_value_and_nothing_else() -> None:
+    result = _both_shapes(_kind_response("regression", [
+        prediction_pb2.Prediction(prediction_id="a", value=-12.5),
+        prediction_pb2.Prediction(prediction_id="b", value=0.0),
+        prediction_pb2.Prediction(prediction_id="c", value=7.25),
+    ]))
+    assert (result.kind, result.class_names) == ("regression", ())
+    assert [p.value for p in result.predictions] == [-12.5, 0.0, 7.25]
+    assert result.predictions[0] == waybill_client.PredictionResult(
+        prediction_id="a", transit_days=None, lower=None, upper=None, coverage=None,
+        delivery_date=None, latest_delivery_date=None, value=-12.5)
+    for p in result.predictions:
+        assert (p.transit_days, p.lower, p.upper, p.coverage) == (None, None, None, None)
+        assert (p.delivery_date, p.latest_delivery_date, p.label, p.probabilities) == (
+            None, None, None, None)
+
+
+def test_a_regressor_with_an_interval_answers_its_bounds() -> None:
+    interval = prediction_pb2.Interval(lower=-20.0, upper=-5.0, coverage=0.9)
+    result = _both_shapes(_kind_response("regression", [
+        prediction_pb2.Prediction(prediction_id="a", value=-12.5, interval=interval)]))
+    (p,) = result.predictions
+    assert (p.value, p.lower, p.upper, p.coverage) == (-12.5, -20.0, -5.0, 0.9)
+    assert p.transit_days is None and p.delivery_date is None
+
+
+def test_a_classifier_answers_label_and_probabilities_by_class_name() -> None:
+    classes = ("early", "on_time", "late")
+    result = _both_shapes(_kind_response("classification", [
+        prediction_pb2.Prediction(prediction_id="a", label="late",
+                                  probabilities=[0.1, 0.2, 0.7]),
+        prediction_pb2.Prediction(prediction_id="b", label="early",
+                                  probabilities=[0.5, 0.25, 0.25]),
+    ], classes))
+    assert (result.kind, result.class_names) == ("classification", classes)
+    first, second = result.predictions
+    assert first.label == "late" and second.label == "early"
+    assert first.probabilities == {"early": 0.1, "on_time": 0.2, "late": 0.7}
+    assert list(second.probabilities or {}) == list(classes)  # in class order
+    assert second.probabilities == {"early": 0.5, "on_time": 0.25, "late": 0.25}
+    for p in result.predictions:
+        assert (p.value, p.transit_days, p.lower, p.upper, p.coverage) == (None,) * 5
+    assert hash(first) == hash(dataclasses.replace(first))  # still hashable
+
+
+def test_a_binary_classifier_with_numeric_class_names() -> None:
+    result = _both_shapes(_kind_response("classification", [
+        prediction_pb2.Prediction(prediction_id="a", label="0", probabilities=[0.75, 0.25])],
+        ("0", "1")))
+    assert result.predictions[0].probabilities == {"0": 0.75, "1": 0.25}
+
+
+def test_a_delivery_model_reads_as_before_and_answers_value_too() -> None:
+    interval = prediction_pb2.Interval(lower=1.8, upper=3.9, coverage=0.8)
+    result = _both_shapes(_kind_response("quantiles", [
+        prediction_pb2.Prediction(prediction_id="a", value=2.6, transit_days=2.6,
+                                  interval=interval, delivery_date="2026-11-29",
+                                  latest_delivery_date="2026-11-30"),
+        # A row without an order date: no dates; transit_days still set (0 days here).
+        prediction_pb2.Prediction(prediction_id="b", value=0.0, transit_days=0.0,
+                                  interval=interval),
+    ]))
+    first, second = result.predictions
+    assert first == waybill_client.PredictionResult(
+        prediction_id="a", transit_days=2.6, lower=1.8, upper=3.9, coverage=0.8,
+        delivery_date=dt.date(2026, 11, 29), latest_delivery_date=dt.date(2026, 11, 30),
+        value=2.6)
+    assert (second.transit_days, second.value, second.delivery_date) == (0.0, 0.0, None)
+    assert result.kind == "quantiles" and first.label is None and first.probabilities is None
+
+
+def test_an_answer_from_a_server_older_than_kinds_reads_as_before() -> None:
+    result = _convert.predict_result(_response())  # no kind, no value: the old answer
+    assert result.kind == "" and result.class_names == ()
+    first, second = result.predictions
+    assert (first.transit_days, first.value, first.label, first.probabilities) == (
+        2.6, None, None, None)
+    # The old client read a missing interval as zeros; so does this one, for old servers.
+    assert (second.transit_days, second.lower, second.upper, second.coverage) == (
+        4.0, 0.0, 0.0, 0.0)
+
+
+def test_kind_answers_that_do_not_add_up_are_refused() -> None:
+    classes = ("x", "y")
+    rows = _kind_response("classification", [
+        prediction_pb2.Prediction(prediction_id="a", label="x", probabilities=[0.5, 0.3, 0.2])],
+        classes)
+    with pytest.raises(ValueError, match=r"predictions\[0\]\.probabilities"):
+        _convert.predict_result(rows)
+    columns = _as_columns(_kind_response("classification", [
+        prediction_pb2.Prediction(prediction_id="a", label="x", probabilities=[0.5, 0.5])],
+        classes))
+    columns.columns.probabilities.append(0.0)
+    with pytest.raises(ValueError, match="differ in length"):
+        _convert.predict_result(columns)
+    repeated = _kind_response("classification", [], ("x", "x"))
+    with pytest.raises(ValueError, match="class_names"):
+        _convert.predict_result(repeated)
+    half = _as_columns(_kind_response("regression", [
+        prediction_pb2.Prediction(prediction_id="a", value=1.0,
+                                  interval=prediction_pb2.Interval(lower=0, upper=2))]))
+    del half.columns.upper[:]
+    with pytest.raises(ValueError, match="lower and upper"):
+        _convert.predict_result(half)
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+def test_outcome_items_name_their_actual() -> None:
+    request = _convert.build_report_outcome_request([
+        waybill_client.Outcome("a", value=-4.5),
+        waybill_client.Outcome("b", label="late"),
+        waybill_client.Outcome("c", transit_days=3),
+        waybill_client.Outcome("d", delivery_date=dt.date(2026, 11, 30)),
+        waybill_client.Outcome("e", delivery_date="2026-12-01"),
+        waybill_client.Outcome("f", value=0),
+        ("g", 2.5),  # a pair keeps its meaning: transit days
+        ("h", -1),  # of either sign: the server judges the model's bounds
+        ("i", "2026-12-02"),
+    ])
+    got = [(o.prediction_id, o.WhichOneof("actual"), getattr(o, o.WhichOneof("actual")))
+           for o in request.outcomes]
+    assert got == [
+        ("a", "value", -4.5), ("b", "label", "late"), ("c", "transit_days", 3.0),
+        ("d", "delivery_date", "2026-11-30"), ("e", "delivery_date", "2026-12-01"),
+        ("f", "value", 0.0), ("g", "transit_days", 2.5), ("h", "transit_days", -1.0),
+        ("i", "delivery_date", "2026-12-02"),
+    ]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"value": 1.0, "label": "x"},
+                                    {"transit_days": 1, "delivery_date": "2026-01-01"}])
+def test_an_outcome_takes_exactly_one_actual(kwargs: dict[str, object]) -> None:
+    with pytest.raises(TypeError, match="exactly one actual"):
+        waybill_client.Outcome("a", **kwargs)  # type: ignore[arg-type]
+
+
+def test_outcome_actuals_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        waybill_client.Outcome("a", 1.0)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("outcome", "error", "where"), [
+    (waybill_client.Outcome("a", value=True), TypeError, "outcomes[1].value"),
+    (waybill_client.Outcome("a", value="3"), TypeError,  # type: ignore[arg-type]
+     "outcomes[1].value"),
+    (waybill_client.Outcome("a", value=math.nan), ValueError, "outcomes[1].value"),
+    (waybill_client.Outcome("a", transit_days=-math.inf), ValueError,
+     "outcomes[1].transit_days"),
+    (waybill_client.Outcome("a", label=1), TypeError,  # type: ignore[arg-type]
+     "outcomes[1].label"),
+    (waybill_client.Outcome("a", delivery_date="2026-02-30"), ValueError,
+     "outcomes[1].delivery_date"),
+    (waybill_client.Outcome("a", delivery_date=dt.datetime(2026, 1, 2)), TypeError,
+     "outcomes[1]"),
+    (waybill_client.Outcome("a", delivery_date=20260102), TypeError,  # type: ignore[arg-type]
+     "outcomes[1].delivery_date"),
+    (waybill_client.Outcome(7, value=1.0), TypeError,  # type: ignore[arg-type]
+     "outcomes[1].prediction_id"),
+])
+def test_unsendable_outcome_items_are_named(outcome: waybill_client.Outcome,
+                                            error: type[Exception], where: str) -> None:
+    with pytest.raises(error) as caught:
+        _convert.build_report_outcome_request([("ok", 1), outcome])
+    assert where in str(caught.value)
+
+
 # --------------------------------------------------------------------------- errors
 
 

@@ -895,6 +895,104 @@ def test_model_gate_notes_different_holdouts(gate_registry: Path, stable_routing
     assert "different holdouts" in result.stdout
 
 
+def write_kind_manifest(root: Path, version: str, kind: str,
+                        interval: bool = False, **metrics: float) -> Path:
+    """A manifest of model "notebook" (not a delivery model) of another kind: a point
+    regressor (with a conformal interval or none) or a three-class classifier."""
+    manifest = json.loads((ROOT / "models/delivery_eta/1.1.0/model.json").read_text())
+    manifest.update(name="notebook", version=version)
+    if kind == "classification":
+        output: dict[str, object] = {"kind": kind, "loss": "MultiClass", "target": "band",
+                                     "unit": "none", "classes": ["early", "late", "on_time"]}
+    else:
+        output = {"kind": kind, "loss": "RMSE", "target": "delay_min", "unit": "minutes"}
+        if interval:
+            output["interval"] = {"method": "split_conformal", "coverage": 0.8,
+                                  "half_width": 9.5, "calibration_rows": 500}
+    manifest["output"] = output
+    manifest["metrics"] = {"train_rows": 2000, "validation_rows": 1000, "split": "sample",
+                           **metrics}
+    path = root / "notebook" / version / "model.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.mark.parametrize(("log_loss", "status", "says"), [
+    (0.41, 0, "ok    validation log loss 0.4100 < stable 0.4500"),
+    (0.45, 1, "FAIL  validation log loss 0.4500 is not below stable 0.4500"),
+    (0.52, 1, "FAIL  validation log loss 0.5200 is not below stable 0.4500"),
+    (None, 1, "FAIL  metrics.log_loss of the candidate is missing"),
+])
+def test_model_gate_compares_classifiers_by_log_loss(tmp_path: Path, log_loss: float | None,
+                                                     status: int, says: str) -> None:
+    stable = write_kind_manifest(tmp_path, "1.0.0", "classification", log_loss=0.45,
+                                 accuracy=0.8, brier=0.3)
+    figures = {} if log_loss is None else {"log_loss": log_loss}
+    # A better accuracy does not matter: the gate judges log loss.
+    candidate = write_kind_manifest(tmp_path, "1.1.0", "classification", accuracy=0.9,
+                                    **figures)
+    result = gate(str(candidate), "--stable-manifest", str(stable))
+    assert result.returncode == status, result.stdout + result.stderr
+    assert says in result.stdout
+    assert "MAE" not in result.stdout and "interval coverage" not in result.stdout
+    assert result.stdout.splitlines()[-1] == "  result: " + ("PASS" if status == 0 else "FAIL")
+
+
+def test_model_gate_cannot_decide_without_the_stable_figure(tmp_path: Path) -> None:
+    stable = write_kind_manifest(tmp_path, "1.0.0", "classification", accuracy=0.8)
+    candidate = write_kind_manifest(tmp_path, "1.1.0", "classification", log_loss=0.4)
+    result = gate(str(candidate), "--stable-manifest", str(stable))
+    assert result.returncode == 2 and "metrics.log_loss is missing" in result.stderr
+
+
+@pytest.mark.parametrize(("candidate_kind", "stable_kind"), [
+    ("classification", "regression"),
+    ("regression", "classification"),
+    ("regression", "quantiles"),
+])
+def test_model_gate_fails_a_candidate_of_another_kind(
+        tmp_path: Path, gate_registry: Path, candidate_kind: str, stable_kind: str) -> None:
+    figures = {"mae": 0.01, "log_loss": 0.01, "interval_coverage": 0.99}
+    candidate = write_kind_manifest(tmp_path, "2.0.0", candidate_kind, **figures)
+    if stable_kind == "quantiles":  # the demo's delivery model, renamed
+        manifest = json.loads((gate_registry / "delivery_eta/1.1.0/model.json").read_text())
+        stable = tmp_path / "stable.json"
+        stable.write_text(json.dumps({**manifest, "name": "notebook"}))
+    else:
+        stable = write_kind_manifest(tmp_path, "1.0.0", stable_kind, **figures)
+    result = gate(str(candidate), "--stable-manifest", str(stable))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (f"FAIL  output.kind {candidate_kind} is not the stable version's {stable_kind}"
+            in result.stdout)
+    assert result.stdout.splitlines()[-1] == "  result: FAIL"
+
+
+@pytest.mark.parametrize(("candidate_interval", "stable_interval", "coverage", "status",
+                          "says"), [
+    (True, True, 0.78, 0, "ok    interval coverage 0.7800 >= 0.75"),
+    (True, True, 0.70, 1, "FAIL  interval coverage 0.7000 < 0.75"),
+    (True, True, None, 1, "FAIL  metrics.interval_coverage of the candidate is missing"),
+    (False, True, None, 0, "note  no interval coverage check: the candidate has no interval"),
+    (True, False, 0.5, 0,
+     "note  no interval coverage check: the stable version has no interval"),
+    (False, False, None, 0, "ok    validation MAE 7.2000 < stable 7.5000"),
+])
+def test_model_gate_checks_a_point_regressors_coverage_only_when_both_have_an_interval(
+        tmp_path: Path, candidate_interval: bool, stable_interval: bool,
+        coverage: float | None, status: int, says: str) -> None:
+    stable = write_kind_manifest(tmp_path, "1.0.0", "regression", interval=stable_interval,
+                                 mae=7.5, interval_coverage=0.8)
+    figures = {} if coverage is None else {"interval_coverage": coverage}
+    candidate = write_kind_manifest(tmp_path, "1.1.0", "regression",
+                                    interval=candidate_interval, mae=7.2, **figures)
+    result = gate(str(candidate), "--stable-manifest", str(stable))
+    assert result.returncode == status, result.stdout + result.stderr
+    assert says in result.stdout
+    assert "ok    validation MAE 7.2000 < stable 7.5000" in result.stdout
+    assert ("interval coverage 0.5000" not in result.stdout)
+
+
 @pytest.fixture(scope="module")
 def canary() -> ModuleType:
     return load_script(DEPLOY / "scripts" / "canary.py")

@@ -10,6 +10,13 @@
         # Later, once the parcel arrived:
         client.report_outcomes([(result.predictions[0].prediction_id, "2026-11-30")])
 
+Models of other kinds answer through the same results: ``PredictResult.kind`` says which
+(``"quantiles"``, ``"regression"``, ``"classification"``); a regressor's
+``PredictionResult.value`` (its interval ``None`` when it has none), a classifier's
+``label`` and ``probabilities`` (class name -> probability, in ``class_names`` order).
+Their outcomes go as ``Outcome(prediction_id, value=...)`` or ``Outcome(prediction_id,
+label=...)``.
+
 The generated stubs (the ``waybill-protos`` dependency) are importable as
 ``waybill.v1.prediction_pb2`` and ``waybill.v1.prediction_pb2_grpc``; ``pin()`` and
 ``routing_key()`` build their metadata; ``retry_options()`` gives the client's retry policy
@@ -22,6 +29,7 @@ from ._convert import (
     METADATA_MODEL_VERSION,
     METADATA_ROUTING_KEY,
     Metadata,
+    Outcome,
     OutcomeReport,
     PredictionResult,
     PredictResult,
@@ -62,6 +70,7 @@ __all__ = [
     "InvalidArgument",
     "Metadata",
     "NotFound",
+    "Outcome",
     "OutcomeReport",
     "PermissionDenied",
     "PredictResult",

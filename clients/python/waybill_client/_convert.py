@@ -12,7 +12,7 @@ import math
 import numbers
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from itertools import chain, repeat
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "METADATA_MODEL_VERSION",
     "METADATA_ROUTING_KEY",
     "Metadata",
+    "Outcome",
     "OutcomeReport",
     "PredictResult",
     "PredictionResult",
@@ -63,6 +64,8 @@ COLUMNS_MIN_ROWS = 8
 _MAX_EXACT_INT = 2**53
 _ROUTE_REASON_PREFIX = "ROUTE_REASON_"
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+# PredictResponse.kind of a classifier.
+_CLASSIFICATION = "classification"
 
 
 # --------------------------------------------------------------------------- rows
@@ -265,26 +268,65 @@ def build_predict_request(
 
 # --------------------------------------------------------------------------- outcomes
 
+_ACTUAL_FIELDS = ("value", "label", "transit_days", "delivery_date")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One actual to report against a ``prediction_id``, for a model of any kind.
+
+    Give exactly one actual, by keyword::
+
+        Outcome(pid, value=-4.5)             # a regression model: a number in its unit
+        Outcome(pid, label="late")           # a classifier: one of its class names
+        Outcome(pid, transit_days=3)         # a delivery model: days (same as value)
+        Outcome(pid, delivery_date="2026-11-30")  # a delivery model: a date or YYYY-MM-DD
+
+    Numbers of either sign are sent as given: the server checks them against the model's
+    bounds (``GetModel``: ``output.outcome_min`` / ``outcome_max``). ``report_outcomes``
+    checks types and finiteness before sending, naming ``outcomes[<i>].<field>``.
+    A ``(prediction_id, actual)`` pair still means transit days or a delivery date.
+    """
+
+    prediction_id: str
+    _: KW_ONLY
+    value: float | None = None
+    label: str | None = None
+    transit_days: float | None = None
+    delivery_date: _dt.date | str | None = None
+
+    def __post_init__(self) -> None:
+        given = [name for name in _ACTUAL_FIELDS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise TypeError(
+                "Outcome takes exactly one actual (value=, label=, transit_days= or "
+                f"delivery_date=); got {', '.join(given) or 'none'}"
+            )
+
 
 def build_report_outcome_request(
-    outcomes: Iterable[tuple[str, object]],
+    outcomes: Iterable[tuple[str, object] | Outcome],
 ) -> prediction_pb2.ReportOutcomeRequest:
-    """The ``ReportOutcomeRequest`` for ``(prediction_id, actual)`` pairs.
+    """The ``ReportOutcomeRequest`` for ``outcomes``: ``Outcome`` items, or
+    ``(prediction_id, actual)`` pairs.
 
-    ``actual`` is the transit time in days (an ``int`` or ``float``; numpy numbers work), or the
-    delivery date as a ``datetime.date`` or a ``YYYY-MM-DD`` string. Wrong types raise
-    ``TypeError``, and NaN, infinities and strings that are not ``YYYY-MM-DD`` dates raise
-    ``ValueError``, naming the item as ``outcomes[<i>]`` before anything is sent. The server
-    judges the rest (negative days, a date before the order date, unknown ids, batch size).
+    A pair's ``actual`` is the transit time in days (an ``int`` or ``float``; numpy numbers
+    work), or the delivery date as a ``datetime.date`` or a ``YYYY-MM-DD`` string. An
+    ``Outcome`` names its actual: ``value`` (any model's number), ``label`` (a class name),
+    ``transit_days`` or ``delivery_date``. Wrong types raise ``TypeError``, and NaN,
+    infinities and strings that are not ``YYYY-MM-DD`` dates raise ``ValueError``, naming
+    the item as ``outcomes[<i>]`` before anything is sent. The server judges the rest
+    (bounds of a number, an unknown class, a date before the order date, unknown ids,
+    batch size).
     """
     if isinstance(outcomes, Mapping):
         raise TypeError(
-            "outcomes must be an iterable of (prediction_id, actual) pairs; "
+            "outcomes must be an iterable of (prediction_id, actual) pairs or Outcome items; "
             "use mapping.items() to report a dict"
         )
     if isinstance(outcomes, str | bytes) or not isinstance(outcomes, Iterable):
         raise TypeError(
-            f"outcomes must be an iterable of (prediction_id, actual) pairs, "
+            f"outcomes must be an iterable of (prediction_id, actual) pairs or Outcome items, "
             f"not {type(outcomes).__name__}"
         )
     return prediction_pb2.ReportOutcomeRequest(
@@ -294,39 +336,78 @@ def build_report_outcome_request(
 
 def _outcome(item: object, index: int) -> prediction_pb2.Outcome:
     where = f"outcomes[{index}]"
+    if isinstance(item, Outcome):
+        return _named_outcome(item, where)
     if isinstance(item, str | bytes | Mapping) or not isinstance(item, Sequence) or len(item) != 2:
-        raise TypeError(f"{where} must be a (prediction_id, actual) pair, got {item!r}")
-    prediction_id, actual = item
-    if not isinstance(prediction_id, str):
         raise TypeError(
-            f"{where}.prediction_id must be a str, not {type(prediction_id).__name__}"
+            f"{where} must be a (prediction_id, actual) pair or an Outcome, got {item!r}"
         )
-    outcome = prediction_pb2.Outcome(prediction_id=prediction_id)
+    prediction_id, actual = item
+    outcome = prediction_pb2.Outcome(prediction_id=_prediction_id(prediction_id, where))
     # Order matters: bool is an int, and datetime is a date.
     if isinstance(actual, bool):
         raise TypeError(f"{where}: bool is not an actual; pass transit days or a delivery date")
     if isinstance(actual, numbers.Real):
-        days = float(actual)
-        if not math.isfinite(days):
-            raise ValueError(f"{where}.transit_days: {days} is not a finite number")
-        outcome.transit_days = days
-    elif isinstance(actual, _dt.datetime):
-        raise TypeError(
-            f"{where}: datetime is not accepted; pass a datetime.date or a 'YYYY-MM-DD' string"
-        )
-    elif isinstance(actual, _dt.date):
-        outcome.delivery_date = actual.isoformat()
-    elif isinstance(actual, str):
-        if not _DATE_RE.fullmatch(actual):
-            raise ValueError(f"{where}.delivery_date: {actual!r} is not a YYYY-MM-DD date")
-        _parse_date(actual, f"{where}.delivery_date")  # raises ValueError for 2025-02-30
-        outcome.delivery_date = actual
+        outcome.transit_days = _number(actual, f"{where}.transit_days")
+    elif isinstance(actual, _dt.date | str):
+        outcome.delivery_date = _date_text(actual, where)
     else:
         raise TypeError(
             f"{where}: {type(actual).__name__} is not an actual; pass transit days "
-            "(int or float) or a delivery date (datetime.date or 'YYYY-MM-DD')"
+            "(int or float) or a delivery date (datetime.date or 'YYYY-MM-DD'), "
+            "or an Outcome (value=, label=) for other models"
         )
     return outcome
+
+
+def _named_outcome(item: Outcome, where: str) -> prediction_pb2.Outcome:
+    outcome = prediction_pb2.Outcome(prediction_id=_prediction_id(item.prediction_id, where))
+    if item.label is not None:
+        if not isinstance(item.label, str):
+            raise TypeError(f"{where}.label must be a str (a class name), not "
+                            f"{type(item.label).__name__}")
+        outcome.label = item.label
+    elif item.delivery_date is not None:
+        if not isinstance(item.delivery_date, _dt.date | str):
+            raise TypeError(f"{where}.delivery_date must be a datetime.date or a 'YYYY-MM-DD' "
+                            f"string, not {type(item.delivery_date).__name__}")
+        outcome.delivery_date = _date_text(item.delivery_date, where)
+    else:
+        name = "value" if item.value is not None else "transit_days"
+        number: object = getattr(item, name)
+        if isinstance(number, bool) or not isinstance(number, numbers.Real):
+            raise TypeError(f"{where}.{name} must be a number (int or float), not "
+                            f"{type(number).__name__}")
+        setattr(outcome, name, _number(number, f"{where}.{name}"))
+    return outcome
+
+
+def _prediction_id(prediction_id: object, where: str) -> str:
+    if not isinstance(prediction_id, str):
+        raise TypeError(
+            f"{where}.prediction_id must be a str, not {type(prediction_id).__name__}"
+        )
+    return prediction_id
+
+
+def _number(actual: numbers.Real, where: str) -> float:
+    number = float(actual)
+    if not math.isfinite(number):
+        raise ValueError(f"{where}: {number} is not a finite number")
+    return number
+
+
+def _date_text(actual: _dt.date | str, where: str) -> str:
+    if isinstance(actual, _dt.datetime):
+        raise TypeError(
+            f"{where}: datetime is not accepted; pass a datetime.date or a 'YYYY-MM-DD' string"
+        )
+    if isinstance(actual, _dt.date):
+        return actual.isoformat()
+    if not _DATE_RE.fullmatch(actual):
+        raise ValueError(f"{where}.delivery_date: {actual!r} is not a YYYY-MM-DD date")
+    _parse_date(actual, f"{where}.delivery_date")  # raises ValueError for 2025-02-30
+    return actual
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,21 +559,45 @@ def route_reason_name(value: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PredictionResult:
-    """One row's prediction: transit days, its interval, and the derived delivery dates."""
+    """One row's prediction. What is set follows the version's kind (``PredictResult.kind``):
+
+    * every kind: ``prediction_id``, to report the actual against later;
+    * regression kinds (``"quantiles"``, ``"regression"``): ``value``, the prediction in the
+      model's unit (a quantile model's median); ``lower``, ``upper`` and ``coverage`` when the
+      version answers an interval, else ``None``;
+    * delivery models (a target in days counted from a date field, like the demo's
+      ``delivery_eta``): also ``transit_days`` (equal to ``value``) and the dates
+      ``delivery_date`` / ``latest_delivery_date`` as ``datetime.date`` (``None`` for a row
+      without an order date); ``transit_days`` is ``None`` for every other model;
+    * classifiers (``"classification"``): ``label``, the most probable class, and
+      ``probabilities``, a ``dict`` of class name to probability in the order of
+      ``PredictResult.class_names`` (a new dict per result; it sums to 1).
+
+    Answers of a server older than model kinds (``PredictResult.kind == ""``) read as
+    before: ``transit_days`` and the interval always set (``0.0`` for an interval the
+    server left out), ``value`` ``None``.
+    """
 
     prediction_id: str
-    transit_days: float
-    lower: float
-    upper: float
-    coverage: float
+    transit_days: float | None
+    lower: float | None
+    upper: float | None
+    coverage: float | None
     delivery_date: _dt.date | None
     latest_delivery_date: _dt.date | None
+    value: float | None = None
+    label: str | None = None
+    # Left out of the hash (a dict has none), so results stay hashable.
+    probabilities: dict[str, float] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
 class PredictResult:
     """A ``Predict`` response: which version answered, why, and one prediction per row.
 
+    ``kind`` is the version's kind, ``"quantiles"``, ``"regression"`` or
+    ``"classification"`` (``""`` from a server older than model kinds); ``class_names`` a
+    classifier's classes, the order of every ``PredictionResult.probabilities``.
     ``response`` is the raw ``waybill.v1.PredictResponse``.
     """
 
@@ -501,6 +606,8 @@ class PredictResult:
     route_reason: str
     predictions: tuple[PredictionResult, ...]
     response: prediction_pb2.PredictResponse = field(repr=False, compare=False)
+    kind: str = ""
+    class_names: tuple[str, ...] = ()
 
 
 def _parse_date(text: str, where: str) -> _dt.date | None:
@@ -526,61 +633,127 @@ def _parse_dates(texts: Sequence[str], where: str) -> list[_dt.date | None]:
     return list(map(parsed.__getitem__, texts))
 
 
+def _class_names(response: prediction_pb2.PredictResponse) -> tuple[str, ...]:
+    names = tuple(response.class_names)
+    if len(set(names)) != len(names):
+        raise ValueError(f"class_names: {list(names)} repeats a class")
+    return names
+
+
 def _column_predictions(
-    columns: prediction_pb2.PredictionColumns,
+    columns: prediction_pb2.PredictionColumns, kind: str, classes: tuple[str, ...]
 ) -> tuple[PredictionResult, ...]:
     n = len(columns.prediction_id)
-    lists = (columns.transit_days, columns.lower, columns.upper, columns.delivery_date,
-             columns.latest_delivery_date)
-    if any(len(values) != n for values in lists):
+    k = len(classes)
+    # A list the server did not fill for this kind is empty; a filled one has an entry
+    # per order (probabilities: k per order, row-major).
+    lists = {
+        "transit_days": (columns.transit_days, n),
+        "lower": (columns.lower, n),
+        "upper": (columns.upper, n),
+        "delivery_date": (columns.delivery_date, n),
+        "latest_delivery_date": (columns.latest_delivery_date, n),
+        "value": (columns.value, n),
+        "label": (columns.label, n),
+        "probabilities": (columns.probabilities, n * k),
+    }
+    if any(len(values) not in (0, size) for values, size in lists.values()):
         raise ValueError(
-            "columns: the prediction lists differ in length "
-            f"({n} prediction ids; {', '.join(str(len(values)) for values in lists)})"
+            f"columns: the prediction lists differ in length ({n} prediction ids, "
+            f"{k} class names; "
+            + ", ".join(f"{name} {len(values)}" for name, (values, _) in lists.items())
+            + ")"
         )
+    if bool(columns.lower) != bool(columns.upper):
+        raise ValueError("columns: lower and upper must come together")
+    if n == 0:
+        return ()
+    # Classifier answers leave label filled even for a class named "".
+    labels = columns.label if columns.label or kind == _CLASSIFICATION else None
+    flat = list(columns.probabilities)
+    probabilities = (
+        [dict(zip(classes, flat[i * k:(i + 1) * k], strict=True)) for i in range(n)]
+        if flat else None
+    )
+    interval = bool(columns.lower)
     return tuple(map(
         PredictionResult,
         columns.prediction_id,
-        columns.transit_days,
-        columns.lower,
-        columns.upper,
-        repeat(columns.coverage, n),
-        _parse_dates(columns.delivery_date, "columns.delivery_date"),
-        _parse_dates(columns.latest_delivery_date, "columns.latest_delivery_date"),
+        _or_none(columns.transit_days, n),
+        _or_none(columns.lower, n),
+        _or_none(columns.upper, n),
+        repeat(columns.coverage if interval else None, n),
+        _parse_dates(columns.delivery_date, "columns.delivery_date")
+        if columns.delivery_date else repeat(None, n),
+        _parse_dates(columns.latest_delivery_date, "columns.latest_delivery_date")
+        if columns.latest_delivery_date else repeat(None, n),
+        _or_none(columns.value, n),
+        repeat(None, n) if labels is None else labels,
+        repeat(None, n) if probabilities is None else probabilities,
     ))
+
+
+def _or_none(values: Sequence[float], n: int) -> Iterable[float | None]:
+    return values if values else repeat(None, n)
 
 
 def predict_result(response: prediction_pb2.PredictResponse) -> PredictResult:
     """Wrap a ``PredictResponse`` in a ``PredictResult``, whichever shape it came in
     (``predictions`` for a request of rows, ``columns`` for a columnar one)."""
+    classes = _class_names(response)
     if response.HasField("columns"):
-        predictions = _column_predictions(response.columns)
+        predictions = _column_predictions(response.columns, response.kind, classes)
     else:
-        predictions = _row_predictions(response.predictions)
+        predictions = _row_predictions(response.predictions, response.kind, classes)
     return PredictResult(
         model=response.model,
         version=response.version,
         route_reason=route_reason_name(response.route_reason),
         predictions=predictions,
         response=response,
+        kind=response.kind,
+        class_names=classes,
     )
 
 
 def _row_predictions(
-    predictions: Sequence[prediction_pb2.Prediction],
+    predictions: Sequence[prediction_pb2.Prediction], kind: str, classes: tuple[str, ...]
 ) -> tuple[PredictionResult, ...]:
+    legacy = not kind  # a server older than kinds: every answer was a delivery model's
+    # transit_days has no presence on the wire: a delivery model answers it (equal to
+    # value) with dates beside it, so one row that shows either marks the whole answer
+    # (one version). Only an answer whose every row is 0 days without an order date
+    # cannot tell: it reads as not a delivery model's (transit_days None; value is 0.0).
+    delivery = legacy or any(
+        p.transit_days or p.delivery_date or p.latest_delivery_date for p in predictions
+    )
     return tuple(
-        PredictionResult(
-            prediction_id=p.prediction_id,
-            transit_days=p.transit_days,
-            lower=p.interval.lower,
-            upper=p.interval.upper,
-            coverage=p.interval.coverage,
-            delivery_date=_parse_date(p.delivery_date, f"predictions[{i}].delivery_date"),
-            latest_delivery_date=_parse_date(
-                p.latest_delivery_date, f"predictions[{i}].latest_delivery_date"
-            ),
-        )
+        _row_prediction(p, f"predictions[{i}]", legacy, delivery, kind, classes)
         for i, p in enumerate(predictions)
+    )
+
+
+def _row_prediction(p: prediction_pb2.Prediction, where: str, legacy: bool, delivery: bool,
+                    kind: str, classes: tuple[str, ...]) -> PredictionResult:
+    interval = legacy or p.HasField("interval")
+    probabilities = None
+    if p.probabilities:
+        if len(p.probabilities) != len(classes):
+            raise ValueError(f"{where}.probabilities: {len(p.probabilities)} probabilities "
+                             f"for {len(classes)} class names")
+        probabilities = dict(zip(classes, p.probabilities, strict=True))
+    return PredictionResult(
+        prediction_id=p.prediction_id,
+        transit_days=p.transit_days if delivery else None,
+        lower=p.interval.lower if interval else None,
+        upper=p.interval.upper if interval else None,
+        coverage=p.interval.coverage if interval else None,
+        delivery_date=_parse_date(p.delivery_date, f"{where}.delivery_date"),
+        latest_delivery_date=_parse_date(p.latest_delivery_date,
+                                         f"{where}.latest_delivery_date"),
+        value=p.value if p.HasField("value") else None,
+        label=p.label if p.label or kind == _CLASSIFICATION else None,
+        probabilities=probabilities,
     )
 
 

@@ -21,6 +21,7 @@ from waybill.v1 import prediction_pb2, prediction_pb2_grpc
 from ._channel import RetryPolicy, check_timeout, open_channel
 from ._convert import (
     Metadata,
+    Outcome,
     OutcomeReport,
     PredictResult,
     build_predict_request,
@@ -154,9 +155,12 @@ class AsyncWaybillClient:
         return response.model_version
 
     async def report_outcomes(
-        self, outcomes: Iterable[tuple[str, object]], *, timeout: float | None = None
+        self,
+        outcomes: Iterable[tuple[str, object] | Outcome],
+        *,
+        timeout: float | None = None,
     ) -> OutcomeReport:
-        """Report actuals of predicted orders; see ``WaybillClient.report_outcomes``."""
+        """Report actuals of predicted rows; see ``WaybillClient.report_outcomes``."""
         request = build_report_outcome_request(outcomes)
         response: prediction_pb2.ReportOutcomeResponse = await self._invoke(
             self._stub.ReportOutcome, request, call_metadata(self._outcome_metadata), timeout

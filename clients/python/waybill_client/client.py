@@ -12,6 +12,7 @@ from waybill.v1 import prediction_pb2, prediction_pb2_grpc
 from ._channel import RetryPolicy, check_timeout, open_channel
 from ._convert import (
     Metadata,
+    Outcome,
     OutcomeReport,
     PredictResult,
     build_predict_request,
@@ -196,16 +197,22 @@ class WaybillClient:
         return response.model_version
 
     def report_outcomes(
-        self, outcomes: Iterable[tuple[str, object]], *, timeout: float | None = None
+        self,
+        outcomes: Iterable[tuple[str, object] | Outcome],
+        *,
+        timeout: float | None = None,
     ) -> OutcomeReport:
-        """Report what actually happened to predicted orders, for live accuracy per version.
+        """Report what actually happened to predicted rows, for live accuracy per version.
 
-        ``outcomes`` is an iterable of ``(prediction_id, actual)`` pairs: ``prediction_id`` as
-        ``predict`` returned it, ``actual`` the transit time in days (``int`` or ``float``) or
-        the delivery date (``datetime.date`` or ``"YYYY-MM-DD"``; the server counts the days
-        from the prediction's order date). At most ``MAX_OUTCOMES`` (1000) per call.
+        ``outcomes`` is an iterable of ``Outcome`` items or ``(prediction_id, actual)`` pairs,
+        ``prediction_id`` as ``predict`` returned it. ``Outcome(pid, value=...)`` reports a
+        number in the model's unit (regression kinds; either sign), ``Outcome(pid,
+        label=...)`` a classifier's actual class. A pair's ``actual`` is a delivery model's
+        transit time in days (``int`` or ``float``) or delivery date (``datetime.date`` or
+        ``"YYYY-MM-DD"``; the server counts the days from the prediction's order date). At
+        most ``MAX_OUTCOMES`` (1000) per call.
 
-        A batch is all or nothing. Raises ``TypeError``/``ValueError`` for pairs that cannot
+        A batch is all or nothing. Raises ``TypeError``/``ValueError`` for items that cannot
         be sent (naming ``outcomes[<i>]``), ``InvalidArgument`` for outcomes the server
         refuses (``violations`` name ``outcomes[<i>].<field>``; also an empty or oversized
         batch), ``NotFound`` for prediction ids the server does not hold (unknown, or past
