@@ -2,8 +2,9 @@
 
 Nothing here touches the request path: request counters and latency histograms
 are the observer's (cumulative, read under their own short locks), drift comes from
-each version's tracker (its newest closed window), accuracy from the store's join of
-predictions and outcomes, shadow divergence from the shadow tallies. Windowed
+each version's tracker (its newest closed window), accuracy from the store's outcomes,
+the canary judge's verdict from the store's per-period loss sums (outcomes joined to their
+predictions' time), shadow divergence from the shadow tallies. Windowed
 metrics are differences between cumulative snapshots that :meth:`Signals.sample`
 takes once per evaluation, the way Prometheus' ``increase()`` reads counters.
 """
@@ -18,9 +19,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from server.monitoring.drift import DriftTracker, WindowReport
+from server.monitoring.judge import Moments, Verdict, judge, summarize
 from server.monitoring.rules import AlertRule, Metric, StatusClass
 from server.monitoring.shadow_stats import ShadowStats
-from server.storage.store import Accuracy, Store
+from server.storage.store import Accuracy, LossSums, Store
 from server.telemetry.observe import SERVER_ERROR_CODES, Observer
 
 Key = tuple[str, str]  # (model, version)
@@ -30,11 +32,25 @@ MAX_SNAPSHOTS = 512
 
 
 @dataclass(frozen=True, slots=True)
+class Judged:
+    """The canary judge's verdict on one canary against ``stable``, as read now."""
+
+    stable: str
+    verdict: Verdict
+    periods: int  # periods of prediction time where both sides had 2 outcomes or more
+
+
+@dataclass(frozen=True, slots=True)
 class Reading:
-    """A metric's value and how many observations it rests on; ``value`` None = no data."""
+    """A metric's value and how many observations it rests on; ``value`` None = no data.
+
+    For ``judge``: the effect estimate, the smaller side's outcomes in paired periods, and
+    the verdict itself in ``judged``.
+    """
 
     value: float | None
     samples: int
+    judged: Judged | None = None
 
 
 NO_DATA = Reading(None, 0)
@@ -92,6 +108,7 @@ class Signals:
         self._history: deque[_Cumulative] = deque([_Cumulative(clock())])  # zeros at start
         self._horizon = 0.0
         self._accuracy: dict[tuple[str, float], dict[str, Accuracy]] = {}
+        self._losses: dict[tuple[str, str, str, float], list[LossSums]] = {}
 
     def sample(self, horizon_s: float) -> None:
         """Take this evaluation's cumulative snapshot; forget what no window reaches back to."""
@@ -119,6 +136,7 @@ class Signals:
         while len(history) > 2 and history[1].at <= now - horizon_s:
             history.popleft()
         self._accuracy.clear()  # outcomes arrive between evaluations: read afresh
+        self._losses.clear()
 
     def _window(self, window_s: float) -> tuple[_Cumulative, _Cumulative]:
         """(baseline, latest): the newest snapshot at or before the window's start."""
@@ -217,6 +235,38 @@ class Signals:
         return Reading(mine.mae / theirs.mae, min(mine.outcomes, theirs.outcomes))
 
 
+    def loss_sums(self, model: str, canary: str, stable: str,
+                  period_s: float) -> list[LossSums]:
+        """Both versions' per-period loss sums, every retained outcome: one GROUP BY per
+        canary and evaluation (judge rules sharing a period share it)."""
+        if self._store is None:
+            return []
+        key = (model, canary, stable, period_s)
+        cached = self._losses.get(key)
+        if cached is None:
+            cached = self._store.loss_sums(model, (canary, stable), period_s)
+            self._losses[key] = cached
+        return cached
+
+    def _judge(self, rule: AlertRule, model: str, version: str, stable: str) -> Reading:
+        """The judge's verdict on ``version`` against ``stable`` over every retained
+        outcome of the two (docs/judge.md): the experiment is the pair of versions, so every
+        replica sharing the store, and a restarted process, reads the same one."""
+        if self._store is None or version == stable:
+            return NO_DATA
+        spec = rule.judge_spec
+        periods: dict[int, tuple[Moments, Moments]] = {}
+        for row in self.loss_sums(model, version, stable, spec.period_s):
+            canary, base = periods.get(row.period, (Moments(), Moments()))
+            moments = Moments.from_sums(row.count, row.total, row.total_sq)
+            periods[row.period] = ((moments, base) if row.version == version
+                                   else (canary, moments))
+        summary = summarize(periods)
+        verdict = judge(spec, summary)
+        return Reading(verdict.effect, min(verdict.samples_canary, verdict.samples_stable),
+                       Judged(stable, verdict, summary.periods))
+
+
 Reader = Callable[[Signals, AlertRule, str, str, str], Reading]
 
 # The Accuracy field each outcome figure reads.
@@ -240,6 +290,7 @@ READERS: Mapping[Metric, Reader] = MappingProxyType({
     Metric.CLASS_ACCURACY: Signals._figure,
     Metric.BRIER: Signals._figure,
     Metric.SHADOW_DIVERGENCE: Signals._shadow_divergence,
+    Metric.JUDGE: Signals._judge,
 })
 _unread = set(Metric) - set(READERS)
 if _unread:

@@ -221,6 +221,18 @@ class Accuracy:
 
 
 @dataclass(frozen=True, slots=True)
+class LossSums:
+    """One version's losses in one period of prediction time, as sums (the canary judge's
+    input): ``count`` outcomes, ``total`` = sum of losses, ``total_sq`` = sum of squares."""
+
+    period: int  # floor(predictions.logged_at / period_s)
+    version: str
+    count: int
+    total: float
+    total_sq: float
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     id: int
     at: str  # RFC 3339 UTC with milliseconds, "...Z"
@@ -442,6 +454,34 @@ class Store:
                 (model, cutoff),
             ).fetchall()
         return [Accuracy(model, *row) for row in rows]
+
+    def loss_sums(self, model: str, versions: Sequence[str], period_s: float,
+                  since: float = 0.0) -> list[LossSums]:
+        """Per (period, version) of ``versions``: the count, sum and sum of squares of the
+        per-outcome loss, over outcomes of predictions logged at ``since`` (unix seconds)
+        or later, the period being ``floor(logged_at / period_s)`` of the *prediction*.
+
+        The loss is the outcome's kind's: ``abs(error)`` for regression kinds, ``log_loss``
+        (-ln of the probability given to the actual class) for classifiers, whose ``error``
+        is NULL. Ordered by period, then version.
+        """
+        if not (period_s > 0 and period_s == period_s and period_s != float("inf")):
+            raise ValueError(f"period_s has value {period_s!r}; it must be > 0")
+        versions = list(dict.fromkeys(versions))
+        if not versions:
+            return []
+        # One plain GROUP BY: logged_at >= 0, so CAST truncates as floor() would.
+        sql = ("SELECT CAST(p.logged_at / ? AS INTEGER) AS period, o.version, count(*),"
+               " sum(coalesce(abs(o.error), o.log_loss)),"
+               " sum(coalesce(o.error * o.error, o.log_loss * o.log_loss))"
+               " FROM outcomes o JOIN predictions p ON p.prediction_id = o.prediction_id"
+               f" WHERE o.model = ? AND o.version IN ({', '.join('?' * len(versions))})"
+               " AND p.logged_at >= ? AND coalesce(o.error, o.log_loss) IS NOT NULL"
+               " GROUP BY period, o.version ORDER BY period, o.version")
+        with self._reader() as conn:
+            rows = conn.execute(sql, (period_s, model, *versions, since)).fetchall()
+        return [LossSums(int(period), version, int(count), float(total), float(total_sq))
+                for period, version, count, total, total_sq in rows]
 
     # -- events and overrides -----------------------------------------------------------
 
