@@ -115,7 +115,7 @@ class AlertEngine:
             value = i.judged.verdict.high if high else i.judged.verdict.low
             return value if math.isfinite(value) else None
 
-        gauge("waybill.judge.verdict", "1",
+        gauge("waybill.judge.verdict", "{verdict}",
               "Canary judge decision: 1 worse (rollback), -1 not worse by min_effect "
               "(promotion recommended), 0 undecided", lambda i: _VERDICT_VALUE[i.decided])
         gauge("waybill.judge.effect", "{ratio}",
@@ -126,7 +126,7 @@ class AlertEngine:
         gauge("waybill.judge.high", "{ratio}",
               "Canary judge: upper end of the effect's confidence sequence (absent while "
               "unbounded)", lambda i: bound(i, high=True))
-        gauge("waybill.judge.evidence", "1",
+        gauge("waybill.judge.evidence", "{e_value}",
               "Canary judge: the e-value behind the decision (it decides at 1/alpha)",
               evidence)
         observer.observe_gauge(
