@@ -109,11 +109,19 @@ def test_loss_sums_group_by_the_period_of_the_prediction(store: tuple[Store, Fak
         LossSums(period, CANARY, 3, 6.0, 1.0 + 4.0 + 9.0),
         LossSums(period + 1, STABLE, 2, 8.0, 32.0),
     ]
-    # `since` bounds prediction time; a longer period merges them; other models: nothing.
-    assert db.loss_sums(MODEL, (STABLE,), PERIOD, since=T0 + 1) == [
-        LossSums(period + 1, STABLE, 2, 8.0, 32.0)]
+    # A report-time range takes only what was reported in it (the judge's increments).
+    late, late_period = log(db, STABLE, "s2", 2), math.floor(wall.now / PERIOD)
+    wall.advance(60)
+    report(db, errors(late, [1.0]))
+    assert db.loss_sums(MODEL, (STABLE,), PERIOD, reported_from=wall.now) == [
+        LossSums(late_period, STABLE, 2, 2.0, 2.0)]
+    assert db.loss_sums(MODEL, (STABLE,), PERIOD, reported_to=wall.now) == [
+        LossSums(period, STABLE, 2, 2.0, 2.5), LossSums(period + 1, STABLE, 2, 8.0, 32.0)]
+    assert db.loss_sums(MODEL, (STABLE,), PERIOD, reported_from=wall.now - 30,
+                        reported_to=wall.now - 1) == []
+    # A longer period merges them; other models have nothing.
     assert [(s.version, s.count) for s in db.loss_sums(MODEL, (STABLE,), 86400.0)] == [
-        (STABLE, 4)]
+        (STABLE, 4), (STABLE, 2)]
     assert db.loss_sums("other_model", (CANARY, STABLE), PERIOD) == []
     assert db.loss_sums(MODEL, (), PERIOD) == []
     with pytest.raises(ValueError, match="period_s"):
@@ -155,7 +163,7 @@ def test_the_judge_reads_paired_periods_once_per_evaluation(
         store: tuple[Store, FakeClock]) -> None:
     db, wall = store
     clock = FakeClock()
-    sig = Signals(Observer(), lambda m, v: None, db, None, clock=clock)
+    sig = Signals(Observer(), lambda m, v: None, db, None, clock=clock, wall=wall)
     r = judge_rule()
     # Canary's absolute errors twice stable's, in every period.
     spread(db, wall, periods=4, per_period=120, canary=[2.0, -4.0, 6.0], stable=[1.0, -2.0, 3.0])
@@ -181,14 +189,47 @@ def test_the_judge_reads_paired_periods_once_per_evaluation(
 
 
 def test_a_period_counts_once_each_side_has_two_outcomes(store: tuple[Store, FakeClock]) -> None:
-    db, _ = store
-    sig = Signals(Observer(), lambda m, v: None, db, None, clock=FakeClock())
+    db, wall = store
+    sig = Signals(Observer(), lambda m, v: None, db, None, clock=FakeClock(), wall=wall)
     report(db, errors(log(db, CANARY, "c", 1), [1.0]) | errors(log(db, STABLE, "s", 5), [1.0]))
     sig.sample(300)
     reading = sig.read(judge_rule(), MODEL, CANARY, STABLE)
     assert reading.value is None and reading.samples == 0
     assert reading.judged is not None and reading.judged.periods == 0
     assert reading.judged.verdict.outcome == Outcome.UNDECIDED
+
+
+def test_sums_grown_by_report_time_equal_a_fresh_read(store: tuple[Store, FakeClock]) -> None:
+    """Settled outcomes are read once and kept, newer ones re-read: across evaluations,
+    with outcomes arriving late for old periods, the experiment's sums are those a fresh
+    reader (a restarted process, another replica) reads."""
+    db, wall = store
+    clock = FakeClock()
+    sig = Signals(Observer(), lambda m, v: None, db, None, clock=clock, wall=wall)
+    r = judge_rule()
+    pending: list[tuple[list[str], list[str]]] = []
+    for step in range(12):
+        c, s = log(db, CANARY, f"c{step}", 5), log(db, STABLE, f"s{step}", 15)
+        pending.append((c, s))
+        if step % 3 == 2:  # deliveries arrive in batches, for predictions of several periods
+            for c_ids, s_ids in pending:
+                report(db, errors(c_ids, [1.0, -2.5, 4.0]) | errors(s_ids, [0.5, 2.0, -3.0]))
+            pending.clear()
+        wall.advance(70.0)  # a settling horizon (120 s) passes every other step
+        sig.sample(300)
+        mine = sig.paired(MODEL, CANARY, STABLE, PERIOD)
+        fresh = Signals(Observer(), lambda m, v: None, db, None, clock=clock, wall=wall)
+        theirs = fresh.paired(MODEL, CANARY, STABLE, PERIOD)
+        assert mine.keys() == theirs.keys(), step
+        for period, (a, b) in mine.items():
+            for side, other in zip((a, b), theirs[period], strict=True):
+                assert (side.count, side.mean, side.m2) == (
+                    other.count, pytest.approx(other.mean), pytest.approx(other.m2)), step
+        kept, anew = sig.read(r, MODEL, CANARY, STABLE), fresh.read(r, MODEL, CANARY, STABLE)
+        assert kept.samples == anew.samples and kept.judged and anew.judged, step
+        assert kept.judged.verdict.outcome == anew.judged.verdict.outcome, step
+        assert kept.value == pytest.approx(anew.value), step
+    assert sum(a.count for a, _ in mine.values()) == 60
 
 
 # ==========================================================================================
@@ -253,7 +294,8 @@ class Rig:
     def restarted(self) -> Rig:
         """A new engine on the same store, seeded from the event log as app.py does."""
         journal = Journal(self.store)
-        sig = Signals(Observer(), lambda m, v: None, self.store, None, clock=self.clock)
+        sig = Signals(Observer(), lambda m, v: None, self.store, None, clock=self.clock,
+                      wall=self.wall)
         engine = AlertEngine(self.state, sig, journal, Notifier(None), interval_s=10.0,
                              clock=self.clock)
         engine.seed(journal.firing(), journal.decided())
@@ -274,7 +316,7 @@ def rig(tmp_path: Path, loaded: dict[tuple[str, str], LoadedVersion]) -> Iterato
         db.start()
         stores.append(db)
         clock = FakeClock()
-        sig = Signals(Observer(), lambda m, v: None, db, None, clock=clock)
+        sig = Signals(Observer(), lambda m, v: None, db, None, clock=clock, wall=wall)
         engine = AlertEngine(state, sig, Journal(db), Notifier(None), interval_s=10.0,
                              clock=clock)
         return Rig(clock, wall, db, state, engine)

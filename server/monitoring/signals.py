@@ -26,9 +26,26 @@ from server.storage.store import Accuracy, LossSums, Store
 from server.telemetry.observe import SERVER_ERROR_CODES, Observer
 
 Key = tuple[str, str]  # (model, version)
+# The judge's sums are kept and grown by report time: outcomes reported more than this
+# long ago are "settled" and read once; the newer ones are re-read at every evaluation.
+# It must exceed the time from an outcome's reported_at stamp to its commit, plus the
+# clock skew between replicas sharing a store.
+SETTLE_S = 120.0
+JudgeKey = tuple[str, str, str, float]  # (model, canary, stable, period_s)
+Periods = dict[int, tuple[Moments, Moments]]  # period -> (canary, stable)
 # Snapshots older than the longest window are dropped, and the rest thinned so that
 # about this many cover it.
 MAX_SNAPSHOTS = 512
+
+
+@dataclass(slots=True)
+class _Settled:
+    """The judge's per-period sums of one experiment over outcomes reported before
+    ``until`` (wall time), and the evaluation that last read them."""
+
+    periods: Periods = field(default_factory=dict)
+    until: float = 0.0
+    read_at: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,16 +116,20 @@ def error_share(codes: Mapping[str, int], status_class: StatusClass) -> tuple[in
 class Signals:
     def __init__(self, observer: Observer, tracker: Callable[[str, str], DriftTracker | None],
                  store: Store | None, shadow: ShadowStats | None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         self._observer = observer
         self._tracker = tracker
         self._store = store
         self._shadow = shadow
         self._clock = clock
+        self._wall = wall  # the store's clock: what it stamps reported_at with
         self._history: deque[_Cumulative] = deque([_Cumulative(clock())])  # zeros at start
         self._horizon = 0.0
         self._accuracy: dict[tuple[str, float], dict[str, Accuracy]] = {}
-        self._losses: dict[tuple[str, str, str, float], list[LossSums]] = {}
+        self._losses: dict[JudgeKey, Periods] = {}  # this evaluation's, per experiment
+        self._settled: dict[JudgeKey, _Settled] = {}
+        self._evaluation = 0
 
     def sample(self, horizon_s: float) -> None:
         """Take this evaluation's cumulative snapshot; forget what no window reaches back to."""
@@ -137,6 +158,10 @@ class Signals:
             history.popleft()
         self._accuracy.clear()  # outcomes arrive between evaluations: read afresh
         self._losses.clear()
+        self._evaluation += 1
+        # Experiments no rule read at the last evaluation are over (or their rule changed).
+        for over in [k for k, v in self._settled.items() if v.read_at < self._evaluation - 1]:
+            del self._settled[over]
 
     def _window(self, window_s: float) -> tuple[_Cumulative, _Cumulative]:
         """(baseline, latest): the newest snapshot at or before the window's start."""
@@ -235,18 +260,30 @@ class Signals:
         return Reading(mine.mae / theirs.mae, min(mine.outcomes, theirs.outcomes))
 
 
-    def loss_sums(self, model: str, canary: str, stable: str,
-                  period_s: float) -> list[LossSums]:
-        """Both versions' per-period loss sums, every retained outcome: one GROUP BY per
-        canary and evaluation (judge rules sharing a period share it)."""
+    def paired(self, model: str, canary: str, stable: str, period_s: float) -> Periods:
+        """Per period, the (canary, stable) moments of every retained outcome of the two
+        versions, read once per evaluation. Outcomes reported before the settling horizon
+        were read once and kept (each evaluation adds those newly settled: one GROUP BY
+        over a report-time range); the newer ones are read again each time."""
         if self._store is None:
-            return []
+            return {}
         key = (model, canary, stable, period_s)
         cached = self._losses.get(key)
-        if cached is None:
-            cached = self._store.loss_sums(model, (canary, stable), period_s)
-            self._losses[key] = cached
-        return cached
+        if cached is not None:
+            return cached
+        settled = self._settled.setdefault(key, _Settled())
+        settled.read_at = self._evaluation
+        horizon = self._wall() - SETTLE_S
+        if horizon > settled.until:
+            _merge(settled.periods, canary, self._store.loss_sums(
+                model, (canary, stable), period_s, reported_from=settled.until,
+                reported_to=horizon))
+            settled.until = horizon
+        periods = dict(settled.periods)
+        _merge(periods, canary, self._store.loss_sums(
+            model, (canary, stable), period_s, reported_from=settled.until))
+        self._losses[key] = periods
+        return periods
 
     def _judge(self, rule: AlertRule, model: str, version: str, stable: str) -> Reading:
         """The judge's verdict on ``version`` against ``stable`` over every retained
@@ -255,16 +292,19 @@ class Signals:
         if self._store is None or version == stable:
             return NO_DATA
         spec = rule.judge_spec
-        periods: dict[int, tuple[Moments, Moments]] = {}
-        for row in self.loss_sums(model, version, stable, spec.period_s):
-            canary, base = periods.get(row.period, (Moments(), Moments()))
-            moments = Moments.from_sums(row.count, row.total, row.total_sq)
-            periods[row.period] = ((moments, base) if row.version == version
-                                   else (canary, moments))
-        summary = summarize(periods)
+        summary = summarize(self.paired(model, version, stable, spec.period_s))
         verdict = judge(spec, summary)
         return Reading(verdict.effect, min(verdict.samples_canary, verdict.samples_stable),
                        Judged(stable, verdict, summary.periods))
+
+
+def _merge(periods: Periods, canary: str, rows: list[LossSums]) -> None:
+    """Add a store's per-(period, version) sums to ``periods`` (in place)."""
+    for row in rows:
+        mine, theirs = periods.get(row.period, (Moments(), Moments()))
+        moments = Moments.from_sums(row.count, row.total, row.total_sq)
+        periods[row.period] = ((mine.merged(moments), theirs) if row.version == canary
+                               else (mine, theirs.merged(moments)))
 
 
 Reader = Callable[[Signals, AlertRule, str, str, str], Reading]

@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -455,31 +456,38 @@ class Store:
             ).fetchall()
         return [Accuracy(model, *row) for row in rows]
 
-    def loss_sums(self, model: str, versions: Sequence[str], period_s: float,
-                  since: float = 0.0) -> list[LossSums]:
+    def loss_sums(self, model: str, versions: Sequence[str], period_s: float, *,
+                  reported_from: float = 0.0,
+                  reported_to: float | None = None) -> list[LossSums]:
         """Per (period, version) of ``versions``: the count, sum and sum of squares of the
-        per-outcome loss, over outcomes of predictions logged at ``since`` (unix seconds)
-        or later, the period being ``floor(logged_at / period_s)`` of the *prediction*.
+        per-outcome loss of the outcomes reported at ``reported_from`` or later (and before
+        ``reported_to``, when given), the period being ``floor(logged_at / period_s)`` of
+        the *prediction* the outcome is for (unix seconds). Ordered by period, then version.
 
         The loss is the outcome's kind's: ``abs(error)`` for regression kinds, ``log_loss``
         (-ln of the probability given to the actual class) for classifiers, whose ``error``
-        is NULL. Ordered by period, then version.
+        is NULL. The report-time range lets a reader add only what is new: the
+        ``(model, reported_at)`` index serves it, and only those outcomes are joined.
         """
-        if not (period_s > 0 and period_s == period_s and period_s != float("inf")):
+        if not (period_s > 0 and math.isfinite(period_s)):
             raise ValueError(f"period_s has value {period_s!r}; it must be > 0")
         versions = list(dict.fromkeys(versions))
         if not versions:
             return []
+        until = "" if reported_to is None else " AND o.reported_at < ?"
         # One plain GROUP BY: logged_at >= 0, so CAST truncates as floor() would.
         sql = ("SELECT CAST(p.logged_at / ? AS INTEGER) AS period, o.version, count(*),"
                " sum(coalesce(abs(o.error), o.log_loss)),"
                " sum(coalesce(o.error * o.error, o.log_loss * o.log_loss))"
                " FROM outcomes o JOIN predictions p ON p.prediction_id = o.prediction_id"
-               f" WHERE o.model = ? AND o.version IN ({', '.join('?' * len(versions))})"
-               " AND p.logged_at >= ? AND coalesce(o.error, o.log_loss) IS NOT NULL"
+               f" WHERE o.model = ? AND o.reported_at >= ?{until}"
+               f" AND o.version IN ({', '.join('?' * len(versions))})"
+               " AND coalesce(o.error, o.log_loss) IS NOT NULL"
                " GROUP BY period, o.version ORDER BY period, o.version")
+        params = [period_s, model, reported_from,
+                  *(() if reported_to is None else (reported_to,)), *versions]
         with self._reader() as conn:
-            rows = conn.execute(sql, (period_s, model, *versions, since)).fetchall()
+            rows = conn.execute(sql, params).fetchall()
         return [LossSums(int(period), version, int(count), float(total), float(total_sq))
                 for period, version, count, total, total_sq in rows]
 
