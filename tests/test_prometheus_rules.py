@@ -79,8 +79,14 @@ EXPORTED = {
     "waybill_accuracy_outcomes",
     "waybill_outcomes_reported_total",
     "waybill_prediction_log_dropped_total",
-    # the in-process alert engine and rollbacks
+    # the in-process alert engine, the canary judge's verdicts, and rollbacks
     "waybill_alerts_firing",
+    "waybill_judge_verdict",
+    "waybill_judge_effect",
+    "waybill_judge_low",
+    "waybill_judge_high",
+    "waybill_judge_evidence",
+    "waybill_judge_samples",
     "waybill_alerts_transitions_total",
     "waybill_rollbacks_total",
     # Prometheus itself: 1 when the target was scraped
@@ -168,9 +174,10 @@ def _error_guard_removed(tests: Any, rule_groups: Any) -> str:
     return _edit_rule(rule_groups, "WaybillServerErrors", ">= 100", ">= 1")
 
 
-def _canary_threshold_raised(tests: Any, rule_groups: Any) -> str:
-    """At 1.5 the canary with 1.33 x stable's MAE no longer fires."""
-    return _edit_rule(rule_groups, "WaybillCanaryAccuracy", "> 1.25", "> 1.5")
+def _judge_verdict_misread(tests: Any, rule_groups: Any) -> str:
+    """Reading any verdict (undecided 0, not worse -1) as worse fires on canaries the
+    server's judge has not found worse."""
+    return _edit_rule(rule_groups, "WaybillCanaryAccuracy", ") == 1", ") >= -1")
 
 
 def _edit_rule(rule_groups: Any, alert: str, old: str, new: str) -> str:
@@ -184,10 +191,10 @@ def _edit_rule(rule_groups: Any, alert: str, old: str, new: str) -> str:
 
 
 @pytest.mark.parametrize("mutate", [_wrong_expectation, _error_guard_removed,
-                                    _canary_threshold_raised])
+                                    _judge_verdict_misread])
 def test_promtool_unit_tests_can_fail(promtool: str, tmp_path: Path, mutate: Any) -> None:
     """The unit tests have teeth: a wrong expectation, a missing minimum-sample guard and
-    a wrong threshold each make `promtool test rules` fail, naming the alert."""
+    a misread verdict each make `promtool test rules` fail, naming the alert."""
     tests, rule_groups = load(RULE_TESTS), load(RULES)
     assert tests["rule_files"] == [RULES.name]
     alert = mutate(tests, rule_groups)
@@ -258,6 +265,8 @@ def test_the_rules_are_the_in_process_rules_and_the_operations_rules() -> None:
     # The rules only the in-process engine evaluates exactly are said so, in the header.
     header = RULES.read_text().split("\ngroups:\n")[0]
     assert "- WaybillCanaryAccuracy (delivery_eta): action rollback" in header
+    assert ("- WaybillCanaryAccuracy (delivery_eta): Prometheus cannot run the sequential "
+            "test" in header)
     assert "- WaybillIntervalCoverage (delivery_eta): reads the server's accuracy gauges" \
         in header
 
@@ -299,22 +308,22 @@ def test_every_rule_has_severity_summary_and_a_runbook_section() -> None:
 
 def test_version_rules_hold_back_on_too_little_data() -> None:
     """Every rule about one version's traffic, drift or accuracy also requires a minimum
-    count (requests, rows or outcomes) before it can fire."""
+    count (requests, rows or outcomes) before it can fire; the canary judge's alert reads
+    the server's verdict, which holds back until each side has min_samples outcomes."""
     model = '{model="delivery_eta"}'
     guards = {
         "WaybillServerErrors": ">= 100",
         "WaybillLatencyP99": ">= 100",
         "WaybillInputDrift": f"waybill_drift_window_rows{model} >= 500",
         "WaybillPredictionDrift": f"waybill_drift_window_rows{model} >= 500",
-        "WaybillCanaryAccuracy": f"(waybill_accuracy_outcomes{model}) >= 200",
         "WaybillIntervalCoverage": f"(waybill_accuracy_outcomes{model}) >= 200",
         "WaybillShadowDivergence": ">= 100",
     }
     exprs = {rule["alert"]: rule["expr"] for rule in rules()}
     for name, guard in guards.items():
         assert guard in exprs[name], name
-    # Both sides of the canary comparison: the canary and the stable version.
-    assert exprs["WaybillCanaryAccuracy"].count(guards["WaybillCanaryAccuracy"]) == 2
+    assert ('(waybill_judge_verdict{model="delivery_eta",rule="canary-accuracy"}) == 1'
+            in exprs["WaybillCanaryAccuracy"])
 
 
 def rule_metric_names(expr: str) -> set[str]:

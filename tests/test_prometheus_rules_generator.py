@@ -148,6 +148,16 @@ name = "brier"
 metric = "brier"
 op = ">"
 threshold = 0.3
+
+[[models.delivery_eta.alerts]]
+name = "canary-judge"
+metric = "judge"
+alpha = 0.05
+min_effect = 0.2
+period = "30m"
+min_samples = 80
+severity = "critical"
+action = "rollback"
 """
 
 
@@ -228,6 +238,19 @@ def test_each_rule_option_reaches_its_alert() -> None:
     assert "\n<= 0.6\n" in alerts["on-time"]["expr"]
     assert "[15m]" in alerts["shadow-divergence"]["expr"]
 
+    # The judge: Prometheus reads the server's verdict and shows its effect (max over
+    # replicas, which judge the shared store alike); model scope reads every canary.
+    judged = alerts["canary-judge"]
+    assert judged["expr"] == (
+        "max by (namespace, model, version) "
+        '(waybill_judge_effect{model="delivery_eta",rule="canary-judge"})\n'
+        "and on (namespace, model, version)\n"
+        "  max by (namespace, model, version) "
+        '(waybill_judge_verdict{model="delivery_eta",rule="canary-judge"}) == 1\n')
+    assert "for" not in judged and judged["labels"]["severity"] == "critical"
+    assert "alpha 0.05, periods of 30 minutes, at least 80 outcomes each" in \
+        judged["annotations"]["description"]
+
 
 def test_what_prometheus_approximates_is_said() -> None:
     out, _ = generate(EVERY_METRIC)
@@ -240,8 +263,12 @@ def test_what_prometheus_approximates_is_said() -> None:
     assert "- WaybillClientErrors (" not in header and "- WaybillInputDrift (" not in header
     # And at the rule, beside the in-process rule it comes from.
     assert body.count("# approximate: reads the server's accuracy gauges") == len(gauges)
-    assert body.count("# approximate: action rollback") == 1
+    assert body.count("# approximate: action rollback") == 2
     assert "# rule canary-accuracy of model delivery_eta: mae_ratio > 1.25, scope canary" in body
+    assert ("- WaybillCanaryJudge (delivery_eta): Prometheus cannot run the sequential test"
+            in header)
+    assert ("# rule canary-judge of model delivery_eta: judge alpha 0.05, min_effect 0.2, "
+            "period 30m,\n      # for 0s, min_samples 80") in body
 
 
 def test_operations_are_appended_as_written_and_names_cannot_clash() -> None:

@@ -22,6 +22,7 @@ from router.config import (
     parse_routing,
     version_fields,
 )
+from server.monitoring.judge import JudgeSpec
 from server.serving.routing_file import parse_routing_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -251,6 +252,73 @@ def test_bad_alert_rules_name_the_field(extra: str, expected: str) -> None:
     assert only_problem(config_text(extra=ALERT + extra)) == expected
 
 
+JUDGE = ('[[models.delivery_eta.alerts]]\nname = "canary-judge"\nmetric = "judge"\n'
+         'action = "rollback"\n')
+
+
+def test_judge_rules_parse_with_defaults_and_their_own_keys() -> None:
+    text = config_text(extra=JUDGE + JUDGE.replace("canary-judge", "strict")
+                       + 'scope = "canary"\nalpha = 0.05\nmin_effect = 0.2\nperiod = "1h"\n'
+                       'min_samples = 50\nfor = "1m"\n')
+    default, strict = parse_routing_file(text).alerts["delivery_eta"]
+    assert (default.metric, default.op, default.threshold) == ("judge", ">", 0.0)
+    assert (default.alpha, default.min_effect, default.period_s, default.min_samples) == (
+        0.01, 0.10, 900.0, 100)
+    assert default.judge_spec == JudgeSpec(alpha=0.01, min_effect=0.1, period_s=900.0,
+                                           min_samples=100)
+    assert (strict.scope, strict.for_s) == ("canary", 60.0)
+    assert strict.judge_spec == JudgeSpec(alpha=0.05, min_effect=0.2, period_s=3600.0,
+                                          min_samples=50)
+    assert default.condition == "worse than stable (alpha 0.01)"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("alpha = 0.5", "models.delivery_eta.alerts[0].alpha = 0.5: must be a number in "
+                        "(0, 0.5): the false-rollback rate (0.01 is 1 %)"),
+        ("alpha = 0", "models.delivery_eta.alerts[0].alpha = 0.0: must be a number in "
+                      "(0, 0.5): the false-rollback rate (0.01 is 1 %)"),
+        ('alpha = "1%"', "models.delivery_eta.alerts[0].alpha = \"1%\": must be a number"),
+        ("min_effect = 0.0", "models.delivery_eta.alerts[0].min_effect = 0.0: must be a "
+                             "fraction in (0, 1]: the smallest relative worsening worth "
+                             "refusing (0.10 is 10 %)"),
+        ("min_effect = 10", "models.delivery_eta.alerts[0].min_effect = 10.0: must be a "
+                            "fraction in (0, 1]: the smallest relative worsening worth "
+                            "refusing (0.10 is 10 %)"),
+        ('period = "0s"', 'models.delivery_eta.alerts[0].period = 0.0: must be longer than '
+                          '0 seconds'),
+        ('period = "2w"', 'models.delivery_eta.alerts[0].period = "2w": must be a duration '
+                          'such as "30s", "5m" or "1h"'),
+        ("min_samples = 1", "models.delivery_eta.alerts[0].min_samples = 1: must be at least "
+                            "2 for metric 'judge': outcomes of each side before any verdict"),
+        ('op = ">"', "models.delivery_eta.alerts[0].op = \">\": does not apply to metric "
+                     "'judge': it fires when its sequential test finds the canary worse than "
+                     "stable (effect > 0) at its `alpha`"),
+        ("threshold = 1.25", "models.delivery_eta.alerts[0].threshold = 1.25: does not apply "
+                             "to metric 'judge': it fires when its sequential test finds the "
+                             "canary worse than stable (effect > 0) at its `alpha`"),
+        ('window = "1h"', "models.delivery_eta.alerts[0].window = 3600.0: does not apply to "
+                          "metric 'judge': it sums every retained outcome of the canary and "
+                          "the stable version (a sliding window would start its test again "
+                          "at every look)"),
+        ('scope = "stable"', 'models.delivery_eta.alerts[0].scope = "stable": names the '
+                             'stable version 1.1.0; the judge compares a canary with it'),
+    ],
+)
+def test_bad_judge_rules_name_the_field(extra: str, expected: str) -> None:
+    assert only_problem(config_text(extra=JUDGE.replace('action = "rollback"\n', "")
+                                    + extra)) == expected
+
+
+@pytest.mark.parametrize("extra", ["alpha = 0.05", "min_effect = 0.2", 'period = "1h"'])
+def test_judge_keys_only_apply_to_the_judge(extra: str) -> None:
+    key = extra.split(" ")[0]
+    problem = only_problem(config_text(extra=ALERT + extra))
+    assert problem.startswith(f"models.delivery_eta.alerts[0].{key} = ")
+    assert problem.endswith(": only applies to metric 'judge'")
+
+
 def test_the_router_alone_knows_nothing_of_alert_rules() -> None:
     text = config_text(extra=ALERT)
     with pytest.raises(RoutingConfigError) as caught:
@@ -322,7 +390,7 @@ def test_alert_rule_names_are_unique_and_operators_known() -> None:
          "models.delivery_eta.alerts[0].colour: unknown key (allowed here: name, metric, "
          "scope, op, threshold, for, window, min_samples, severity, action, feature, exclude, "
          "quantile, "
-         "status_class, summary)"),
+         "status_class, alpha, min_effect, period, summary)"),
     ],
 )
 def test_unknown_keys_are_refused(text: str, expected: str) -> None:

@@ -39,7 +39,8 @@ from typing import Any
 from opentelemetry import trace
 
 from models.calendar import utc_now, utc_text
-from server.monitoring.alerts import Change, Instance, State
+from server.monitoring.alerts import Change, Instance, State, verdict_text
+from server.monitoring.rules import Metric
 from server.telemetry.observe import Observer
 
 log = logging.getLogger("waybill.notify")
@@ -72,6 +73,13 @@ def _labels(instance: Instance, extra_labels: dict[str, str] | None) -> dict[str
 
 def _annotations(instance: Instance, state: str) -> dict[str, str]:
     rule = instance.rule
+    if rule.metric == Metric.JUDGE:
+        return {
+            "summary": rule.summary or f"canary {instance.model} {instance.version} judged "
+                                       f"{instance.decided.value.replace('_', ' ')}",
+            "description": (f"judge: {verdict_text(instance)}; state {state}; "
+                            f"action {rule.action.value}"),
+        }
     value = "no data" if instance.value is None else f"{instance.value:.4g}"
     return {
         "summary": rule.summary or f"{rule.metric.value} {rule.op} {rule.threshold:g} "

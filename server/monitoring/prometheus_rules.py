@@ -6,8 +6,9 @@ threshold, window, ``for``, ``min_samples`` guard, severity and scope. The PromQ
 :class:`~server.monitoring.rules.Metric` is one template in :data:`TEMPLATES` (complete, or
 this module refuses to import, like ``signals.READERS``), over the series the server
 exports. Where Prometheus can only approximate the in-process rule (the accuracy metrics
-read the server's ``--accuracy-window`` gauges, not the rule's window; only the in-process
-engine can roll back), the output says so, per rule and in its header.
+read the server's ``--accuracy-window`` gauges, not the rule's window; the canary judge's
+sequential test runs only in the server, so its alert reads the server's exported verdict;
+only the in-process engine can roll back), the output says so, per rule and in its header.
 
 Hand-written rules with no in-process twin (rollbacks, refused configs, failed loads,
 down targets) are appended as written from an operations rule file, so that one command,
@@ -221,6 +222,15 @@ def _mae_ratio(t: Target) -> str:
             f"{t.compare}")
 
 
+def _judge(t: Target) -> str:
+    """The server's own verdict (Prometheus cannot run the sequential test): the effect,
+    where the verdict is worse (1). Replicas judge the shared store alike; max over them."""
+    rule = f"rule={_quote(t.rule.name)}"
+    return (f"max by ({BY}) (waybill_judge_effect{t.match(rule)})\n"
+            f"and on ({BY})\n"
+            f"  max by ({BY}) (waybill_judge_verdict{t.match(rule)}) == 1")
+
+
 def _shadow(t: Target) -> str:
     total, count = "waybill_shadow_divergence_days_sum", "waybill_shadow_divergence_days_count"
     value = (f"sum by ({BY}) (rate({total}{t.match()}[{t.window}]))\n"
@@ -322,6 +332,24 @@ def _ratio_description(t: Target) -> str:
             f"{_threshold(t, number(t.rule.threshold), 'outcomes each')}. {then}")
 
 
+def _judge_summary(t: Target) -> str:
+    return ("{{ $labels.model }} canary {{ $labels.version }}: judged worse than stable, "
+            "loss {{ $value | humanizePercentage }} above")
+
+
+def _judge_description(t: Target) -> str:
+    rule = t.rule
+    then = ("The server's own rule rolls the canary back; follow WaybillCanaryRolledBack."
+            if rule.action == Action.ROLLBACK else "Roll the canary back.")
+    return (f"The server's canary judge found canary {WHERE} worse than the stable version "
+            "on reported outcomes: its mean loss per outcome is "
+            "{{ $value | humanizePercentage }} above stable's in the same periods "
+            f"(sequential test at alpha {number(rule.alpha)}, periods of "
+            f"{spoken(rule.period_s)}, at least {rule.min_samples} outcomes each). "
+            "waybill_judge_low and waybill_judge_high bound the effect, "
+            f"waybill_judge_evidence is the evidence. {then}")
+
+
 def _coverage_summary(t: Target) -> str:
     return ("{{ $labels.model }} {{ $labels.version }}: interval covers "
             "{{ $value | humanizePercentage }} of outcomes")
@@ -399,6 +427,7 @@ TEMPLATES: Mapping[Metric, Template] = {
                            _classes_summary("Brier score", _NUMBER),
                            _classes_description("mean Brier score", _NUMBER)),
     Metric.SHADOW_DIVERGENCE: Template(QUALITY, _shadow, _shadow_summary, _shadow_description),
+    Metric.JUDGE: Template(QUALITY, _judge, _judge_summary, _judge_description),
 }
 _missing = set(Metric) - set(TEMPLATES)
 if _missing:  # a new Metric needs its PromQL here, or the generated file would lack it
@@ -420,6 +449,9 @@ def approximations(rule: AlertRule) -> list[str]:
     if rule.metric in ACCURACY:
         notes.append("reads the server's accuracy gauges, over its --accuracy-window "
                      f"(default 1h), not the rule's window ({duration(rule.window)})")
+    if rule.metric == Metric.JUDGE:
+        notes.append("Prometheus cannot run the sequential test: this alert reads "
+                     "waybill_judge_verdict, the server's own verdict (1 = worse)")
     if rule.action == Action.ROLLBACK:
         notes.append("action rollback: only the in-process engine rolls back; this alert "
                      "notifies")
@@ -457,7 +489,11 @@ def _scope(rule: AlertRule, model: ModelConfig) -> str | None:
 
 
 def _describe(rule: AlertRule, model: str) -> str:
-    parts = [f"{rule.metric.value} {rule.op} {number(rule.threshold)}"]
+    if rule.metric == Metric.JUDGE:
+        parts = [f"judge alpha {number(rule.alpha)}, min_effect {number(rule.min_effect)}, "
+                 f"period {duration(rule.period_s)}"]
+    else:
+        parts = [f"{rule.metric.value} {rule.op} {number(rule.threshold)}"]
     if rule.scope != MODEL_SCOPE:
         parts.append(f"scope {rule.scope}")
     if rule.metric in {Metric.ERROR_RATE, Metric.LATENCY, Metric.SHADOW_DIVERGENCE} | ACCURACY:

@@ -9,6 +9,13 @@ name the field path and the bad value the way the router's do, for example::
 
 What a metric measures is :mod:`server.monitoring.signals`' business (one reader per
 :class:`Metric`); how a rule fires is :mod:`server.monitoring.alerts`'.
+
+``metric = "judge"`` is the canary judge (:mod:`server.monitoring.judge`, docs/judge.md):
+a sequential test of the canary's per-outcome loss against the stable version's, with
+``alpha``, ``min_effect`` and ``period`` instead of ``op``, ``threshold`` and ``window``.
+Its condition is fixed, the hypothesis it tests: the canary's effect (its mean loss over
+stable's, minus 1) is above 0, so such a rule reads as ``op = ">"``, ``threshold = 0``
+and writing either is refused.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from router.config import (
     rule_error,
     show,
 )
+from server.monitoring.judge import JudgeSpec
 
 ALERTS_KEY = "alerts"  # the per-model table of the routing file these rules come from
 # A rule name is a metric label and an event field: short, lowercase, no spaces.
@@ -65,6 +73,7 @@ class Metric(StrEnum):
     CLASS_ACCURACY = "accuracy"  # classifiers: share whose most probable class was right
     BRIER = "brier"  # classifiers: mean Brier score over reported outcomes
     SHADOW_DIVERGENCE = "shadow_divergence"  # mean |shadow - served|, model's unit
+    JUDGE = "judge"  # the canary judge: is the canary's loss worse than stable's (effect)
 
 
 # Metrics of reported outcomes, read over the rule's `window`.
@@ -73,6 +82,13 @@ OUTCOME_METRICS = frozenset({Metric.MAE, Metric.MAE_RATIO, Metric.COVERAGE, Metr
 # Metrics read over the rule's `window`; the drift ones use the newest closed drift window.
 WINDOWED = frozenset({Metric.ERROR_RATE, Metric.LATENCY, Metric.SHADOW_DIVERGENCE}
                      | OUTCOME_METRICS)
+
+
+# Keys of the judge alone, and keys it refuses (its condition and its span are fixed).
+JUDGE_KEYS = ("alpha", "min_effect", "period")
+JUDGE_OP, JUDGE_THRESHOLD = ">", 0.0  # the effect above 0: what WORSE establishes
+# Judge keys, written as in the file: the default of each (JudgeSpec's).
+DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, DEFAULT_PERIOD_S = 0.01, 0.10, 900.0
 
 
 class Severity(StrEnum):
@@ -158,9 +174,27 @@ class AlertRule(Frozen):
     exclude: tuple[Annotated[str, Strict()], ...] = ()
     quantile: Annotated[float, Strict()] = 0.99
     status_class: StatusClass = StatusClass.SERVER
+    # metric "judge" only: the false-rollback rate, the smallest worsening worth refusing,
+    # and the pairing period of prediction time (docs/judge.md).
+    alpha: Annotated[float, Strict()] = DEFAULT_ALPHA
+    min_effect: Annotated[float, Strict()] = DEFAULT_MIN_EFFECT
+    period_s: Duration = Field(DEFAULT_PERIOD_S, alias="period")
     summary: Annotated[str, Strict(), Field(max_length=200)] = ""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _judge_condition(cls, data: Any) -> Any:
+        """A judge rule's condition is the test's: ``op``/``threshold`` are implied."""
+        if not (isinstance(data, Mapping) and data.get("metric") == Metric.JUDGE.value):
+            return data
+        for key in ("op", "threshold"):
+            if key in data:
+                raise rule_error(f"does not apply to metric {Metric.JUDGE.value!r}: it fires "
+                                 "when its sequential test finds the canary worse than stable "
+                                 "(effect > 0) at its `alpha`", key, data[key])
+        return {**data, "op": JUDGE_OP, "threshold": JUDGE_THRESHOLD}
 
     @model_validator(mode="after")
     def _check(self) -> AlertRule:
@@ -185,10 +219,51 @@ class AlertRule(Frozen):
             raise rule_error("must be from 0.5 to below 1", "quantile", self.quantile)
         if self.window <= 0 and self.metric in WINDOWED:
             raise rule_error("must be longer than 0 seconds", "window", self.window)
+        if self.metric == Metric.JUDGE:
+            self._check_judge()
+        else:
+            for key, name in (("alpha", "alpha"), ("min_effect", "min_effect"),
+                              ("period_s", "period")):
+                if key in self.model_fields_set:
+                    raise rule_error(f"only applies to metric {Metric.JUDGE.value!r}", name,
+                                     getattr(self, key))
         if self.action == Action.ROLLBACK and self.scope == STABLE_LABEL:
             raise rule_error("the stable version is what a rollback goes back to; it cannot "
                              "be rolled back", "action", self.action.value)
         return self
+
+
+    def _check_judge(self) -> None:
+        """The judge's numbers, as :class:`~server.monitoring.judge.JudgeSpec` wants them."""
+        if "window" in self.model_fields_set:
+            raise rule_error(f"does not apply to metric {Metric.JUDGE.value!r}: it sums every "
+                             "retained outcome of the canary and the stable version (a sliding "
+                             "window would start its test again at every look)", "window",
+                             self.window)
+        if not 0.0 < self.alpha < 0.5:
+            raise rule_error("must be a number in (0, 0.5): the false-rollback rate (0.01 is "
+                             "1 %)", "alpha", self.alpha)
+        if not 0.0 < self.min_effect <= 1.0:
+            raise rule_error("must be a fraction in (0, 1]: the smallest relative worsening "
+                             "worth refusing (0.10 is 10 %)", "min_effect", self.min_effect)
+        if not self.period_s > 0:
+            raise rule_error("must be longer than 0 seconds", "period", self.period_s)
+        if self.min_samples < 2:
+            raise rule_error("must be at least 2 for metric 'judge': outcomes of each side "
+                             "before any verdict", "min_samples", self.min_samples)
+
+    @property
+    def judge_spec(self) -> JudgeSpec:
+        """How a judge rule decides (``min_samples``: outcomes of each side)."""
+        return JudgeSpec(alpha=self.alpha, min_effect=self.min_effect, period_s=self.period_s,
+                         min_samples=self.min_samples)
+
+    @property
+    def condition(self) -> str:
+        """The rule's condition in words, for logs, events and notifications."""
+        if self.metric == Metric.JUDGE:
+            return f"worse than stable (alpha {self.alpha:g})"
+        return f"{self.op} {self.threshold:g}"
 
 
 Rules = Mapping[str, tuple[AlertRule, ...]]  # model -> its alert rules, in file order
@@ -242,6 +317,9 @@ def _against_routes(name: str, rules: tuple[AlertRule, ...], model: ModelConfig)
         elif version not in model.versions():
             problems.append(f"{path}.scope = {show(scope)}: is not a version this model "
                             "routes or shadows")
+        elif rule.metric == Metric.JUDGE and version == model.stable:
+            problems.append(f"{path}.scope = {show(scope)}: names the stable version "
+                            f"{model.stable}; the judge compares a canary with it")
         elif rule.action == Action.ROLLBACK and version == model.stable:
             problems.append(f"{path}.action = {show(rule.action.value)}: names the stable "
                             f"version {model.stable}; a rollback goes back to it and cannot "

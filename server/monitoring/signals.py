@@ -2,8 +2,9 @@
 
 Nothing here touches the request path: request counters and latency histograms
 are the observer's (cumulative, read under their own short locks), drift comes from
-each version's tracker (its newest closed window), accuracy from the store's join of
-predictions and outcomes, shadow divergence from the shadow tallies. Windowed
+each version's tracker (its newest closed window), accuracy from the store's outcomes,
+the canary judge's verdict from the store's per-period loss sums (outcomes joined to their
+predictions' time), shadow divergence from the shadow tallies. Windowed
 metrics are differences between cumulative snapshots that :meth:`Signals.sample`
 takes once per evaluation, the way Prometheus' ``increase()`` reads counters.
 """
@@ -18,23 +19,55 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from server.monitoring.drift import DriftTracker, WindowReport
+from server.monitoring.judge import Moments, Verdict, judge, summarize
 from server.monitoring.rules import AlertRule, Metric, StatusClass
 from server.monitoring.shadow_stats import ShadowStats
-from server.storage.store import Accuracy, Store
+from server.storage.store import Accuracy, LossSums, Store
 from server.telemetry.observe import SERVER_ERROR_CODES, Observer
 
 Key = tuple[str, str]  # (model, version)
+# The judge's sums are kept and grown by report time: outcomes reported more than this
+# long ago are "settled" and read once; the newer ones are re-read at every evaluation.
+# It must exceed the time from an outcome's reported_at stamp to its commit, plus the
+# clock skew between replicas sharing a store.
+SETTLE_S = 120.0
+JudgeKey = tuple[str, str, str, float]  # (model, canary, stable, period_s)
+Periods = dict[int, tuple[Moments, Moments]]  # period -> (canary, stable)
 # Snapshots older than the longest window are dropped, and the rest thinned so that
 # about this many cover it.
 MAX_SNAPSHOTS = 512
 
 
+@dataclass(slots=True)
+class _Settled:
+    """The judge's per-period sums of one experiment over outcomes reported before
+    ``until`` (wall time), and the evaluation that last read them."""
+
+    periods: Periods = field(default_factory=dict)
+    until: float = 0.0
+    read_at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """The canary judge's verdict on one canary against ``stable``, as read now."""
+
+    stable: str
+    verdict: Verdict
+    periods: int  # periods of prediction time where both sides had 2 outcomes or more
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """A metric's value and how many observations it rests on; ``value`` None = no data."""
+    """A metric's value and how many observations it rests on; ``value`` None = no data.
+
+    For ``judge``: the effect estimate, the smaller side's outcomes in paired periods, and
+    the verdict itself in ``judged``.
+    """
 
     value: float | None
     samples: int
+    judged: Judged | None = None
 
 
 NO_DATA = Reading(None, 0)
@@ -83,15 +116,20 @@ def error_share(codes: Mapping[str, int], status_class: StatusClass) -> tuple[in
 class Signals:
     def __init__(self, observer: Observer, tracker: Callable[[str, str], DriftTracker | None],
                  store: Store | None, shadow: ShadowStats | None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         self._observer = observer
         self._tracker = tracker
         self._store = store
         self._shadow = shadow
         self._clock = clock
+        self._wall = wall  # the store's clock: what it stamps reported_at with
         self._history: deque[_Cumulative] = deque([_Cumulative(clock())])  # zeros at start
         self._horizon = 0.0
         self._accuracy: dict[tuple[str, float], dict[str, Accuracy]] = {}
+        self._losses: dict[JudgeKey, Periods] = {}  # this evaluation's, per experiment
+        self._settled: dict[JudgeKey, _Settled] = {}
+        self._evaluation = 0
 
     def sample(self, horizon_s: float) -> None:
         """Take this evaluation's cumulative snapshot; forget what no window reaches back to."""
@@ -119,6 +157,11 @@ class Signals:
         while len(history) > 2 and history[1].at <= now - horizon_s:
             history.popleft()
         self._accuracy.clear()  # outcomes arrive between evaluations: read afresh
+        self._losses.clear()
+        self._evaluation += 1
+        # Experiments no rule read at the last evaluation are over (or their rule changed).
+        for over in [k for k, v in self._settled.items() if v.read_at < self._evaluation - 1]:
+            del self._settled[over]
 
     def _window(self, window_s: float) -> tuple[_Cumulative, _Cumulative]:
         """(baseline, latest): the newest snapshot at or before the window's start."""
@@ -217,6 +260,53 @@ class Signals:
         return Reading(mine.mae / theirs.mae, min(mine.outcomes, theirs.outcomes))
 
 
+    def paired(self, model: str, canary: str, stable: str, period_s: float) -> Periods:
+        """Per period, the (canary, stable) moments of every retained outcome of the two
+        versions, read once per evaluation. Outcomes reported before the settling horizon
+        were read once and kept (each evaluation adds those newly settled: one GROUP BY
+        over a report-time range); the newer ones are read again each time."""
+        if self._store is None:
+            return {}
+        key = (model, canary, stable, period_s)
+        cached = self._losses.get(key)
+        if cached is not None:
+            return cached
+        settled = self._settled.setdefault(key, _Settled())
+        settled.read_at = self._evaluation
+        horizon = self._wall() - SETTLE_S
+        if horizon > settled.until:
+            _merge(settled.periods, canary, self._store.loss_sums(
+                model, (canary, stable), period_s, reported_from=settled.until,
+                reported_to=horizon))
+            settled.until = horizon
+        periods = dict(settled.periods)
+        _merge(periods, canary, self._store.loss_sums(
+            model, (canary, stable), period_s, reported_from=settled.until))
+        self._losses[key] = periods
+        return periods
+
+    def _judge(self, rule: AlertRule, model: str, version: str, stable: str) -> Reading:
+        """The judge's verdict on ``version`` against ``stable`` over every retained
+        outcome of the two (docs/judge.md): the experiment is the pair of versions, so every
+        replica sharing the store, and a restarted process, reads the same one."""
+        if self._store is None or version == stable:
+            return NO_DATA
+        spec = rule.judge_spec
+        summary = summarize(self.paired(model, version, stable, spec.period_s))
+        verdict = judge(spec, summary)
+        return Reading(verdict.effect, min(verdict.samples_canary, verdict.samples_stable),
+                       Judged(stable, verdict, summary.periods))
+
+
+def _merge(periods: Periods, canary: str, rows: list[LossSums]) -> None:
+    """Add a store's per-(period, version) sums to ``periods`` (in place)."""
+    for row in rows:
+        mine, theirs = periods.get(row.period, (Moments(), Moments()))
+        moments = Moments.from_sums(row.count, row.total, row.total_sq)
+        periods[row.period] = ((mine.merged(moments), theirs) if row.version == canary
+                               else (mine, theirs.merged(moments)))
+
+
 Reader = Callable[[Signals, AlertRule, str, str, str], Reading]
 
 # The Accuracy field each outcome figure reads.
@@ -240,6 +330,7 @@ READERS: Mapping[Metric, Reader] = MappingProxyType({
     Metric.CLASS_ACCURACY: Signals._figure,
     Metric.BRIER: Signals._figure,
     Metric.SHADOW_DIVERGENCE: Signals._shadow_divergence,
+    Metric.JUDGE: Signals._judge,
 })
 _unread = set(Metric) - set(READERS)
 if _unread:

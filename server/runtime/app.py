@@ -246,7 +246,7 @@ class WaybillServer:
         self.alerts = AlertEngine(self.state, signals, self.journal, self.notifier,
                                   settings.alert_interval_s or 1.0,
                                   before=drift.roll if drift is not None else lambda: None)
-        self.alerts.seed(self.journal.firing())
+        self.alerts.seed(self.journal.firing(), self.journal.decided())
         self._alerting: asyncio.Task[None] | None = None
         self._following: asyncio.Task[None] | None = None
         # One health service per port: the public one answers for PredictionService and

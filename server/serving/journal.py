@@ -1,7 +1,8 @@
 """The record of what changed routing and why, kept in the store's event log.
 
-Rollbacks, cleared overrides, config revisions applied and alert state changes each
-become one event (time, kind, model, version, rule, state, value, reason, actor).
+Rollbacks, cleared overrides, config revisions applied, alert state changes and the
+canary judge's decisions each become one event (time, kind, model, version, rule, state,
+value, reason, actor).
 The overrides in force are saved with them, so a server killed without warning comes
 back rolled back: :meth:`Journal.restore` re-applies them to the first table it loads
 under the same rule a config reload follows (:func:`router.table.restore_overrides`).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +24,8 @@ from router.table import (
     restore_overrides,
     without_override,
 )
-from server.monitoring.alerts import Change
+from server.monitoring.alerts import Change, Instance, evidence, p_value
+from server.monitoring.judge import Outcome
 from server.serving.state import ServingState, Snapshot
 from server.storage.store import Store
 from server.telemetry.observe import Observer
@@ -31,7 +34,7 @@ log = logging.getLogger("waybill.journal")
 
 # Every kind of event the journal records; ListEvents refuses a filter on any other, so
 # a typo is an error rather than an empty answer.
-EVENT_KINDS = ("alert", "config_applied", "override_cleared", "rollback")
+EVENT_KINDS = ("alert", "config_applied", "judge", "override_cleared", "rollback")
 
 
 def _cleared(model: str) -> Callable[[Snapshot], Snapshot]:
@@ -140,6 +143,20 @@ class Journal:
             after = batch[-1].id
         return {key: at for key, (state, at) in last.items() if state == "firing"}
 
+    def decided(self) -> dict[tuple[str, str, str], tuple[str, str]]:
+        """(model, rule, version) -> (decision, stable version) of the judge's last
+        recorded decision for each (blocking; at start)."""
+        if self._store is None:
+            return {}
+        last: dict[tuple[str, str, str], tuple[str, str]] = {}
+        after = 0
+        while batch := self._store.events(kinds=("judge",), after_id=after, limit=1000):
+            for event in batch:
+                last[(event.model, event.rule, event.version)] = (
+                    event.state, str(event.detail.get("stable", "")))
+            after = batch[-1].id
+        return last
+
     def started(self, snapshot: Snapshot) -> None:
         if self._store is not None:
             self._store.record_event(
@@ -208,12 +225,36 @@ class Journal:
                                    "generation": after.generation,
                                    "overrides_dropped": dropped, "pid": os.getpid()})
 
+    async def judged(self, instance: Instance, before: Outcome, text: str) -> None:
+        """A judge rule's decision changed (``state``: worse or not_worse; ``value``: the
+        effect; ``detail``: the verdict's figures and the rule's spec)."""
+        rule, judged = instance.rule, instance.judged
+        assert judged is not None
+        v = judged.verdict
+        await self._record(
+            "judge", instance.model, version=instance.version, rule=rule.name,
+            state=instance.decided.value, value=v.effect, reason=text, actor="judge",
+            detail={"stable": judged.stable, "previous": before.value,
+                    "effect": v.effect, "low": _finite(v.low), "high": _finite(v.high),
+                    "evidence": _finite(evidence(instance)),
+                    "e_worse": _finite(v.e_worse), "e_not_worse": _finite(v.e_not_worse),
+                    "p_value": p_value(instance),
+                    "samples_canary": v.samples_canary, "samples_stable": v.samples_stable,
+                    "periods": judged.periods, "alpha": rule.alpha,
+                    "min_effect": rule.min_effect, "period_s": rule.period_s,
+                    "min_samples": rule.min_samples, "action": rule.action.value})
+
     async def alert(self, change: Change) -> None:
         instance, rule = change.instance, change.instance.rule
         await self._record("alert", instance.model, version=instance.version, rule=rule.name,
                            state=change.state.value, value=instance.value,
-                           reason=f"{rule.metric.value} {rule.op} {rule.threshold:g}",
+                           reason=f"{rule.metric.value} {rule.condition}",
                            actor="alerts",
                            detail={"severity": rule.severity.value, "samples": instance.samples,
                                    "previous": change.previous.value,
                                    "action": rule.action.value})
+
+
+def _finite(value: float) -> float | None:
+    """A figure for the event's JSON: None for an unbounded end or an overwhelming e-value."""
+    return value if math.isfinite(value) else None

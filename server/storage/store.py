@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -218,6 +219,18 @@ class Accuracy:
     log_loss: float | None = None  # classifiers: mean -ln p(actual class)
     accuracy: float | None = None  # classifiers: share whose most probable class was right
     brier: float | None = None  # classifiers: mean sum over classes of (p - indicator)^2
+
+
+@dataclass(frozen=True, slots=True)
+class LossSums:
+    """One version's losses in one period of prediction time, as sums (the canary judge's
+    input): ``count`` outcomes, ``total`` = sum of losses, ``total_sq`` = sum of squares."""
+
+    period: int  # floor(predictions.logged_at / period_s)
+    version: str
+    count: int
+    total: float
+    total_sq: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,6 +455,41 @@ class Store:
                 (model, cutoff),
             ).fetchall()
         return [Accuracy(model, *row) for row in rows]
+
+    def loss_sums(self, model: str, versions: Sequence[str], period_s: float, *,
+                  reported_from: float = 0.0,
+                  reported_to: float | None = None) -> list[LossSums]:
+        """Per (period, version) of ``versions``: the count, sum and sum of squares of the
+        per-outcome loss of the outcomes reported at ``reported_from`` or later (and before
+        ``reported_to``, when given), the period being ``floor(logged_at / period_s)`` of
+        the *prediction* the outcome is for (unix seconds). Ordered by period, then version.
+
+        The loss is the outcome's kind's: ``abs(error)`` for regression kinds, ``log_loss``
+        (-ln of the probability given to the actual class) for classifiers, whose ``error``
+        is NULL. The report-time range lets a reader add only what is new: the
+        ``(model, reported_at)`` index serves it, and only those outcomes are joined.
+        """
+        if not (period_s > 0 and math.isfinite(period_s)):
+            raise ValueError(f"period_s has value {period_s!r}; it must be > 0")
+        versions = list(dict.fromkeys(versions))
+        if not versions:
+            return []
+        until = "" if reported_to is None else " AND o.reported_at < ?"
+        # One plain GROUP BY: logged_at >= 0, so CAST truncates as floor() would.
+        sql = ("SELECT CAST(p.logged_at / ? AS INTEGER) AS period, o.version, count(*),"
+               " sum(coalesce(abs(o.error), o.log_loss)),"
+               " sum(coalesce(o.error * o.error, o.log_loss * o.log_loss))"
+               " FROM outcomes o JOIN predictions p ON p.prediction_id = o.prediction_id"
+               f" WHERE o.model = ? AND o.reported_at >= ?{until}"
+               f" AND o.version IN ({', '.join('?' * len(versions))})"
+               " AND coalesce(o.error, o.log_loss) IS NOT NULL"
+               " GROUP BY period, o.version ORDER BY period, o.version")
+        params = [period_s, model, reported_from,
+                  *(() if reported_to is None else (reported_to,)), *versions]
+        with self._reader() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [LossSums(int(period), version, int(count), float(total), float(total_sq))
+                for period, version, count, total, total_sq in rows]
 
     # -- events and overrides -----------------------------------------------------------
 

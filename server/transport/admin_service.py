@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Iterable
 
 import grpc
@@ -11,7 +12,7 @@ from waybill.v1 import admin_pb2 as pb
 from waybill.v1 import admin_pb2_grpc as pb_grpc
 
 from router.table import ModelRoutes, resolve
-from server.monitoring.alerts import Instance
+from server.monitoring.alerts import Instance, evidence, p_value
 from server.monitoring.drift import BinShare, DriftReport, FeatureDrift, WindowReport
 from server.monitoring.shadow_stats import DIFF_BOUNDS, ShadowStats
 from server.monitoring.trackers import DriftBook
@@ -94,6 +95,26 @@ def version_accuracy(accuracy: Accuracy, kind: str) -> pb.VersionAccuracy:
     return message
 
 
+def judge_verdict(instance: Instance) -> pb.JudgeVerdict:
+    """A judge rule's instance as its verdict (the instance must have one)."""
+    rule, judged = instance.rule, instance.judged
+    assert judged is not None
+    v = judged.verdict
+    message = pb.JudgeVerdict(
+        rule=rule.name, version=instance.version, stable_version=judged.stable,
+        outcome=instance.decided.value, current=v.outcome.value, low=v.low,
+        evidence=evidence(instance), p_value=p_value(instance), e_worse=v.e_worse,
+        e_not_worse=v.e_not_worse, samples_canary=v.samples_canary,
+        samples_stable=v.samples_stable, periods=judged.periods, alpha=rule.alpha,
+        min_effect=rule.min_effect, period_seconds=rule.period_s,
+        min_samples=rule.min_samples)
+    if v.effect is not None:
+        message.effect = v.effect
+    if math.isfinite(v.high):
+        message.high = v.high
+    return message
+
+
 def alert(instance: Instance) -> pb.Alert:
     rule = instance.rule
     message = pb.Alert(rule=rule.name, model=instance.model, version=instance.version,
@@ -104,6 +125,8 @@ def alert(instance: Instance) -> pb.Alert:
                        if instance.state.value != "inactive" else "")
     if instance.value is not None:
         message.value = instance.value
+    if instance.judged is not None:
+        message.judge.CopyFrom(judge_verdict(instance))
     return message
 
 
@@ -250,8 +273,11 @@ class AdminService(pb_grpc.AdminServiceServicer):
             loaded = served.get(version)
             return "" if loaded is None else loaded.output.kind.value
 
+        judged = [judge_verdict(i) for i in (self._alerts.instances() if self._alerts else [])
+                  if i.model == request.model and i.judged is not None]
         return pb.GetAccuracyResponse(
-            window_seconds=window, versions=[version_accuracy(a, kind(a.version)) for a in found])
+            window_seconds=window, versions=[version_accuracy(a, kind(a.version)) for a in found],
+            judged=judged)
 
     @handler("ListAlerts")
     async def ListAlerts(

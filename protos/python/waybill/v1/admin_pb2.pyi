@@ -267,12 +267,14 @@ class GetAccuracyRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., window_seconds: _Optional[float] = ...) -> None: ...
 
 class GetAccuracyResponse(_message.Message):
-    __slots__ = ("window_seconds", "versions")
+    __slots__ = ("window_seconds", "versions", "judged")
     WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    JUDGED_FIELD_NUMBER: _ClassVar[int]
     window_seconds: float
     versions: _containers.RepeatedCompositeFieldContainer[VersionAccuracy]
-    def __init__(self, window_seconds: _Optional[float] = ..., versions: _Optional[_Iterable[_Union[VersionAccuracy, _Mapping]]] = ...) -> None: ...
+    judged: _containers.RepeatedCompositeFieldContainer[JudgeVerdict]
+    def __init__(self, window_seconds: _Optional[float] = ..., versions: _Optional[_Iterable[_Union[VersionAccuracy, _Mapping]]] = ..., judged: _Optional[_Iterable[_Union[JudgeVerdict, _Mapping]]] = ...) -> None: ...
 
 class VersionAccuracy(_message.Message):
     __slots__ = ("model", "version", "outcomes", "mae", "bias", "coverage", "on_time", "kind", "log_loss", "accuracy", "brier", "has_interval")
@@ -315,7 +317,7 @@ class ListAlertsResponse(_message.Message):
     def __init__(self, alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("rule", "model", "version", "state", "metric", "op", "threshold", "value", "samples", "min_samples", "severity", "action", "since")
+    __slots__ = ("rule", "model", "version", "state", "metric", "op", "threshold", "value", "samples", "min_samples", "severity", "action", "since", "judge")
     RULE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -329,6 +331,7 @@ class Alert(_message.Message):
     SEVERITY_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_FIELD_NUMBER: _ClassVar[int]
     rule: str
     model: str
     version: str
@@ -342,7 +345,50 @@ class Alert(_message.Message):
     severity: str
     action: str
     since: str
-    def __init__(self, rule: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[str] = ..., metric: _Optional[str] = ..., op: _Optional[str] = ..., threshold: _Optional[float] = ..., value: _Optional[float] = ..., samples: _Optional[int] = ..., min_samples: _Optional[int] = ..., severity: _Optional[str] = ..., action: _Optional[str] = ..., since: _Optional[str] = ...) -> None: ...
+    judge: JudgeVerdict
+    def __init__(self, rule: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[str] = ..., metric: _Optional[str] = ..., op: _Optional[str] = ..., threshold: _Optional[float] = ..., value: _Optional[float] = ..., samples: _Optional[int] = ..., min_samples: _Optional[int] = ..., severity: _Optional[str] = ..., action: _Optional[str] = ..., since: _Optional[str] = ..., judge: _Optional[_Union[JudgeVerdict, _Mapping]] = ...) -> None: ...
+
+class JudgeVerdict(_message.Message):
+    __slots__ = ("rule", "version", "stable_version", "outcome", "current", "effect", "low", "high", "evidence", "p_value", "e_worse", "e_not_worse", "samples_canary", "samples_stable", "periods", "alpha", "min_effect", "period_seconds", "min_samples")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    E_WORSE_FIELD_NUMBER: _ClassVar[int]
+    E_NOT_WORSE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_CANARY_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_STABLE_FIELD_NUMBER: _ClassVar[int]
+    PERIODS_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    MIN_EFFECT_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    version: str
+    stable_version: str
+    outcome: str
+    current: str
+    effect: float
+    low: float
+    high: float
+    evidence: float
+    p_value: float
+    e_worse: float
+    e_not_worse: float
+    samples_canary: int
+    samples_stable: int
+    periods: int
+    alpha: float
+    min_effect: float
+    period_seconds: float
+    min_samples: int
+    def __init__(self, rule: _Optional[str] = ..., version: _Optional[str] = ..., stable_version: _Optional[str] = ..., outcome: _Optional[str] = ..., current: _Optional[str] = ..., effect: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., evidence: _Optional[float] = ..., p_value: _Optional[float] = ..., e_worse: _Optional[float] = ..., e_not_worse: _Optional[float] = ..., samples_canary: _Optional[int] = ..., samples_stable: _Optional[int] = ..., periods: _Optional[int] = ..., alpha: _Optional[float] = ..., min_effect: _Optional[float] = ..., period_seconds: _Optional[float] = ..., min_samples: _Optional[int] = ...) -> None: ...
 
 class ListEventsRequest(_message.Message):
     __slots__ = ("model", "after_id", "limit", "kinds")
