@@ -465,7 +465,7 @@ def test_an_unknown_event_kind_is_invalid_argument_listing_the_kinds(
         events(server.admin_target, kinds=["rollback", "rolback"])
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violations(caught.value) == [("kinds[1]", "is not an event kind; the kinds are "
-                                         "alert, config_applied, override_cleared, rollback")]
+                                         "alert, config_applied, judge, override_cleared, rollback")]
 
 
 def test_a_rollback_with_nothing_to_roll_back_changes_and_records_nothing(
