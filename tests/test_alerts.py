@@ -52,7 +52,8 @@ from server.serving.journal import Journal
 from server.serving.overrides import clear_override
 from server.serving.routing_file import parse_routing_file
 from server.serving.state import ServingState, Snapshot
-from server.storage.store import LoggedPrediction, Outcome, Store
+from server.storage.base import LoggedPrediction, Outcome, Store
+from server.storage.sqlite import SqliteStore
 from server.telemetry.observe import DURATION_BOUNDS_S, Observer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -442,7 +443,7 @@ def test_latency_quantile_over_the_window() -> None:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[tuple[Store, FakeClock]]:
     wall = FakeClock(1_750_000_000.0)
-    db = Store(tmp_path / "waybill.db", clock=wall)
+    db = SqliteStore(tmp_path / "waybill.db", clock=wall)
     db.start()
     try:
         yield db, wall
@@ -630,7 +631,7 @@ def rig(tmp_path: Path, loaded: dict[tuple[str, str], LoadedVersion]) -> Iterato
         snapshot = Snapshot.build(build_table(config), loaded, source="routing.toml",
                                   alerts=parsed.alerts)
         state = ServingState(snapshot)
-        db = Store(tmp_path / "waybill.db")
+        db = SqliteStore(tmp_path / "waybill.db")
         db.start()
         stores.append(db)
         clock, observer = FakeClock(), Observer()
@@ -828,7 +829,7 @@ def test_saved_override_is_restored_until_a_new_canary(rig: Any, tmp_path: Path)
     assert in_force is not None
     r.store.close()  # the server goes away
 
-    restarted = Store(tmp_path / "waybill.db")
+    restarted = SqliteStore(tmp_path / "waybill.db")
     restarted.start()
     try:
         journal = Journal(restarted)

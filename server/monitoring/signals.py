@@ -20,7 +20,7 @@ from types import MappingProxyType
 from server.monitoring.drift import DriftTracker, WindowReport
 from server.monitoring.rules import AlertRule, Metric, StatusClass
 from server.monitoring.shadow_stats import ShadowStats
-from server.storage.store import Accuracy, Store
+from server.storage.base import Accuracy, Store, StoreUnavailable
 from server.telemetry.observe import SERVER_ERROR_CODES, Observer
 
 Key = tuple[str, str]  # (model, version)
@@ -189,7 +189,10 @@ class Signals:
         key = (model, window_s)
         cached = self._accuracy.get(key)
         if cached is None:
-            cached = {a.version: a for a in self._store.accuracy(model, window_s)}
+            try:
+                cached = {a.version: a for a in self._store.accuracy(model, window_s)}
+            except StoreUnavailable:
+                cached = {}  # no data while the database is away; other rules go on
             self._accuracy[key] = cached
         return cached
 
@@ -241,6 +244,10 @@ READERS: Mapping[Metric, Reader] = MappingProxyType({
     Metric.BRIER: Signals._figure,
     Metric.SHADOW_DIVERGENCE: Signals._shadow_divergence,
 })
+# The metrics read from the store: where processes share one (replicas on PostgreSQL),
+# every one of them reads the same value, so one of them acts on it for all.
+STORE_METRICS: frozenset[Metric] = frozenset({*_FIGURES, Metric.MAE_RATIO})
+
 _unread = set(Metric) - set(READERS)
 if _unread:
     raise ImportError(f"alert metrics without a reader: {sorted(_unread)}")

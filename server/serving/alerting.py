@@ -7,6 +7,14 @@ the journal (the durable event log) and the notifier, which is also handed the f
 set after every evaluation (to re-send it to Alertmanager); a rule with ``action = "rollback"``
 that fires on a version with traffic rolls the model back to its stable version by
 publishing an override, the way an operator's Rollback does.
+
+Where processes share one store (replicas on PostgreSQL), rules on evidence they all read
+alike (accuracy, from the shared outcomes; ``shared``) are acted on by one of them, the
+one the store lets lead (:meth:`~server.storage.base.Store.lead`): one alert event, one
+page, one rollback, which every process then follows. The others evaluate those rules
+too, silently, so that a process that takes the lead over carries on where the last left
+off. Rules on a process's own evidence (drift, errors, latency, shadow) are each
+process's, and a rollback one of them makes holds for all (the journal claims it).
 """
 
 from __future__ import annotations
@@ -41,7 +49,9 @@ class AlertEngine:
     def __init__(self, state: ServingState, signals: Signals, journal: Journal,
                  notifier: Notifier, interval_s: float,
                  before: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 lead: Callable[[], bool] = lambda: True,
+                 shared: Callable[[AlertRule], bool] = lambda rule: False) -> None:
         self._state = state
         self._signals = signals
         self._journal = journal
@@ -49,6 +59,9 @@ class AlertEngine:
         self._interval = interval_s
         self._before = before  # e.g. close idle drift windows
         self._clock = clock
+        self._lead = lead  # blocking: asked off the event loop
+        self._shared = shared
+        self.leading = True  # as of the last evaluation that had a shared rule
         self._instances: dict[tuple[str, str, str], Instance] = {}
         # (model, rule, version) -> wall time, for alerts the event log says were firing
         # when the process last stopped: they start firing, so that clearing is reported
@@ -90,6 +103,7 @@ class AlertEngine:
         horizon = max((r.window for _, r in rules), default=0.0)
         # Reading signals touches locks and SQLite: off the event loop.
         readings = await asyncio.to_thread(self._read, snapshot, rules, horizon)
+        leading = self.leading
         now = self._clock()
         changes: list[Change] = []
         rollbacks: list[Instance] = []
@@ -106,6 +120,8 @@ class AlertEngine:
                            if started is not None else Instance(rule, key[0], key[2]))
             nxt, change = advance(current, reading, now)
             self._instances[key] = nxt
+            if not self._acts(rule, leading):
+                continue  # another process acts on this rule; this one only keeps up
             if change is not None:
                 changes.append(change)
             elif (nxt.state == State.FIRING and rule.action == Action.ROLLBACK
@@ -115,17 +131,23 @@ class AlertEngine:
                 # is taken out again. _rollback does nothing when it has no traffic.
                 rollbacks.append(nxt)
         for key in set(self._instances) - live:  # rule or version no longer configured
-            changes.extend(ended(self._instances.pop(key), now))
+            gone = self._instances.pop(key)
+            if self._acts(gone.rule, leading):
+                changes.extend(ended(gone, now))
         self.evaluations += 1
         for change in changes:
             await self._act(change)
         # Every evaluation tells the notifier what fires now: it re-sends firing alerts to
         # Alertmanager so they stay active there (and posts those restored as firing after
         # a restart, which change nothing here and so are never a change to notify).
-        self._notifier.firing(self._instances.values())
+        self._notifier.firing(i for i in self._instances.values()
+                              if self._acts(i.rule, leading))
         for instance in rollbacks:
             await self._rollback(instance)
         return changes
+
+    def _acts(self, rule: AlertRule, leading: bool) -> bool:
+        return leading or not self._shared(rule)
 
     @staticmethod
     def _rules(snapshot: Snapshot) -> Iterator[tuple[str, AlertRule]]:
@@ -136,6 +158,8 @@ class AlertEngine:
     def _read(self, snapshot: Snapshot, rules: list[tuple[str, AlertRule]],
               horizon: float) -> list[tuple[tuple[str, str, str], AlertRule, Reading]]:
         self._before()
+        if any(self._shared(rule) for _, rule in rules):
+            self.leading = self._lead()
         self._signals.sample(horizon)
         out = []
         for model, rule in rules:
@@ -157,7 +181,7 @@ class AlertEngine:
             "severity": rule.severity.value, "metric": rule.metric.value,
             "value": instance.value, "threshold": rule.threshold, "op": rule.op,
             "samples": instance.samples, "from": change.previous.value}})
-        await self._journal.alert(change)
+        await self._journal.alert(change, own_evidence=not self._shared(rule))
         self._notifier.notify(change)
         if change.state == State.FIRING and rule.action == Action.ROLLBACK:
             await self._rollback(instance)
