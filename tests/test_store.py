@@ -30,6 +30,7 @@ from server.serving.ids import new_prediction_ids
 from server.storage import backends
 from server.storage.base import (
     Accuracy,
+    Claim,
     ConflictingOutcomes,
     LoggedPrediction,
     Outcome,
@@ -366,6 +367,22 @@ def test_overrides_save_drop_and_survive_reopen(open_store: Callable[..., Store]
     store.close()
     assert open_store(start=False).overrides() == {
         MODEL: {"version": "0.9.0", "reason": "still bad"}}
+
+
+def test_a_claim_saves_only_over_what_the_claimant_expected(
+        open_store: Callable[..., Store]) -> None:
+    """Two processes rolling one model back at once: the first claim wins, the second
+    finds the winner's override and saves nothing."""
+    first, second = open_store(), open_store()
+    mine, theirs = {"actor": "alert:a", "n": 1}, {"actor": "admin", "n": 2}
+    assert first.claim_override(MODEL, mine, None) == Claim(True, mine)
+    assert second.claim_override(MODEL, theirs, None) == Claim(False, mine)
+    # Claimed over the one it expected (a stale override it had followed): saved.
+    assert second.claim_override(MODEL, theirs, mine) == Claim(True, theirs)
+    assert first.claim_override(MODEL, mine, mine) == Claim(False, theirs)
+    first.drop_override(MODEL)
+    assert second.claim_override(MODEL, theirs, theirs) == Claim(False, None)
+    assert second.overrides() == {}
 
 
 def test_event_and_override_survive_sigkill(database: Database) -> None:

@@ -172,7 +172,6 @@ class PostgresStore(SqlStore):
         conn = self._connect(writer=True)  # unreachable at start: the caller says so
         try:
             migrate(conn)
-            _prepare_writer(conn)
         except BaseException:
             conn.close()
             raise
@@ -212,6 +211,7 @@ class PostgresStore(SqlStore):
             if writer:
                 # A backlog after an outage may be large: its batches get longer.
                 conn.execute("SET statement_timeout = '60s'")
+                _prepare_writer(conn)
         except BaseException:
             conn.close()
             raise
@@ -226,7 +226,6 @@ class PostgresStore(SqlStore):
             return None
         try:
             conn = self._connect(writer=True)
-            _prepare_writer(conn)
         except (StoreUnavailable, *_UNREACHABLE) as err:
             self._retry_at = now + self._backoff
             self._backoff = min(self._backoff * 2, RECONNECT_MAX_S)
@@ -332,7 +331,7 @@ class PostgresStore(SqlStore):
             conn = self._lead_conn
             try:
                 if conn is None or conn.closed:
-                    if time.monotonic() < self._lead_retry_at:
+                    if self._closing or time.monotonic() < self._lead_retry_at:
                         return False
                     self._leading = False
                     conn = self._lead_conn = self._connect()
