@@ -19,6 +19,9 @@ class WaybillConfig(TypedDict, total=False):
     cpus: str
     description: str
     otlp: bool  # export traces (default sampling) and metrics to bench/otlp_sink.py
+    # False: not in run.py's table unless named by --only (ab.py comparisons; they add
+    # minutes to `make bench`, and the PostgreSQL ones need the postgresql package)
+    suite: bool
 
 
 WAYBILL_CONFIGS: dict[str, WaybillConfig] = {
@@ -48,6 +51,7 @@ WAYBILL_CONFIGS: dict[str, WaybillConfig] = {
                  "--database", "{workdir}/waybill.db", "--no-drift", "--alert-interval", "0",
                  "--log-level", "warning"],
         "cpus": "0",
+        "suite": False,
         "description": "waybill-off with the prediction log on (SQLite)",
     },
     "waybill-off-pglog": {
@@ -55,6 +59,7 @@ WAYBILL_CONFIGS: dict[str, WaybillConfig] = {
                  "--database", "{postgres}", "--no-drift", "--alert-interval", "0",
                  "--log-level", "warning"],
         "cpus": "0",
+        "suite": False,
         "description": "waybill-off with the prediction log on PostgreSQL (the database's "
                        "processes on core 1)",
     },
@@ -63,6 +68,7 @@ WAYBILL_CONFIGS: dict[str, WaybillConfig] = {
         "args": ["--model", "delivery_eta", "--admin-port", "0", "--metrics-port", "0",
                  "--database", "{postgres}"],
         "cpus": "0",
+        "suite": False,
         "otlp": True,
         "description": "waybill-on with the prediction, outcome and event log in PostgreSQL "
                        "(a throwaway cluster on core 1, with the load generator and the "
