@@ -22,7 +22,7 @@ import http.server
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -625,7 +625,9 @@ def rig(tmp_path: Path, loaded: dict[tuple[str, str], LoadedVersion]) -> Iterato
     stores: list[Store] = []
     notifiers: list[Notifier] = []
 
-    def make(alerts: str, alertmanagers: tuple[str, ...] = (), **routes: Any) -> Rig:
+    def make(alerts: str, alertmanagers: tuple[str, ...] = (),
+             lead: Callable[[], bool] = lambda: True,
+             shared: Callable[[Any], bool] = lambda rule: False, **routes: Any) -> Rig:
         parsed = parse_routing_file(config_text(alerts, **routes))
         config = parsed.config
         snapshot = Snapshot.build(build_table(config), loaded, source="routing.toml",
@@ -638,7 +640,8 @@ def rig(tmp_path: Path, loaded: dict[tuple[str, str], LoadedVersion]) -> Iterato
         sig = Signals(observer, lambda m, v: None, db, None, clock=clock)
         notifier = Notifier(None, alertmanagers=alertmanagers, resend_s=60.0, clock=clock)
         notifiers.append(notifier)
-        engine = AlertEngine(state, sig, Journal(db), notifier, interval_s=10.0, clock=clock)
+        engine = AlertEngine(state, sig, Journal(db), notifier, interval_s=10.0, clock=clock,
+                             lead=lead, shared=shared)
         return Rig(config, clock, observer, db, state, engine)
 
     try:
@@ -653,6 +656,29 @@ def rig(tmp_path: Path, loaded: dict[tuple[str, str], LoadedVersion]) -> Iterato
 ROLLBACK_RULE = alert_toml("canary-errors", metric="error_rate", op=">", threshold=0.05,
                            for_="30s", window="2m", min_samples=20, severity="critical",
                            action="rollback")
+
+
+def test_a_shared_rule_is_acted_on_only_while_leading(rig: Any) -> None:
+    """Replicas on one database: a rule on shared evidence is evaluated by every process
+    but acted on by the one that leads; one that takes the lead over carries on from the
+    state it kept (no second firing event), and its level-triggered rollback acts."""
+    leading = [False]
+    r: Rig = rig(ROLLBACK_RULE, lead=lambda: leading[0], shared=lambda rule: True)
+    snapshot = r.state.current
+    add_calls(r.observer, STABLE, ok=400)
+    add_calls(r.observer, CANARY, ok=90, INTERNAL=10)
+    assert r.evaluate() == []  # pending, silently
+    add_calls(r.observer, CANARY, ok=90, INTERNAL=10)
+    assert r.evaluate(40) == []  # firing, silently: another process acts
+    assert {i.version: i.state for i in r.engine.instances()}[CANARY] == State.FIRING
+    assert r.state.current is snapshot and not r.engine.leading
+    assert r.events("alert") == [] and r.events("rollback") == []
+
+    leading[0] = True  # the leader went away: this one takes over
+    add_calls(r.observer, CANARY, ok=90, INTERNAL=10)
+    assert r.evaluate() == []  # already firing: no new change, no second page
+    assert r.routes.override is not None and r.routes.override.actor == "alert:canary-errors"
+    assert len(r.events("rollback")) == 1 and r.events("alert") == []
 
 
 def test_rollback_rule_rolls_the_canary_back_once(rig: Any) -> None:

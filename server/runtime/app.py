@@ -191,7 +191,10 @@ class WaybillServer:
         if settings.database is not None:
             self.store = _open_store(settings)
             self.store.start()
-        instance = f"{socket.gethostname()}/{settings.worker_index}"
+        # Processes sharing the store (workers, replicas) tell their own alerts apart by
+        # this; a lone process keeps the event log as it always did.
+        sharing = settings.reuse_port or (self.store is not None and self.store.shared)
+        instance = f"{socket.gethostname()}/{settings.worker_index}" if sharing else ""
         self.journal = Journal(self.store, instance=instance)
         self.reloader: RoutingReloader | None = None
         try:
