@@ -49,10 +49,10 @@ from server.monitoring.rules import AlertRule
 from server.monitoring.signals import NO_DATA, Reading, Signals, _quantile
 from server.serving.alerting import AlertEngine
 from server.serving.journal import Journal
-from server.serving.overrides import clear_override
+from server.serving.overrides import clear_override, rollback
 from server.serving.routing_file import parse_routing_file
 from server.serving.state import ServingState, Snapshot
-from server.storage.base import LoggedPrediction, Outcome, Store
+from server.storage.base import LoggedPrediction, Outcome, Store, StoreUnavailable
 from server.storage.sqlite import SqliteStore
 from server.telemetry.observe import DURATION_BOUNDS_S, Observer
 
@@ -656,6 +656,26 @@ def rig(tmp_path: Path, loaded: dict[tuple[str, str], LoadedVersion]) -> Iterato
 ROLLBACK_RULE = alert_toml("canary-errors", metric="error_rate", op=">", threshold=0.05,
                            for_="30s", window="2m", min_samples=20, severity="critical",
                            action="rollback")
+
+
+def test_an_override_made_while_the_store_is_away_is_saved_once_it_is_back(
+        rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    r: Rig = rig(ROLLBACK_RULE)
+    journal = Journal(r.store)
+    present = r.store.claim_override
+
+    def away(*args: Any) -> Any:
+        raise StoreUnavailable("the database is away")
+
+    monkeypatch.setattr(r.store, "claim_override", away)
+    _, routes = rollback(r.state, MODEL, "INC-1", actor="admin")
+    asyncio.run(journal.rolled_back(MODEL, routes))  # in force here, not saved
+    assert r.store.overrides() == {}
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(journal.follow(r.state))
+    monkeypatch.setattr(r.store, "claim_override", present)
+    asyncio.run(journal.follow(r.state))  # back: saved, so the other processes follow it
+    assert r.store.overrides()[MODEL]["reason"] == "INC-1"
 
 
 def test_a_shared_rule_is_acted_on_only_while_leading(rig: Any) -> None:

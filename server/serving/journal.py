@@ -71,6 +71,7 @@ class Journal:
         # on its own evidence carry it, so each process restores only its own as firing.
         self._instance = instance
         self._follow_failing = False
+        self._unsaved: set[str] = set()  # models whose override this process could not save
         self.rollbacks: dict[tuple[str, str], int] = {}  # (model, actor) -> count
         # The saved overrides as this process last wrote or read them: what changes
         # against this in the store was done by another process sharing it.
@@ -130,6 +131,10 @@ class Journal:
             await self._follow(state, self._store)
 
     async def _follow(self, state: ServingState, store: Store) -> None:
+        for model in sorted(self._unsaved):  # changes made here while the store was away
+            await self._save(store, model, state.current.table.models.get(model))
+            if model in self._unsaved:
+                raise StoreUnavailable("the store is still unavailable")
         stored = await asyncio.to_thread(store.overrides)
         for model in sorted(set(stored) | set(self._seen)):
             now, before = stored.get(model), self._seen.get(model)
@@ -201,11 +206,19 @@ class Journal:
                 if not claim.won:
                     log.warning("routing override: another process rolled back first",
                                 extra={"fields": {"model": model}})
+                    self._unsaved.discard(model)
                     return False
                 self._seen[model] = record
             else:
                 await asyncio.to_thread(store.drop_override, model)
                 self._seen.pop(model, None)
+            self._unsaved.discard(model)
+        except StoreUnavailable:
+            # In force here already; saved (and so followed by the others) once the
+            # store answers again: the next follow tries first.
+            self._unsaved.add(model)
+            log.warning("routing override not saved: the store is unavailable; it will be "
+                        "once the store is back", extra={"fields": {"model": model}})
         except Exception:
             log.exception("cannot save the override of %s", model)
         return True
