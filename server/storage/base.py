@@ -11,7 +11,7 @@ chooses one from ``--database``):
   and a rollback saved by one replica is followed by all.
 
 Both share one implementation of everything but connections and a few statements
-(``common.py``): a query is written once, in SQL both dialects read. The layers above
+(``store.py``): a query is written once, in SQL both dialects read. The layers above
 import this module only, never a backend: what an outcome means for a version (which
 actuals it accepts, the accuracy terms it adds) stays above the store, in the ``score``
 function the caller hands to :meth:`Store.report_outcomes`.

@@ -49,7 +49,7 @@ import psycopg_pool
 from psycopg.types.numeric import FloatLoader
 
 from server.storage.base import LoggedPrediction, StoreUnavailable
-from server.storage.common import PREDICTION_COLUMNS, Conn, SqlStore, prediction_rows
+from server.storage.store import PREDICTION_COLUMNS, Conn, SqlStore, prediction_rows
 
 log = logging.getLogger("waybill.store")
 

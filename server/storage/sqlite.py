@@ -8,7 +8,7 @@ killed with SIGKILL and restarted is still rolled back.
 
 SQLite has a single writer anyway, and a queue is cheaper than lock contention: every write
 (prediction batches, outcomes, events, overrides) runs on the one writer thread
-(``common.py``), in FIFO order, so a job sees every prediction queued before it was
+(``store.py``), in FIFO order, so a job sees every prediction queued before it was
 submitted. Readers open their own short-lived read-only connections: WAL lets them read
 while the writer writes. Worker processes of one pod share the file (``--workers``).
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from server.storage.base import LoggedPrediction
-from server.storage.common import Conn, SqlStore, prediction_rows
+from server.storage.store import Conn, SqlStore, prediction_rows
 
 log = logging.getLogger("waybill.store")
 
