@@ -63,7 +63,7 @@ LOCK_LEAD = 0x77617962_0004
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 2.0
 # Each entry migrates the schema from version i to i + 1 (table waybill_schema). The
-# columns mirror SQLite's, so every query in common.py reads both.
+# columns mirror SQLite's, so every query in store.py reads both.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         # seq grows in logging order (up to replicas writing at once): retention deletes
