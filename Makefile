@@ -37,20 +37,24 @@ $(DEV): $(BIN)/python $(DEV_LOCK) $(PYPROJECTS)
 serve: $(RUNTIME)
 	$(BIN)/waybill serve
 
-## test: run the whole test suite; first installs Debian's prometheus and
-## prometheus-alertmanager for the tests that run them, with apt-get: as root, or through
-## sudo where it asks no password (GitHub's runners)
+## test: run the whole test suite; first installs the Debian packages that some tests run
+## (prometheus, prometheus-alertmanager, postgresql) with apt-get when they are missing: as
+## root, or through sudo where it asks no password (GitHub's runners). The PostgreSQL tests
+## start throwaway clusters of their own (tests/pgcluster.py), never the package's.
 test: $(DEV)
-	@if command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null; then :; \
+	@missing=""; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null \
+		|| missing="$$missing postgresql"; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" != 0 ] && ! sudo -n true 2>/dev/null; then \
-		echo "prometheus or prometheus-alertmanager is not installed and cannot be: apt-get" \
-			"needs root, and this user is not root and has no sudo without a password" \
-			"(their tests skip)"; \
+		echo "not installed and cannot be:$$missing (apt-get needs root, and this user is" \
+			"not root and has no sudo without a password; their tests skip)"; \
 	else as_root=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$as_root apt-get update -qq && $$as_root env DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager \
-			>/dev/null \
-		|| echo "apt-get could not install prometheus (its tests skip)"; fi
+			apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+		|| echo "apt-get could not install$$missing (their tests skip)"; fi
 	$(BIN)/python -m pytest
 
 ## lint: ruff, mypy --strict (what it checks: [tool.mypy] in pyproject.toml), buf lint

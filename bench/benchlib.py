@@ -458,6 +458,38 @@ def with_flags(config: str, flags: str, name: str | None = None) -> str:
     return name
 
 
+_POSTGRES: list[Any] = []  # the one cluster of this process, once started
+
+
+def postgres_url() -> str:
+    """A fresh database on this process's throwaway PostgreSQL cluster (tests/pgcluster.py:
+    127.0.0.1, a free port, a temporary directory), started on first use, its processes on
+    the load generator's core (like the OTLP sink: a database runs on other machines than
+    the server), stopped at exit. fsync stays on: the log's own commits are asynchronous
+    (server/storage/postgres.py), outcomes' and events' are not."""
+    if not _POSTGRES:
+        import atexit
+        import sys
+
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        from tests.pgcluster import Cluster, unavailable
+
+        reason = unavailable()
+        if reason is not None:
+            raise RuntimeError(f"a configuration needs PostgreSQL: {reason}")
+        cluster = Cluster({"fsync": "on", "full_page_writes": "on"})
+        atexit.register(cluster.close)
+        cluster.start()
+        postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+        for pid in descendants(postmaster):  # backends forked later inherit the mask
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(pid, {int(CLIENT_CPU)})
+        _POSTGRES.append(cluster)
+    url: str = _POSTGRES[0].database()
+    return url
+
+
 def start_waybill(config: str, workdir: Path, src: Path = ROOT,
                   timeout: float = 90.0) -> tuple[Proc, int]:
     """Start one named configuration of `waybill serve`; ready when its port file appears.
@@ -472,6 +504,9 @@ def start_waybill(config: str, workdir: Path, src: Path = ROOT,
     port_file = workdir / f"{config}.port"
     port_file.unlink(missing_ok=True)
     args = [a.replace("{workdir}", str(workdir)) for a in spec["args"]]
+    if any("{postgres}" in a for a in args):  # a fresh database for each start
+        url = postgres_url()
+        args = [a.replace("{postgres}", url) for a in args]
     for stale in workdir.glob("waybill.db*"):  # each run starts with an empty log
         stale.unlink()
     cli = "server.runtime.cli" if (src / "server" / "runtime" / "cli.py").exists() else "server.cli"

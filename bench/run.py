@@ -522,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
         targets = [t for t in targets if any(fnmatch.fnmatch(t.name, p) for p in pats)]
         if not targets:
             raise SystemExit(f"--only {args.only!r} matches no server (see --list)")
+    else:  # configurations for ab.py comparisons run only when named
+        targets = [t for t in targets if WAYBILL_CONFIGS.get(t.name, {}).get("suite", True)]
     floor = bl.pingpong(1.0, (int(bl.SERVER_CPU), int(bl.CLIENT_CPU)))
     print(f"cross-core wake-up round trip (socketpair ping-pong): p50 {floor['p50_us']:.0f} µs, "
           f"p99 {floor['p99_us']:.0f} µs, p999 {floor['p999_us']:.0f} µs", flush=True)

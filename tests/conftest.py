@@ -11,7 +11,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from models import datagen, dataset, training
+from tests import pgcluster
 from tests.harness import ServerProcess
+from tests.pgcluster import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 # On 2 busy cores generating an input can be slow; that is not a failure of what a property
@@ -71,3 +73,19 @@ def server(registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     workdir = tmp_path_factory.mktemp("server")
     with ServerProcess(workdir, "--registry", str(registry), "--max-rows", "200") as proc:
         yield proc
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL cluster for the session (tests/pgcluster.py); a test takes
+    a fresh database of it with ``postgres.database()``. Skips, saying why, only where
+    PostgreSQL is not installed and could not be."""
+    reason = pgcluster.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    cluster = Cluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()

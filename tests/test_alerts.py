@@ -22,7 +22,7 @@ import http.server
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -49,10 +49,11 @@ from server.monitoring.rules import AlertRule
 from server.monitoring.signals import NO_DATA, Reading, Signals, _quantile
 from server.serving.alerting import AlertEngine
 from server.serving.journal import Journal
-from server.serving.overrides import clear_override
+from server.serving.overrides import clear_override, rollback
 from server.serving.routing_file import parse_routing_file
 from server.serving.state import ServingState, Snapshot
-from server.storage.store import LoggedPrediction, Outcome, Store
+from server.storage.base import LoggedPrediction, Outcome, Store, StoreUnavailable
+from server.storage.sqlite import SqliteStore
 from server.telemetry.observe import DURATION_BOUNDS_S, Observer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -442,7 +443,7 @@ def test_latency_quantile_over_the_window() -> None:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[tuple[Store, FakeClock]]:
     wall = FakeClock(1_750_000_000.0)
-    db = Store(tmp_path / "waybill.db", clock=wall)
+    db = SqliteStore(tmp_path / "waybill.db", clock=wall)
     db.start()
     try:
         yield db, wall
@@ -624,20 +625,23 @@ def rig(tmp_path: Path, loaded: dict[tuple[str, str], LoadedVersion]) -> Iterato
     stores: list[Store] = []
     notifiers: list[Notifier] = []
 
-    def make(alerts: str, alertmanagers: tuple[str, ...] = (), **routes: Any) -> Rig:
+    def make(alerts: str, alertmanagers: tuple[str, ...] = (),
+             lead: Callable[[], bool] = lambda: True,
+             shared: Callable[[Any], bool] = lambda rule: False, **routes: Any) -> Rig:
         parsed = parse_routing_file(config_text(alerts, **routes))
         config = parsed.config
         snapshot = Snapshot.build(build_table(config), loaded, source="routing.toml",
                                   alerts=parsed.alerts)
         state = ServingState(snapshot)
-        db = Store(tmp_path / "waybill.db")
+        db = SqliteStore(tmp_path / "waybill.db")
         db.start()
         stores.append(db)
         clock, observer = FakeClock(), Observer()
         sig = Signals(observer, lambda m, v: None, db, None, clock=clock)
         notifier = Notifier(None, alertmanagers=alertmanagers, resend_s=60.0, clock=clock)
         notifiers.append(notifier)
-        engine = AlertEngine(state, sig, Journal(db), notifier, interval_s=10.0, clock=clock)
+        engine = AlertEngine(state, sig, Journal(db), notifier, interval_s=10.0, clock=clock,
+                             lead=lead, shared=shared)
         return Rig(config, clock, observer, db, state, engine)
 
     try:
@@ -652,6 +656,49 @@ def rig(tmp_path: Path, loaded: dict[tuple[str, str], LoadedVersion]) -> Iterato
 ROLLBACK_RULE = alert_toml("canary-errors", metric="error_rate", op=">", threshold=0.05,
                            for_="30s", window="2m", min_samples=20, severity="critical",
                            action="rollback")
+
+
+def test_an_override_made_while_the_store_is_away_is_saved_once_it_is_back(
+        rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    r: Rig = rig(ROLLBACK_RULE)
+    journal = Journal(r.store)
+    present = r.store.claim_override
+
+    def away(*args: Any) -> Any:
+        raise StoreUnavailable("the database is away")
+
+    monkeypatch.setattr(r.store, "claim_override", away)
+    _, routes = rollback(r.state, MODEL, "INC-1", actor="admin")
+    asyncio.run(journal.rolled_back(MODEL, routes))  # in force here, not saved
+    assert r.store.overrides() == {}
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(journal.follow(r.state))
+    monkeypatch.setattr(r.store, "claim_override", present)
+    asyncio.run(journal.follow(r.state))  # back: saved, so the other processes follow it
+    assert r.store.overrides()[MODEL]["reason"] == "INC-1"
+
+
+def test_a_shared_rule_is_acted_on_only_while_leading(rig: Any) -> None:
+    """Replicas on one database: a rule on shared evidence is evaluated by every process
+    but acted on by the one that leads; one that takes the lead over carries on from the
+    state it kept (no second firing event), and its level-triggered rollback acts."""
+    leading = [False]
+    r: Rig = rig(ROLLBACK_RULE, lead=lambda: leading[0], shared=lambda rule: True)
+    snapshot = r.state.current
+    add_calls(r.observer, STABLE, ok=400)
+    add_calls(r.observer, CANARY, ok=90, INTERNAL=10)
+    assert r.evaluate() == []  # pending, silently
+    add_calls(r.observer, CANARY, ok=90, INTERNAL=10)
+    assert r.evaluate(40) == []  # firing, silently: another process acts
+    assert {i.version: i.state for i in r.engine.instances()}[CANARY] == State.FIRING
+    assert r.state.current is snapshot and not r.engine.leading
+    assert r.events("alert") == [] and r.events("rollback") == []
+
+    leading[0] = True  # the leader went away: this one takes over
+    add_calls(r.observer, CANARY, ok=90, INTERNAL=10)
+    assert r.evaluate() == []  # already firing: no new change, no second page
+    assert r.routes.override is not None and r.routes.override.actor == "alert:canary-errors"
+    assert len(r.events("rollback")) == 1 and r.events("alert") == []
 
 
 def test_rollback_rule_rolls_the_canary_back_once(rig: Any) -> None:
@@ -828,7 +875,7 @@ def test_saved_override_is_restored_until_a_new_canary(rig: Any, tmp_path: Path)
     assert in_force is not None
     r.store.close()  # the server goes away
 
-    restarted = Store(tmp_path / "waybill.db")
+    restarted = SqliteStore(tmp_path / "waybill.db")
     restarted.start()
     try:
         journal = Journal(restarted)

@@ -185,3 +185,37 @@ def test_pure_packages_import_only_what_they_may(package: str, allowed: tuple[st
 def test_alert_rules_are_monitorings_not_the_routers() -> None:
     router_text = "\n".join(p.read_text() for p in (ROOT / "router").rglob("*.py"))
     assert "AlertRule" not in router_text and "Metric" not in router_text
+
+
+# What the layers above storage may import of it: the interface, and (the composition root
+# only) the module that opens the backend --database names. Never a backend itself, nor a
+# driver: the store's users work on either backend unchanged.
+STORAGE_INTERFACE = "server.storage.base"
+STORAGE_CHOOSER = ("server.storage.backends", "server.runtime.app")
+DRIVERS = ("sqlite3", "psycopg", "psycopg_pool")
+
+
+def test_only_storage_knows_its_backends() -> None:
+    modules = project_modules()
+    wrong = []
+    for module, imported in graph().items():
+        if within(module, "server.storage"):
+            continue
+        for target in imported:
+            if (within(target, "server.storage") and target in modules
+                    and target not in ("server.storage", STORAGE_INTERFACE)
+                    and (target, module) != STORAGE_CHOOSER):
+                wrong.append(f"{module} imports {target}")
+            if (any(within(target, d) for d in DRIVERS) and within(module, "server")
+                    and module != STORAGE_CHOOSER[1]):
+                wrong.append(f"{module} imports the driver {target}")
+    assert wrong == []
+
+
+def test_psycopg_only_in_the_postgresql_backend() -> None:
+    wrong = [f"{module} imports {target}"
+             for module, imported in graph().items()
+             for target in imported
+             if (within(target, "psycopg") or within(target, "psycopg_pool"))
+             and module != "server.storage.postgres"]
+    assert wrong == []

@@ -48,7 +48,9 @@ K8S_VERSIONS = ("1.30.0", "1.37.0")
 NAMESPACES = {"staging": "waybill-staging", "production": "waybill-production"}
 PRODUCTION_TOKEN = "test-token-from-file"
 PRODUCTION_OUTCOME_TOKEN = "test-outcome-token-from-file"
-TOKEN_FILES = ("admin-token.txt", "outcome-token.txt")
+PRODUCTION_DATABASE_URL = "postgresql://waybill:test-password@db.internal:5432/waybill"
+# The files production's Secrets are made of, never committed.
+TOKEN_FILES = ("admin-token.txt", "outcome-token.txt", "database-url.txt")
 PREDICTION_SERVICE = "waybill.v1.PredictionService"
 RULES = DEPLOY / "prometheus" / "waybill-rules.yml"
 MONITORING = "monitoring.coreos.com/v1"  # the Prometheus Operator's API group
@@ -101,6 +103,7 @@ def deploy_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(DEPLOY, root, ignore=shutil.ignore_patterns("__pycache__", *TOKEN_FILES))
     (root / "k8s/overlays/production/admin-token.txt").write_text(PRODUCTION_TOKEN)
     (root / "k8s/overlays/production/outcome-token.txt").write_text(PRODUCTION_OUTCOME_TOKEN)
+    (root / "k8s/overlays/production/database-url.txt").write_text(PRODUCTION_DATABASE_URL)
     return root
 
 
@@ -154,8 +157,10 @@ def test_overlay_renders_every_object(
 ) -> None:
     docs = objects[overlay]
     kinds = sorted(d["kind"] for d in docs)
+    # Production's third Secret is the database URL (components/postgres).
+    secrets = ["Secret"] * (3 if overlay == "production" else 2)
     assert kinds == sorted([
-        "Namespace", "ServiceAccount", "ConfigMap", "Secret", "Secret",
+        "Namespace", "ServiceAccount", "ConfigMap", *secrets,
         "Service", "Service", "Service", "Service",
         "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
         "ServiceMonitor", "PrometheusRule",
@@ -451,6 +456,35 @@ def test_production_uses_the_token_files_and_refuses_to_render_without_them(
         result = kustomize(bare / "k8s/overlays/production")
         assert result.returncode != 0
         assert missing in result.stderr
+
+
+def test_production_replicas_share_one_database_from_a_secret(
+        objects: dict[str, list[dict[str, Any]]]) -> None:
+    """The postgres component: WAYBILL_DATABASE from the Secret, no per-pod state volume;
+    staging keeps the base's per-pod SQLite file."""
+    production, staging = objects["production"], objects["staging"]
+    assert secret_value(production, "WAYBILL_DATABASE") == PRODUCTION_DATABASE_URL
+    assert "value" not in next(e for e in container(production)["env"]
+                               if e["name"] == "WAYBILL_DATABASE")
+    spec = one(production, "Deployment", "waybill")["spec"]["template"]["spec"]
+    assert [v["name"] for v in spec["volumes"] if "emptyDir" in v] == ["tmp"]
+    assert {m["mountPath"] for m in container(production)["volumeMounts"]} == {
+        "/etc/waybill/routing", "/tmp"}
+    assert env_of(staging)["WAYBILL_DATABASE"] == "/var/lib/waybill/waybill.db"
+
+
+def test_the_postgres_component_renders_on_the_base_alone(deploy_copy: Path) -> None:
+    overlay = deploy_copy / "k8s/overlays/postgres-only"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        "resources:\n  - ../../base\ncomponents:\n  - ../../components/postgres\n")
+    result = kustomize(overlay)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in need_yaml().safe_load_all(result.stdout) if d]
+    assert env_of(docs)["WAYBILL_DATABASE"] == {
+        "secretKeyRef": {"name": "waybill-database", "key": "url"}}
+    assert find(docs, "Secret", "waybill-database") == []  # the overlay's, or made beside
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

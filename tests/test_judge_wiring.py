@@ -1,8 +1,8 @@
 """The canary judge wired into alert rules, piece by piece, with real objects.
 
-- :meth:`Store.loss_sums` on a real SQLite store: per-period sums of each outcome's loss,
-  the period being the *prediction's* time (not the report's), absolute error for
-  regression kinds and log loss for classifiers;
+- :meth:`Store.loss_sums` on a real store of each backend (SQLite, PostgreSQL): per-period
+  sums of each outcome's loss, the period being the *prediction's* time (not the
+  report's), absolute error for regression kinds and log loss for classifiers;
 - the ``judge`` reader of :class:`Signals` over that store (paired periods, one read per
   evaluation);
 - the latch of the pure state machine (:func:`advance`): the first WORSE is final, a
@@ -32,14 +32,16 @@ from models.loaded import LoadedVersion
 from server.monitoring.alerts import Instance, State, advance, holds, same_experiment
 from server.monitoring.judge import Outcome, Verdict
 from server.monitoring.notify import Notifier
-from server.monitoring.rules import AlertRule
-from server.monitoring.signals import NO_DATA, Judged, Reading, Signals
+from server.monitoring.rules import AlertRule, Metric
+from server.monitoring.signals import NO_DATA, STORE_METRICS, Judged, Reading, Signals
 from server.serving.alerting import AlertEngine
 from server.serving.journal import Journal
 from server.serving.routing_file import parse_routing_file
 from server.serving.state import ServingState, Snapshot
-from server.storage.store import LoggedPrediction, LossSums, Store
-from server.storage.store import Outcome as Reported
+from server.storage import backends
+from server.storage.base import LoggedPrediction, LossSums, Store, StoreUnavailable
+from server.storage.base import Outcome as Reported
+from server.storage.sqlite import SqliteStore
 from server.telemetry.observe import Observer
 from tests.test_alerts import (
     CANARY,
@@ -56,10 +58,17 @@ PERIOD = 900.0
 T0 = 1_750_001_100.0  # 600 s into period 1_944_445 (of 900 s)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[tuple[Store, FakeClock]]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest,
+          tmp_path: Path) -> Iterator[tuple[Store, FakeClock]]:
+    """A started store of each backend; T0 is 2/3 into its period, so a backend whose
+    period number rounds instead of flooring is caught."""
+    if request.param == "sqlite":
+        target = str(tmp_path / "waybill.db")
+    else:
+        target = request.getfixturevalue("postgres").database()
     wall = FakeClock(T0)
-    db = Store(tmp_path / "waybill.db", clock=wall)
+    db = backends.open_store(target, clock=wall)
     db.start()
     try:
         yield db, wall
@@ -188,6 +197,19 @@ def test_the_judge_reads_paired_periods_once_per_evaluation(
     assert no_store.read(r, MODEL, CANARY, STABLE) == NO_DATA
 
 
+def test_judge_rules_read_shared_evidence_and_an_absent_store_is_no_data() -> None:
+    # With replicas on one database, only the leading one acts on a judge rule.
+    assert Metric.JUDGE in STORE_METRICS
+
+    class Away:
+        def loss_sums(self, *args: Any, **kwargs: Any) -> list[LossSums]:
+            raise StoreUnavailable("the database is away")
+
+    sig = Signals(Observer(), lambda m, v: None, Away(), None)  # type: ignore[arg-type]
+    sig.sample(60.0)
+    assert sig.paired(MODEL, CANARY, STABLE, PERIOD) is None
+
+
 def test_a_period_counts_once_each_side_has_two_outcomes(store: tuple[Store, FakeClock]) -> None:
     db, wall = store
     sig = Signals(Observer(), lambda m, v: None, db, None, clock=FakeClock(), wall=wall)
@@ -312,7 +334,7 @@ def rig(tmp_path: Path, loaded: dict[tuple[str, str], LoadedVersion]) -> Iterato
                                   alerts=parsed.alerts)
         state = ServingState(snapshot)
         wall = FakeClock(T0)
-        db = Store(tmp_path / "waybill.db", clock=wall)
+        db = SqliteStore(tmp_path / "waybill.db", clock=wall)
         db.start()
         stores.append(db)
         clock = FakeClock()

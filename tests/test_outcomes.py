@@ -459,13 +459,14 @@ def test_events_are_listed_in_order_filtered_and_kept_across_restarts(
 def test_an_unknown_event_kind_is_invalid_argument_listing_the_kinds(
     server: ServerProcess,
 ) -> None:
-    every_kind = ["alert", "config_applied", "override_cleared", "rollback"]
+    every_kind = ["alert", "config_applied", "judge", "override_cleared", "rollback"]
     assert "config_applied" in {e.kind for e in events(server.admin_target, kinds=every_kind)}
     with pytest.raises(grpc.RpcError) as caught:
         events(server.admin_target, kinds=["rollback", "rolback"])
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violations(caught.value) == [("kinds[1]", "is not an event kind; the kinds are "
-                                         "alert, config_applied, judge, override_cleared, rollback")]
+                                         "alert, config_applied, judge, override_cleared, "
+                                         "rollback")]
 
 
 def test_a_rollback_with_nothing_to_roll_back_changes_and_records_nothing(

@@ -224,7 +224,8 @@ def test_health_turns_not_serving_on_drain_on_both_ports(tmp_path: Path,
 
 def test_health_overall_and_per_service(server: ServerProcess) -> None:
     stub = health_pb2_grpc.HealthStub(server.channel())
-    for service in ("", "waybill.v1.PredictionService"):
+    # waybill.store: the prediction log's database (an SQLite file here) answers.
+    for service in ("", "waybill.v1.PredictionService", "waybill.store"):
         reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     with pytest.raises(grpc.RpcError) as caught:

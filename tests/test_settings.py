@@ -130,3 +130,29 @@ def test_the_alertmanager_flags_parse_repeated() -> None:
          "--alertmanager-resend", "15", "--alert-webhook", "http://hook"])
     assert args.alertmanager == ["http://a:9093", "http://b:9093"]
     assert (args.alertmanager_resend, args.alert_webhook) == (15.0, "http://hook")
+
+
+def test_database_is_a_path_or_a_postgresql_url_never_echoing_its_password() -> None:
+    assert load_settings({}, {}).database == "var/waybill.db"
+    url = "postgresql://waybill:s3cret@db:5432/waybill"
+    assert load_settings({}, {"WAYBILL_DATABASE": url}).database == url
+    assert load_settings({"database": ""}, {}).database is None
+    with pytest.raises(SettingsError, match="postgresql:// URL") as caught:
+        load_settings({"database": "mysql://waybill:s3cret@db/waybill"}, {})
+    assert "s3cret" not in str(caught.value)
+    with pytest.raises(SettingsError, match="log_flush_interval_s"):
+        load_settings({"log_flush_interval_s": "0"}, {})
+
+
+def test_an_unreachable_database_stops_the_start_without_its_password(tmp_path: Path) -> None:
+    from tests.pgcluster import free_port
+
+    url = f"postgresql://waybill:s3cret@127.0.0.1:{free_port()}/waybill"
+    proc = subprocess.run(
+        [sys.executable, "-m", "server.runtime.cli", "serve", "--port", "0", "--admin-port", "0",
+         "--no-metrics", "--no-routing", "--database", url],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert "cannot start: database: cannot connect to postgresql://waybill:***@127.0.0.1" in (
+        proc.stderr)
+    assert "s3cret" not in proc.stderr + proc.stdout

@@ -1,7 +1,11 @@
-"""The SQLite store on real files: outcomes and accuracy on known numbers, all-or-nothing
-batches, the bounded hot-path queue, events and overrides across reopen and SIGKILL,
-retention. A settable clock makes time windows and retention deterministic; a long
-flush interval keeps predictions queued until a blocking call makes the writer flush."""
+"""The store on both backends, SQLite on real files and PostgreSQL on a throwaway cluster
+(tests/pgcluster.py): outcomes and accuracy on known numbers, all-or-nothing batches, the
+bounded hot-path queue, events and overrides across reopen and SIGKILL, claims, retention.
+A settable clock makes time windows and retention deterministic; a long flush interval
+keeps predictions queued until a blocking call makes the writer flush. What only one
+backend has (SQLite's file and its migration from the first schema; PostgreSQL's outages,
+lead and concurrent replicas) is tested below the shared tests and in
+tests/test_store_postgres.py."""
 
 from __future__ import annotations
 
@@ -23,10 +27,10 @@ import pytest
 from models.artifact import OutputSpec
 from models.kinds import Actual, Logged, OutcomeRefused, Terms, kind_of
 from server.serving.ids import new_prediction_ids
-from server.storage.store import (
-    _MIGRATIONS,
-    SCHEMA_VERSION,
+from server.storage import backends
+from server.storage.base import (
     Accuracy,
+    Claim,
     ConflictingOutcomes,
     LoggedPrediction,
     Outcome,
@@ -34,6 +38,8 @@ from server.storage.store import (
     Store,
     UnknownPredictions,
 )
+from server.storage.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
+from tests.pgcluster import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "delivery_eta"
@@ -79,11 +85,33 @@ def prediction(prediction_id: str, version: str = "1.0.0", *, model: str = MODEL
                             promised_days)
 
 
-def count(path: Path, table: str) -> int:
+def count_sqlite(path: Path, table: str) -> int:
     with sqlite3.connect(path) as conn:
         n: int = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     conn.close()
     return n
+
+
+def count_postgres(url: str, table: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+class Database:
+    """Where a test's stores live: an SQLite file, or a fresh PostgreSQL database."""
+
+    def __init__(self, backend: str, target: str) -> None:
+        self.backend = backend
+        self.target = target  # the --database value
+
+    def count(self, table: str) -> int:
+        if self.backend == "sqlite":
+            return count_sqlite(Path(self.target), table)
+        return count_postgres(self.target, table)
 
 
 @pytest.fixture
@@ -91,15 +119,23 @@ def clock() -> Clock:
     return Clock()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
+    if request.param == "sqlite":
+        return Database("sqlite", str(tmp_path / "state" / "state.db"))
+    cluster: Cluster = request.getfixturevalue("postgres")
+    return Database("postgresql", cluster.database())
+
+
 @pytest.fixture
-def open_store(tmp_path: Path, clock: Clock) -> Iterator[Callable[..., Store]]:
-    """Started stores on tmp_path/state.db; all closed at teardown."""
+def open_store(database: Database, clock: Clock) -> Iterator[Callable[..., Store]]:
+    """Started stores on the test's database; all closed at teardown."""
     opened: list[Store] = []
 
     def make(start: bool = True, **kwargs: Any) -> Store:
         kwargs.setdefault("clock", clock)
         kwargs.setdefault("flush_interval_s", 60.0)  # only blocking calls flush
-        store = Store(tmp_path / "state" / "state.db", **kwargs)
+        store = backends.open_store(database.target, **kwargs)
         opened.append(store)
         if start:
             store.start()
@@ -234,14 +270,15 @@ def test_a_prediction_still_queued_is_found(store: Store) -> None:
     assert store.pending == 0 and store.written == 1
 
 
-def test_close_writes_what_is_queued(open_store: Callable[..., Store], tmp_path: Path) -> None:
+def test_close_writes_what_is_queued(open_store: Callable[..., Store],
+                                     database: Database) -> None:
     store = open_store()
     store.flush()
     store.log_predictions([prediction(pid()) for _ in range(3)])
     assert store.pending == 3
     store.close()
     assert (store.pending, store.written) == (0, 3)
-    assert count(tmp_path / "state" / "state.db", "predictions") == 3
+    assert database.count("predictions") == 3
     with pytest.raises(RuntimeError, match="closed"):
         store.flush()
 
@@ -250,7 +287,7 @@ def test_close_writes_what_is_queued(open_store: Callable[..., Store], tmp_path:
 
 
 def test_queue_bound_drops_and_counts_without_raising(open_store: Callable[..., Store],
-                                                      tmp_path: Path) -> None:
+                                                      database: Database) -> None:
     store = open_store(start=False, queue_max=5)
     store.log_predictions([prediction(pid()) for _ in range(3)])
     store.log_predictions([prediction(pid()) for _ in range(4)])  # 2 fit, 2 dropped
@@ -262,7 +299,7 @@ def test_queue_bound_drops_and_counts_without_raising(open_store: Callable[..., 
         store.flush()
     store.close()  # writes what was queued, on the caller's thread
     assert store.written == 5
-    assert count(tmp_path / "state" / "state.db", "predictions") == 5
+    assert database.count("predictions") == 5
     store.log_predictions([prediction(pid())])  # after close: dropped, not raised
     assert store.dropped == 4
 
@@ -332,23 +369,37 @@ def test_overrides_save_drop_and_survive_reopen(open_store: Callable[..., Store]
         MODEL: {"version": "0.9.0", "reason": "still bad"}}
 
 
-def test_event_and_override_survive_sigkill(tmp_path: Path) -> None:
-    path = tmp_path / "killed.db"
+def test_a_claim_saves_only_over_what_the_claimant_expected(
+        open_store: Callable[..., Store]) -> None:
+    """Two processes rolling one model back at once: the first claim wins, the second
+    finds the winner's override and saves nothing."""
+    first, second = open_store(), open_store()
+    mine, theirs = {"actor": "alert:a", "n": 1}, {"actor": "admin", "n": 2}
+    assert first.claim_override(MODEL, mine, None) == Claim(True, mine)
+    assert second.claim_override(MODEL, theirs, None) == Claim(False, mine)
+    # Claimed over the one it expected (a stale override it had followed): saved.
+    assert second.claim_override(MODEL, theirs, mine) == Claim(True, theirs)
+    assert first.claim_override(MODEL, mine, mine) == Claim(False, theirs)
+    first.drop_override(MODEL)
+    assert second.claim_override(MODEL, theirs, theirs) == Claim(False, None)
+    assert second.overrides() == {}
+
+
+def test_event_and_override_survive_sigkill(database: Database) -> None:
     code = (
         "import os, signal, sys\n"
-        "from pathlib import Path\n"
-        "from server.storage.store import Store\n"
-        "store = Store(Path(sys.argv[1]))\n"
+        "from server.storage.backends import open_store\n"
+        "store = open_store(sys.argv[1])\n"
         "store.start()\n"
         "store.record_event('rollback', 'delivery_eta', version='1.1.0', actor='test')\n"
         "store.save_override('delivery_eta', {'version': '1.0.0'})\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-c", code, database.target], cwd=ROOT, env=env,
                           capture_output=True, timeout=30)
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()
-    store = Store(path)
+    store = backends.open_store(database.target)
     try:
         (event,) = store.events()
         assert (event.kind, event.model, event.version, event.actor) == (
@@ -362,7 +413,7 @@ def test_event_and_override_survive_sigkill(tmp_path: Path) -> None:
 
 
 def test_purge_deletes_expired_predictions_with_their_outcomes(
-        open_store: Callable[..., Store], clock: Clock, tmp_path: Path) -> None:
+        open_store: Callable[..., Store], clock: Clock, database: Database) -> None:
     store = open_store(retention_s=100)
     old = [pid() for _ in range(4)]
     store.log_predictions([prediction(i) for i in old])
@@ -375,8 +426,7 @@ def test_purge_deletes_expired_predictions_with_their_outcomes(
 
     clock.now += 50  # the first batch is 110 s old, the second 50 s
     assert store.purge() == 4
-    db = tmp_path / "state" / "state.db"
-    assert (count(db, "predictions"), count(db, "outcomes")) == (3, 1)
+    assert (database.count("predictions"), database.count("outcomes")) == (3, 1)
     with pytest.raises(UnknownPredictions):
         report(store, [days(old[3], 1)])
     (acc,) = store.accuracy(MODEL, since_s=1000)
@@ -384,7 +434,7 @@ def test_purge_deletes_expired_predictions_with_their_outcomes(
 
 
 def test_retention_runs_when_the_writer_starts(open_store: Callable[..., Store], clock: Clock,
-                                              tmp_path: Path) -> None:
+                                              database: Database) -> None:
     first = open_store(start=False, retention_s=100)
     first.log_predictions([prediction(pid()) for _ in range(3)])
     first.close()
@@ -394,11 +444,11 @@ def test_retention_runs_when_the_writer_starts(open_store: Callable[..., Store],
     # job is the first one certain to come after it.
     store.flush()
     store.flush()
-    assert count(tmp_path / "state" / "state.db", "predictions") == 0
+    assert database.count("predictions") == 0
 
 
 def test_purge_caps_the_count_keeping_the_newest(open_store: Callable[..., Store],
-                                                 tmp_path: Path) -> None:
+                                                 database: Database) -> None:
     store = open_store(max_predictions=5, max_events=3)
     ids = [pid() for _ in range(12)]
     for i in range(0, 12, 4):
@@ -406,14 +456,15 @@ def test_purge_caps_the_count_keeping_the_newest(open_store: Callable[..., Store
     for n in range(5):
         store.record_event("alert", MODEL, value=n)
     assert store.purge() == 7
-    db = tmp_path / "state" / "state.db"
-    assert count(db, "predictions") == 5
+    assert database.count("predictions") == 5
     report(store, [days(i, 1) for i in ids[-5:]])  # the newest remain
     assert [e.value for e in store.events()] == [2.0, 3.0, 4.0]
 
 
-def test_schema_version_and_wal_mode(store: Store, tmp_path: Path) -> None:
-    conn = sqlite3.connect(tmp_path / "state" / "state.db")
+def test_schema_version_and_wal_mode(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    store.close()
+    conn = sqlite3.connect(tmp_path / "state.db")
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
@@ -437,7 +488,7 @@ def test_a_first_schema_log_is_migrated_with_its_rows(tmp_path: Path, clock: Clo
                  ("old-a", MODEL, "1.0.0", 5.0, None, T0, -2.0, 1, 0))
     conn.commit()
     conn.close()
-    store = Store(path, clock=clock)
+    store = SqliteStore(path, clock=clock)
     store.start()
     try:
         report(store, [days("old-b", 4)])
@@ -448,14 +499,19 @@ def test_a_first_schema_log_is_migrated_with_its_rows(tmp_path: Path, clock: Clo
         store.close()
 
 
-def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "new.db"
-    Store(path).close()
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version = 99")
-    conn.close()
+def test_a_newer_schema_is_refused(database: Database) -> None:
+    backends.open_store(database.target).close()
+    if database.backend == "sqlite":
+        conn = sqlite3.connect(database.target)
+        conn.execute("PRAGMA user_version = 99")
+        conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(database.target) as pg:
+            pg.execute("INSERT INTO waybill_schema (version) VALUES (99)")
     with pytest.raises(RuntimeError, match="newer"):
-        Store(path)
+        backends.open_store(database.target)
 
 
 def test_throughput(open_store: Callable[..., Store]) -> None:
@@ -474,7 +530,8 @@ def test_throughput(open_store: Callable[..., Store]) -> None:
     written = time.perf_counter() - started
     n = rows_per_call * calls
     assert store.written == n and store.dropped == 0
-    print(f"\nstore: log_predictions {logged / n * 1e6:.3f} us/row ({rows_per_call} rows/call);"
+    print(f"\nstore ({store.backend}): log_predictions {logged / n * 1e6:.3f} us/row"
+          f" ({rows_per_call} rows/call);"
           f" writer {n / written:,.0f} rows/s ({n} rows in one flush)")
 
 

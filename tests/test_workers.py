@@ -39,7 +39,9 @@ def workers(registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     token = workdir / "outcome.token"
     token.write_text(OUTCOME_TOKEN + "\n")
     with ServerProcess(workdir, "--registry", str(registry), "--routing", str(config),
-                       "--workers", "2", "--outcome-token-file", str(token)) as proc:
+                       "--workers", "2", "--outcome-token-file", str(token),
+                       # An unknown id is NOT_FOUND after this long (a sibling's queue).
+                       "--outcome-wait", "0.3") as proc:
         yield proc
 
 

@@ -40,7 +40,7 @@ from opentelemetry import trace
 
 from models.calendar import utc_now, utc_text
 from server.monitoring.alerts import Change, Instance, State, verdict_text
-from server.monitoring.rules import Metric
+from server.monitoring.rules import AlertRule, Metric
 from server.telemetry.observe import Observer
 
 log = logging.getLogger("waybill.notify")
@@ -202,9 +202,15 @@ class Notifier:
                  labels: dict[str, str] | None = None,
                  alertmanagers: Sequence[str] = (), resend_s: float = RESEND_S,
                  clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time,
+                 per_process: Callable[[AlertRule], bool] = lambda rule: True) -> None:
         self._tracer = tracer
         self._labels = dict(labels or {})
+        # Whether a rule's alerts are this process's own (its evidence: drift, errors,
+        # latency), labelled with ``labels``; the others (accuracy over outcomes every
+        # replica shares) carry no process labels, so whichever replica posts them,
+        # Alertmanager sees one alert and pages once.
+        self._per_process = per_process
         self._external_url = external_url
         self._resend = resend_s
         self._clock = clock
@@ -257,7 +263,8 @@ class Notifier:
         if change.state not in (State.FIRING, State.RESOLVED):
             return  # pending, or a pending that cleared: it never fired, nobody is told
         if self._webhook is not None:
-            self._webhook.offer(alertmanager_payload(change, self._external_url, self._labels))
+            self._webhook.offer(alertmanager_payload(change, self._external_url,
+                                                     self._extra(rule)))
         if not self._alertmanagers:
             return
         key = (instance.model, rule.name, instance.version)
@@ -288,10 +295,13 @@ class Notifier:
               ends_at: str | None = None) -> None:
         if ends_at is None:
             ends_at = utc_text(self._wall() + ENDS_AFTER_RESENDS * self._resend)
-        body = [postable_alert(i, state, ends_at, self._external_url, self._labels)
+        body = [postable_alert(i, state, ends_at, self._external_url, self._extra(i.rule))
                 for i in instances]
         for poster in self._alertmanagers:
             poster.offer(body)
+
+    def _extra(self, rule: AlertRule) -> dict[str, str]:
+        return self._labels if self._per_process(rule) else {}
 
     def close(self, timeout_s: float = 2.0) -> None:
         for poster in self._posters():

@@ -22,7 +22,7 @@ from server.monitoring.drift import DriftTracker, WindowReport
 from server.monitoring.judge import Moments, Verdict, judge, summarize
 from server.monitoring.rules import AlertRule, Metric, StatusClass
 from server.monitoring.shadow_stats import ShadowStats
-from server.storage.store import Accuracy, LossSums, Store
+from server.storage.base import Accuracy, LossSums, Store, StoreUnavailable
 from server.telemetry.observe import SERVER_ERROR_CODES, Observer
 
 Key = tuple[str, str]  # (model, version)
@@ -127,7 +127,8 @@ class Signals:
         self._history: deque[_Cumulative] = deque([_Cumulative(clock())])  # zeros at start
         self._horizon = 0.0
         self._accuracy: dict[tuple[str, float], dict[str, Accuracy]] = {}
-        self._losses: dict[JudgeKey, Periods] = {}  # this evaluation's, per experiment
+        # This evaluation's, per experiment; None: the database was away.
+        self._losses: dict[JudgeKey, Periods | None] = {}
         self._settled: dict[JudgeKey, _Settled] = {}
         self._evaluation = 0
 
@@ -232,7 +233,10 @@ class Signals:
         key = (model, window_s)
         cached = self._accuracy.get(key)
         if cached is None:
-            cached = {a.version: a for a in self._store.accuracy(model, window_s)}
+            try:
+                cached = {a.version: a for a in self._store.accuracy(model, window_s)}
+            except StoreUnavailable:
+                cached = {}  # no data while the database is away; other rules go on
             self._accuracy[key] = cached
         return cached
 
@@ -260,28 +264,32 @@ class Signals:
         return Reading(mine.mae / theirs.mae, min(mine.outcomes, theirs.outcomes))
 
 
-    def paired(self, model: str, canary: str, stable: str, period_s: float) -> Periods:
+    def paired(self, model: str, canary: str, stable: str, period_s: float) -> Periods | None:
         """Per period, the (canary, stable) moments of every retained outcome of the two
-        versions, read once per evaluation. Outcomes reported before the settling horizon
-        were read once and kept (each evaluation adds those newly settled: one GROUP BY
-        over a report-time range); the newer ones are read again each time."""
+        versions, read once per evaluation; None while the database is away. Outcomes
+        reported before the settling horizon were read once and kept (each evaluation adds
+        those newly settled: one GROUP BY over a report-time range); the newer ones are
+        read again each time."""
         if self._store is None:
             return {}
         key = (model, canary, stable, period_s)
-        cached = self._losses.get(key)
-        if cached is not None:
-            return cached
+        if key in self._losses:
+            return self._losses[key]
         settled = self._settled.setdefault(key, _Settled())
         settled.read_at = self._evaluation
         horizon = self._wall() - SETTLE_S
-        if horizon > settled.until:
-            _merge(settled.periods, canary, self._store.loss_sums(
-                model, (canary, stable), period_s, reported_from=settled.until,
-                reported_to=horizon))
-            settled.until = horizon
-        periods = dict(settled.periods)
-        _merge(periods, canary, self._store.loss_sums(
-            model, (canary, stable), period_s, reported_from=settled.until))
+        periods: Periods | None
+        try:
+            if horizon > settled.until:
+                _merge(settled.periods, canary, self._store.loss_sums(
+                    model, (canary, stable), period_s, reported_from=settled.until,
+                    reported_to=horizon))
+                settled.until = horizon
+            periods = dict(settled.periods)
+            _merge(periods, canary, self._store.loss_sums(
+                model, (canary, stable), period_s, reported_from=settled.until))
+        except StoreUnavailable:
+            periods = None  # no data while the database is away; other rules go on
         self._losses[key] = periods
         return periods
 
@@ -292,7 +300,10 @@ class Signals:
         if self._store is None or version == stable:
             return NO_DATA
         spec = rule.judge_spec
-        summary = summarize(self.paired(model, version, stable, spec.period_s))
+        paired = self.paired(model, version, stable, spec.period_s)
+        if paired is None:
+            return NO_DATA
+        summary = summarize(paired)
         verdict = judge(spec, summary)
         return Reading(verdict.effect, min(verdict.samples_canary, verdict.samples_stable),
                        Judged(stable, verdict, summary.periods))
@@ -332,6 +343,10 @@ READERS: Mapping[Metric, Reader] = MappingProxyType({
     Metric.SHADOW_DIVERGENCE: Signals._shadow_divergence,
     Metric.JUDGE: Signals._judge,
 })
+# The metrics read from the store: where processes share one (replicas on PostgreSQL),
+# every one of them reads the same value, so one of them acts on it for all.
+STORE_METRICS: frozenset[Metric] = frozenset({*_FIGURES, Metric.MAE_RATIO, Metric.JUDGE})
+
 _unread = set(Metric) - set(READERS)
 if _unread:
     raise ImportError(f"alert metrics without a reader: {sorted(_unread)}")

@@ -25,8 +25,9 @@ from models.loaded import LoadedVersion
 from models.registry import discover
 from server.monitoring.drift import DriftSettings
 from server.monitoring.notify import Notifier
+from server.monitoring.rules import AlertRule
 from server.monitoring.shadow_stats import ShadowStats
-from server.monitoring.signals import Signals
+from server.monitoring.signals import STORE_METRICS, Signals
 from server.monitoring.trackers import DriftBook
 from server.runtime.settings import Settings
 from server.serving.alerting import AlertEngine
@@ -37,7 +38,8 @@ from server.serving.predictor import Predictor
 from server.serving.reloads import ConfigRejected, RoutingReloader, watch
 from server.serving.shadow import ShadowScorer
 from server.serving.state import ServingState, Snapshot
-from server.storage.store import Store
+from server.storage.backends import describe, open_store
+from server.storage.base import Store, StoreUnavailable
 from server.telemetry.export import FLUSH_MAX_S, VERSION, Telemetry, TelemetryError
 from server.telemetry.observe import Instrumented, Observer, observe_process
 from server.transport.admin_service import AdminService
@@ -63,7 +65,10 @@ REPORT_OUTCOME = f"/{PREDICTION_SERVICE}/{_PREDICTION.methods_by_name['ReportOut
 
 
 MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
-FOLLOW_INTERVAL_S = 0.5
+# The health service name that reports the store's database (SERVING while it answers);
+# "" and PredictionService stay SERVING either way: predictions do not need it.
+STORE_HEALTH = "waybill.store"
+STORE_HEALTH_INTERVAL_S = 0.5
 # A drain stops the server once no call has arrived for this long.
 DRAIN_QUIET_S = 0.05
 
@@ -189,13 +194,13 @@ class WaybillServer:
         self.catalog = VersionCatalog(settings.registry)
         self.store: Store | None = None
         if settings.database is not None:
-            try:
-                self.store = Store(settings.database, retention_s=settings.prediction_retention_s,
-                                   max_predictions=settings.prediction_max_rows)
-            except (OSError, sqlite3.Error) as err:
-                raise StartupError(f"database {settings.database}: {err}") from None
+            self.store = _open_store(settings)
             self.store.start()
-        self.journal = Journal(self.store)
+        # Processes sharing the store (workers, replicas) tell their own alerts apart by
+        # this; a lone process keeps the event log as it always did.
+        sharing = settings.reuse_port or (self.store is not None and self.store.shared)
+        instance = f"{socket.gethostname()}/{settings.worker_index}" if sharing else ""
+        self.journal = Journal(self.store, instance=instance)
         self.reloader: RoutingReloader | None = None
         try:
             if settings.routing is not None:
@@ -238,17 +243,28 @@ class WaybillServer:
                                                   if drift is not None else None),
                           self.store, self.shadow_stats)
         # Firing alerts are re-sent at evaluations: never more often than those happen.
+        store = self.store
+
+        def shared(rule: AlertRule) -> bool:
+            """A rule on evidence every process sharing the store reads alike (accuracy
+            from the shared outcomes): one process acts on it, for all."""
+            return store is not None and store.shared and rule.metric in STORE_METRICS
+
         self.notifier = Notifier(
             self.observer.tracer, settings.alert_webhook,
             labels={"instance": socket.gethostname(), "worker": str(settings.worker_index)},
             alertmanagers=settings.alertmanager,
-            resend_s=max(settings.alertmanager_resend_s, settings.alert_interval_s))
+            resend_s=max(settings.alertmanager_resend_s, settings.alert_interval_s),
+            per_process=lambda rule: not shared(rule))
         self.alerts = AlertEngine(self.state, signals, self.journal, self.notifier,
                                   settings.alert_interval_s or 1.0,
-                                  before=drift.roll if drift is not None else lambda: None)
+                                  before=drift.roll if drift is not None else lambda: None,
+                                  lead=store.lead if store is not None else lambda: True,
+                                  shared=shared)
         self.alerts.seed(self.journal.firing(), self.journal.decided())
         self._alerting: asyncio.Task[None] | None = None
         self._following: asyncio.Task[None] | None = None
+        self._store_health: asyncio.Task[None] | None = None
         # One health service per port: the public one answers for PredictionService and
         # GRPCInferenceService, the admin one for AdminService; both SERVING once started,
         # NOT_SERVING on drain.
@@ -267,7 +283,8 @@ class WaybillServer:
         self._register_metrics(predictor)
         add_service(self._server, PredictionService(
             predictor, self.state, settings.default_deadline_s, self.observer, self.store,
-            siblings=settings.reuse_port,
+            siblings=settings.reuse_port or (self.store is not None and self.store.shared),
+            outcome_wait_s=settings.outcome_wait_s,
             streams=StreamBudget(settings.max_streams, settings.stream_rows),
             outcome_scorer=OutcomeScorer(self.state, settings.registry)))
         # The same predictor: V2 calls are routed, validated, scored, logged and
@@ -349,14 +366,19 @@ class WaybillServer:
         if s.alert_interval_s > 0:
             self._alerting = asyncio.get_running_loop().create_task(self.alerts.run(),
                                                                     name="alerts")
-        if s.reuse_port and self.store is not None:
-            # Sibling workers roll back and clear too: follow what they save.
+        if self.store is not None and (s.reuse_port or self.store.shared):
+            # Sibling workers and other replicas roll back and clear too: follow what they
+            # save.
             self._following = asyncio.get_running_loop().create_task(
-                self.journal.follow_every(self.state, FOLLOW_INTERVAL_S), name="follow")
+                self.journal.follow_every(self.state, s.follow_interval_s), name="follow")
         for service in ("", PREDICTION_SERVICE, INFERENCE_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         for service in ("", ADMIN_SERVICE):
             await self._admin_health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.store is not None:
+            await self._report_store()
+            self._store_health = asyncio.get_running_loop().create_task(
+                self._watch_store(), name="store-health")
         if s.port_file is not None:
             ports = {"port": self.port, "admin_port": self.admin_port,
                      "metrics_port": self.metrics_port}
@@ -366,6 +388,19 @@ class WaybillServer:
             "admin_port": self.admin_port, "metrics_port": self.metrics_port,
             "pid": os.getpid()}})
         return self.port
+
+    async def _report_store(self) -> None:
+        """The store's state on both ports' health, under STORE_HEALTH."""
+        assert self.store is not None
+        status = (health_pb2.HealthCheckResponse.SERVING if self.store.up
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for servicer in (self._health, self._admin_health):
+            await servicer.set(STORE_HEALTH, status)
+
+    async def _watch_store(self) -> None:
+        while True:
+            await asyncio.sleep(STORE_HEALTH_INTERVAL_S)
+            await self._report_store()
 
     async def reload_from_file(self) -> None:
         if self.reloader is not None:
@@ -385,7 +420,7 @@ class WaybillServer:
         await self._health.enter_graceful_shutdown()
         await self._admin_health.enter_graceful_shutdown()
         start_draining()
-        for task in (self._watcher, self._alerting, self._following):
+        for task in (self._watcher, self._alerting, self._following, self._store_health):
             if task is not None:
                 task.cancel()
         # Calls arriving now are held (server/transport/rpc.py): stop once they no longer
@@ -419,6 +454,24 @@ class WaybillServer:
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
+
+
+def _open_store(settings: Settings) -> Store:
+    database = settings.database
+    assert database is not None
+    try:
+        return open_store(
+            database, retention_s=settings.prediction_retention_s,
+            max_predictions=settings.prediction_max_rows, max_events=settings.event_max_rows,
+            purge_interval_s=settings.purge_interval_s,
+            flush_interval_s=settings.log_flush_interval_s, queue_max=settings.log_queue_max,
+            pool_size=settings.database_pool_size, op_timeout_s=settings.database_timeout_s)
+    except StoreUnavailable as err:
+        # A replica that cannot read the overrides in force must not serve: it could send
+        # traffic to a canary the others rolled back. The orchestrator starts it again.
+        raise StartupError(f"database: {err}") from None
+    except (OSError, sqlite3.Error, RuntimeError) as err:
+        raise StartupError(f"database {describe(database)}: {err}") from None
 
 
 def _write_atomically(path: Path, text: str) -> None:

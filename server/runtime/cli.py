@@ -33,6 +33,11 @@ def _serve(args: argparse.Namespace) -> int:
         "database": "" if args.no_database else args.database,
         "prediction_retention_s": args.prediction_retention,
         "prediction_max_rows": args.prediction_max_rows,
+        "event_max_rows": args.event_max_rows, "purge_interval_s": args.purge_interval,
+        "log_flush_interval_s": args.log_flush_interval, "log_queue_max": args.log_queue_max,
+        "database_pool_size": args.database_pool_size,
+        "database_timeout_s": args.database_timeout,
+        "follow_interval_s": args.follow_interval, "outcome_wait_s": args.outcome_wait,
         "drift_window_rows": args.drift_window_rows, "drift_window_s": args.drift_window_s,
         "drift_min_rows": args.drift_min_rows, "alert_interval_s": args.alert_interval,
         "alert_webhook": args.alert_webhook, "accuracy_window_s": args.accuracy_window,
@@ -293,16 +298,39 @@ def build_parser() -> argparse.ArgumentParser:
                        help="no Prometheus endpoint (OTLP export follows the OTEL_* variables)")
     serve.add_argument("--workers", type=int,
                        help="server processes sharing the port, one per core (default 1)")
-    serve.add_argument("--database", type=Path,
-                       help="prediction and event log, SQLite (default var/waybill.db)")
+    serve.add_argument("--database",
+                       help="prediction, outcome and event log: an SQLite file (default "
+                            "var/waybill.db), or a postgresql://user@host/db URL shared by "
+                            "replicas (or WAYBILL_DATABASE; libpq's PG* variables apply)")
     serve.add_argument("--no-database", action="store_true",
                        help="no prediction/event log: no outcomes, accuracy or saved overrides")
+    serve.add_argument("--database-pool-size", type=int,
+                       help="PostgreSQL: connections for outcomes, events and reads "
+                            "(default 4)")
+    serve.add_argument("--database-timeout", type=float, metavar="SECONDS",
+                       help="PostgreSQL: how long a call waits for the database before "
+                            "UNAVAILABLE (default 3)")
     serve.add_argument("--prediction-retention",
                        help="keep logged predictions this long: 7d, 12h, 30m or seconds "
                             "(default 7d)")
     serve.add_argument("--prediction-max-rows", type=int,
                        help="keep at most this many logged predictions, the newest "
                             "(default 5000000)")
+    serve.add_argument("--event-max-rows", type=int,
+                       help="keep at most this many events, the newest (default 100000)")
+    serve.add_argument("--purge-interval", type=float, metavar="SECONDS",
+                       help="apply retention this often (default 60)")
+    serve.add_argument("--log-flush-interval", type=float, metavar="SECONDS",
+                       help="write queued predictions at least this often (default 0.2)")
+    serve.add_argument("--log-queue-max", type=int,
+                       help="predictions waiting to be written at most; more are dropped "
+                            "and counted (default 200000)")
+    serve.add_argument("--follow-interval", type=float, metavar="SECONDS",
+                       help="read overrides saved by other workers or replicas this often "
+                            "(default 0.5)")
+    serve.add_argument("--outcome-wait", type=float, metavar="SECONDS",
+                       help="ReportOutcome waits this long for a prediction another worker "
+                            "or replica has not written yet, before NOT_FOUND (default 1)")
     serve.add_argument("--no-drift", action="store_true",
                        help="no drift tracking (no drift metrics, GetDrift, drift rules)")
     serve.add_argument("--drift-window-rows", type=int,

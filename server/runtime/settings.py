@@ -97,13 +97,32 @@ class Settings(BaseModel):
     worker_index: Annotated[int, Field(ge=0)] = 0
     reuse_port: bool = False
     metrics_host: str | None = None  # default: host
-    # The prediction and event log (SQLite); relative paths are from the working
-    # directory. "" turns it off: no outcome feedback, no accuracy, no durable overrides.
-    database: Path | None = Path("var/waybill.db")
+    # The prediction, outcome and event log: the path of an SQLite file (relative paths
+    # are from the working directory), or a postgresql:// URL for replicas that share one
+    # database (server/storage/). "" turns it off: no outcome feedback, no accuracy, no
+    # durable overrides.
+    database: str | None = "var/waybill.db"
+    # PostgreSQL: connections for outcomes, events and reads; how long a call waits for
+    # the database before UNAVAILABLE.
+    database_pool_size: Annotated[int, Field(ge=1, le=64)] = 4
+    database_timeout_s: Annotated[float, Field(gt=0, le=60)] = 3.0
     # The prediction log keeps a prediction (and its outcome) this long, and at most the
-    # newest prediction_max_rows; the rest is purged at start and every minute.
+    # newest prediction_max_rows; the rest is purged at start and every purge_interval_s,
+    # a chunk per transaction. Events beyond the newest event_max_rows go too.
     prediction_retention_s: Annotated[float, Field(gt=0)] = 7 * 86400.0
     prediction_max_rows: Annotated[int, Field(ge=1)] = 5_000_000
+    event_max_rows: Annotated[int, Field(ge=1)] = 100_000
+    purge_interval_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    # Predictions wait at most log_flush_interval_s in memory before they are written in
+    # one batch; at most log_queue_max wait (more are dropped and counted).
+    log_flush_interval_s: Annotated[float, Field(gt=0, le=10)] = 0.2
+    log_queue_max: Annotated[int, Field(ge=1, le=10_000_000)] = 200_000
+    # Overrides saved by other processes sharing the database (workers, replicas) are
+    # followed this often.
+    follow_interval_s: Annotated[float, Field(gt=0, le=10)] = 0.5
+    # ReportOutcome looks this long for a prediction another process (worker or replica)
+    # answered but has not written yet, before NOT_FOUND.
+    outcome_wait_s: Annotated[float, Field(ge=0, le=30)] = 1.0
     # Outcomes reported in the last accuracy_window_s make the accuracy metrics and report.
     accuracy_window_s: Annotated[float, Field(gt=0)] = 3600.0
     # Drift: tumbling windows of drift_window_rows rows or drift_window_s seconds,
@@ -167,6 +186,14 @@ class Settings(BaseModel):
             if base not in bases:
                 bases.append(base)
         return tuple(bases)
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value and not value.startswith(
+                ("postgresql://", "postgres://")):
+            raise ValueError("must be the path of an SQLite file or a postgresql:// URL")
+        return value
 
     @field_validator("prediction_retention_s", mode="before")
     @classmethod

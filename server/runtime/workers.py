@@ -15,7 +15,8 @@ and then does only three things:
 
 Routing state reaches every worker without the supervisor: each worker watches the
 routing file itself, and overrides (rollbacks, clears) made in one worker are saved
-in the shared SQLite database, which the others follow (``Journal.follow``). An
+in the shared database (the pod's SQLite file, or the replicas' PostgreSQL database), which
+the others follow (``Journal.follow``). An
 admin call lands on one worker, like a call to one replica: rollback, clear and
 reload reach the others within a second; drift, alerts and shadow statistics are
 that worker's (as they are per replica in a fleet).

@@ -12,6 +12,16 @@ A ``judge`` rule's decision (WORSE, NOT_WORSE) is latched per instance
 (:func:`server.monitoring.alerts.decide`); each change of it is recorded as a ``judge``
 event (a NOT_WORSE is a promotion recommendation, and nothing else happens), and a WORSE
 fires the alert, which rolls back when the rule's action says so.
+
+Where processes share one store (replicas on PostgreSQL), rules on evidence they all read
+alike (accuracy, from the shared outcomes; ``shared``) are acted on by one of them, the
+one the store lets lead (:meth:`~server.storage.base.Store.lead`): one alert event, one
+page, one rollback, which every process then follows. The others evaluate those rules
+too, silently, so that a process that takes the lead over carries on where the last left
+off. Rules on a process's own evidence (drift, errors, latency, shadow) are each
+process's, and a rollback one of them makes holds for all (the journal claims it). The
+canary judge reads the shared outcomes too: with a shared store, only the leading process
+records its decisions and acts on them.
 """
 
 from __future__ import annotations
@@ -53,7 +63,9 @@ class AlertEngine:
     def __init__(self, state: ServingState, signals: Signals, journal: Journal,
                  notifier: Notifier, interval_s: float,
                  before: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 lead: Callable[[], bool] = lambda: True,
+                 shared: Callable[[AlertRule], bool] = lambda rule: False) -> None:
         self._state = state
         self._signals = signals
         self._journal = journal
@@ -61,6 +73,9 @@ class AlertEngine:
         self._interval = interval_s
         self._before = before  # e.g. close idle drift windows
         self._clock = clock
+        self._lead = lead  # blocking: asked off the event loop
+        self._shared = shared
+        self.leading = True  # as of the last evaluation that had a shared rule
         self._instances: dict[tuple[str, str, str], Instance] = {}
         # (model, rule, version) -> wall time, for alerts the event log says were firing
         # when the process last stopped: they start firing, so that clearing is reported
@@ -154,6 +169,7 @@ class AlertEngine:
         horizon = max((r.window for _, r in rules), default=0.0)
         # Reading signals touches locks and SQLite: off the event loop.
         readings = await asyncio.to_thread(self._read, snapshot, rules, horizon)
+        leading = self.leading
         now = self._clock()
         changes: list[Change] = []
         decisions: list[tuple[Instance, Outcome]] = []
@@ -170,6 +186,8 @@ class AlertEngine:
                 current = self._new_instance(key, rule, reading, now)
             nxt, change = advance(current, reading, now)
             self._instances[key] = nxt
+            if not self._acts(rule, leading):
+                continue  # another process acts on this rule; this one only keeps up
             if nxt.decided != current.decided:
                 decisions.append((nxt, current.decided))
             if change is not None:
@@ -181,7 +199,9 @@ class AlertEngine:
                 # is taken out again. _rollback does nothing when it has no traffic.
                 rollbacks.append(nxt)
         for key in set(self._instances) - live:  # rule or version no longer configured
-            changes.extend(ended(self._instances.pop(key), now))
+            gone = self._instances.pop(key)
+            if self._acts(gone.rule, leading):
+                changes.extend(ended(gone, now))
         self.evaluations += 1
         for instance, before in decisions:  # the verdict first, then the alert it fires
             await self._decided(instance, before)
@@ -190,7 +210,8 @@ class AlertEngine:
         # Every evaluation tells the notifier what fires now: it re-sends firing alerts to
         # Alertmanager so they stay active there (and posts those restored as firing after
         # a restart, which change nothing here and so are never a change to notify).
-        self._notifier.firing(self._instances.values())
+        self._notifier.firing(i for i in self._instances.values()
+                              if self._acts(i.rule, leading))
         for instance in rollbacks:
             await self._rollback(instance)
         return changes
@@ -218,6 +239,9 @@ class AlertEngine:
                     "version": instance.version, "from": before.value, "verdict": text}})
         await self._journal.judged(instance, before, text)
 
+    def _acts(self, rule: AlertRule, leading: bool) -> bool:
+        return leading or not self._shared(rule)
+
     @staticmethod
     def _rules(snapshot: Snapshot) -> Iterator[tuple[str, AlertRule]]:
         for model, rules in snapshot.alerts.items():
@@ -227,6 +251,8 @@ class AlertEngine:
     def _read(self, snapshot: Snapshot, rules: list[tuple[str, AlertRule]],
               horizon: float) -> list[tuple[tuple[str, str, str], AlertRule, Reading]]:
         self._before()
+        if any(self._shared(rule) for _, rule in rules):
+            self.leading = self._lead()
         self._signals.sample(horizon)
         out = []
         for model, rule in rules:
@@ -248,7 +274,7 @@ class AlertEngine:
             "severity": rule.severity.value, "metric": rule.metric.value,
             "value": instance.value, "threshold": rule.threshold, "op": rule.op,
             "samples": instance.samples, "from": change.previous.value}})
-        await self._journal.alert(change)
+        await self._journal.alert(change, own_evidence=not self._shared(rule))
         self._notifier.notify(change)
         if change.state == State.FIRING and rule.action == Action.ROLLBACK:
             await self._rollback(instance)

@@ -6,6 +6,12 @@ value, reason, actor).
 The overrides in force are saved with them, so a server killed without warning comes
 back rolled back: :meth:`Journal.restore` re-applies them to the first table it loads
 under the same rule a config reload follows (:func:`router.table.restore_overrides`).
+
+Where several processes share the store (worker processes, or replicas on PostgreSQL),
+each follows what the others save (:meth:`Journal.follow`), and a rollback is *claimed*
+(:meth:`~server.storage.base.Store.claim_override`): when two processes roll one model
+back at once, the one whose override is saved records the rollback event, and the other
+follows that override instead of recording a second one.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from router.table import (
 from server.monitoring.alerts import Change, Instance, evidence, p_value
 from server.monitoring.judge import Outcome
 from server.serving.state import ServingState, Snapshot
-from server.storage.store import Store
+from server.storage.base import Store, StoreUnavailable
 from server.telemetry.observe import Observer
 
 log = logging.getLogger("waybill.journal")
@@ -62,8 +68,13 @@ def _override_from(record: dict[str, Any]) -> Override:
 class Journal:
     """Writes events and saved overrides; without a store it only logs."""
 
-    def __init__(self, store: Store | None) -> None:
+    def __init__(self, store: Store | None, *, instance: str = "") -> None:
         self._store = store
+        # This process among those sharing the store (host/worker): alert events of rules
+        # on its own evidence carry it, so each process restores only its own as firing.
+        self._instance = instance
+        self._follow_failing = False
+        self._unsaved: set[str] = set()  # models whose override this process could not save
         self.rollbacks: dict[tuple[str, str], int] = {}  # (model, actor) -> count
         # The saved overrides as this process last wrote or read them: what changes
         # against this in the store was done by another process sharing it.
@@ -93,6 +104,10 @@ class Journal:
                 log.warning("routing override restored", extra={"fields": {
                     "model": model, "actor": override.actor, "reason": override.reason}})
                 self._seen[model] = _override_record(override)
+            elif self._store.shared:
+                # Another replica may still run the config this override was made against
+                # (a rolling update): it stays saved for them; this process ignores it.
+                self._seen[model] = _override_record(override)
             else:
                 self._store.drop_override(model)
         return restored
@@ -101,8 +116,14 @@ class Journal:
         while True:
             try:
                 await self.follow(state)
+            except StoreUnavailable:
+                if not self._follow_failing:  # said once per outage (the store logs it too)
+                    log.warning("cannot follow saved overrides: the store is unavailable")
+                self._follow_failing = True
             except Exception:
                 log.exception("cannot follow saved overrides")
+            else:
+                self._follow_failing = False
             await asyncio.sleep(interval_s)
 
     async def follow(self, state: ServingState) -> None:
@@ -113,6 +134,10 @@ class Journal:
             await self._follow(state, self._store)
 
     async def _follow(self, state: ServingState, store: Store) -> None:
+        for model in sorted(self._unsaved):  # changes made here while the store was away
+            await self._save(store, model, state.current.table.models.get(model))
+            if model in self._unsaved:
+                raise StoreUnavailable("the store is still unavailable")
         stored = await asyncio.to_thread(store.overrides)
         for model in sorted(set(stored) | set(self._seen)):
             now, before = stored.get(model), self._seen.get(model)
@@ -139,6 +164,9 @@ class Journal:
         after = 0
         while batch := self._store.events(kinds=("alert",), after_id=after, limit=1000):
             for event in batch:
+                # Another process's alert on its own evidence is not this one's.
+                if event.detail.get("instance", self._instance) != self._instance:
+                    continue
                 last[(event.model, event.rule, event.version)] = (event.state, event.at)
             after = batch[-1].id
         return {key: at for key, (state, at) in last.items() if state == "firing"}
@@ -174,37 +202,60 @@ class Journal:
         except Exception:  # the change itself happened; losing its record must not undo it
             log.exception("cannot record %s event", kind)
 
-    async def _sync(self, model: str, routes: ModelRoutes | None) -> None:
+    async def _sync(self, model: str, routes: ModelRoutes | None) -> bool:
+        """Save the override in ``routes`` (or its absence); False when another process
+        had saved an override of its own first (which :meth:`follow` then applies)."""
         store = self._store
         if store is None:
-            return
+            return True
         async with self._lock:
-            await self._save(store, model, routes)
+            return await self._save(store, model, routes)
 
-    async def _save(self, store: Store, model: str, routes: ModelRoutes | None) -> None:
+    async def _save(self, store: Store, model: str, routes: ModelRoutes | None) -> bool:
         try:
             if routes is not None and routes.override is not None:
                 record = _override_record(routes.override)
-                await asyncio.to_thread(store.save_override, model, record)
+                claim = await asyncio.to_thread(store.claim_override, model, record,
+                                                self._seen.get(model))
+                if not claim.won and claim.saved is None:
+                    # What this process last saw was cleared meanwhile: a rollback anew.
+                    claim = await asyncio.to_thread(store.claim_override, model, record, None)
+                if not claim.won:
+                    log.warning("routing override: another process rolled back first",
+                                extra={"fields": {"model": model}})
+                    self._unsaved.discard(model)
+                    return False
                 self._seen[model] = record
             else:
                 await asyncio.to_thread(store.drop_override, model)
                 self._seen.pop(model, None)
+            self._unsaved.discard(model)
+        except StoreUnavailable:
+            # In force here already; saved (and so followed by the others) once the
+            # store answers again: the next follow tries first.
+            self._unsaved.add(model)
+            log.warning("routing override not saved: the store is unavailable; it will be "
+                        "once the store is back", extra={"fields": {"model": model}})
         except Exception:
             log.exception("cannot save the override of %s", model)
+        return True
 
     async def rolled_back(self, model: str, routes: ModelRoutes, *, rule: str = "",
-                          version: str = "", value: float | None = None) -> None:
+                          version: str = "", value: float | None = None) -> bool:
+        """Save and record a rollback; False when another process's rollback of the same
+        model was saved first (it is the one recorded, and followed here)."""
         override = routes.override
         assert override is not None
+        if not await self._sync(model, routes):
+            return False
         key = (model, override.actor)
         self.rollbacks[key] = self.rollbacks.get(key, 0) + 1
-        await self._sync(model, routes)
         await self._record("rollback", model, version=version or ",".join(override.rolled_back),
                            rule=rule, value=value, reason=override.reason,
                            actor=override.actor,
                            detail={"stable": routes.default,
                                    "rolled_back": list(override.rolled_back)})
+        return True
 
     async def cleared(self, model: str, routes: ModelRoutes, actor: str) -> None:
         await self._sync(model, routes)
@@ -244,15 +295,18 @@ class Journal:
                     "min_effect": rule.min_effect, "period_s": rule.period_s,
                     "min_samples": rule.min_samples, "action": rule.action.value})
 
-    async def alert(self, change: Change) -> None:
+    async def alert(self, change: Change, *, own_evidence: bool = True) -> None:
+        """Record an alert change; ``own_evidence``: the rule reads this process's own
+        evidence (drift, errors, latency), so the event names the process."""
         instance, rule = change.instance, change.instance.rule
+        detail: dict[str, Any] = {"severity": rule.severity.value, "samples": instance.samples,
+                                  "previous": change.previous.value, "action": rule.action.value}
+        if own_evidence and self._instance:
+            detail["instance"] = self._instance
         await self._record("alert", instance.model, version=instance.version, rule=rule.name,
                            state=change.state.value, value=instance.value,
                            reason=f"{rule.metric.value} {rule.condition}",
-                           actor="alerts",
-                           detail={"severity": rule.severity.value, "samples": instance.samples,
-                                   "previous": change.previous.value,
-                                   "action": rule.action.value})
+                           actor="alerts", detail=detail)
 
 
 def _finite(value: float) -> float | None:

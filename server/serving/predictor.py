@@ -32,7 +32,7 @@ from server.serving.errors import BadRequest
 from server.serving.ids import new_prediction_ids
 from server.serving.shadow import ShadowScorer
 from server.serving.state import ServingState, Snapshot
-from server.storage.store import LoggedPrediction, Store
+from server.storage.base import LoggedPrediction, Store
 from server.telemetry.observe import UNKNOWN, Call, Observer, current_call, fail
 
 TrackFn = Callable[[np.ndarray, np.ndarray], None]

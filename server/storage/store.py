@@ -1,168 +1,75 @@
-"""Durable local state in one SQLite file: predictions, outcomes, events, overrides.
+"""What both backends share: the hot-path queue, the writer thread, and every query.
 
-The prediction log lets clients report what actually happened (outcomes) and lets the
-server measure live accuracy per version; the event log keeps rollbacks, clears, applied
-configs and alert changes; the overrides table keeps the overrides in force, so a server
-killed with SIGKILL and restarted is still rolled back.
+The hot path (:meth:`SqlStore.log_predictions`) only appends to a bounded in-memory queue.
+One writer thread owns the writer connection: it drains the queue every
+``flush_interval_s`` in batched transactions of at most ``FLUSH_ROWS`` rows (earlier when
+a quarter of the queue fills), applies retention a chunk at a time between flushes, and
+runs the jobs handed to it after the rows queued before them.
 
-One writer thread owns the only write connection and runs jobs in FIFO order, because
-SQLite has a single writer anyway and a queue is cheaper than lock contention. The hot
-path (:meth:`Store.log_predictions`) only appends to a bounded in-memory queue; the writer
-drains it every ``flush_interval_s`` in one transaction, and before every job, so a job
-sees every prediction queued before it was submitted. Readers open their own short-lived
-read-only connections: WAL lets them read while the writer writes.
+Queries are written once, here, in SQL that SQLite and PostgreSQL both read, with ``?``
+placeholders (a backend's :meth:`SqlStore._sql` rewrites them for its driver). A backend
+says how to connect, how a transaction starts, how predictions are inserted in bulk and
+where write jobs run; see ``sqlite.py`` and ``postgres.py``. Adding a read is one method
+here, on :meth:`SqlStore._reader`, and nothing in either backend.
 
-Errors, with the gRPC status each should map to in ``server/transport/status.py``::
-
-    Exception
-    ├── UnknownPredictions   -> NOT_FOUND (never logged here, or already purged)
-    ├── ConflictingOutcomes  -> ALREADY_EXISTS (an id already has a different actual)
-    └── ValueError
-        └── OutcomeRefused   -> INVALID_ARGUMENT (names outcomes[i].field and a rule)
-
-What an outcome means for a version (which actuals it accepts, the accuracy terms it
-adds) is the model kind's business, not the store's: :meth:`Store.report_outcomes`
-hands each logged prediction and its actual to the caller's ``score`` function and
-stores the terms it returns.
+When the database cannot be reached (PostgreSQL only: an SQLite file is always there),
+the writer keeps the rows queued (the bound still holds: beyond it rows are dropped,
+counted in ``dropped`` and said in a log line at most every ``DROP_LOG_S``), reconnects
+with backoff, and writes what it kept once it is back; blocking calls raise
+:class:`~server.storage.base.StoreUnavailable`.
 """
 
 from __future__ import annotations
 
+import abc
 import functools
 import json
 import logging
 import math
-import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from contextlib import closing, contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from models.calendar import utc_text
-from models.kinds import Actual, Logged, OutcomeRefused, Terms
+from models.kinds import Logged, OutcomeRefused
+from server.storage.base import (
+    Accuracy,
+    Claim,
+    ConflictingOutcomes,
+    Event,
+    LoggedPrediction,
+    LossSums,
+    Outcome,
+    OutcomeResult,
+    Score,
+    StoreUnavailable,
+    UnknownPredictions,
+)
 from server.telemetry.observe import Observer
 
 log = logging.getLogger("waybill.store")
 
 T = TypeVar("T")
-Job = Callable[[sqlite3.Connection], Any]
+# A DB-API connection of either driver (sqlite3.Connection or psycopg.Connection): both
+# have execute(), cursor() with executemany(), fetchone(), fetchall() and rowcount.
+Conn = Any
+Job = Callable[[Conn], Any]
 
 SAME_ACTUAL = 1e-9  # a re-reported actual within this is the same report, not a conflict
 PURGE_CHUNK = 20_000  # predictions per purge transaction, so flushes and jobs interleave
-_IDS_PER_QUERY = 500  # well under SQLite's bound-parameter limit
+FLUSH_ROWS = 20_000  # predictions per write transaction (a backlog goes in several)
+IDS_PER_QUERY = 500  # well under SQLite's bound-parameter limit
+DROP_LOG_S = 5.0  # at most one "dropped" line this often
 
-# Each entry migrates the schema from version i to i + 1 (PRAGMA user_version).
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        # The implicit rowid grows in logging order: retention deletes the oldest rows
-        # with one range on it instead of sorting by time.
-        """CREATE TABLE predictions (
-            prediction_id TEXT PRIMARY KEY,
-            model TEXT NOT NULL,
-            version TEXT NOT NULL,
-            logged_at REAL NOT NULL,
-            order_date TEXT,
-            median REAL NOT NULL,
-            lower REAL NOT NULL,
-            upper REAL NOT NULL,
-            promised_days INTEGER
-        )""",
-        "CREATE INDEX predictions_logged_at ON predictions (logged_at)",
-        # Outcomes never change once recorded, so the per-outcome terms of the accuracy
-        # figures are stored with them and accuracy() needs no join.
-        """CREATE TABLE outcomes (
-            prediction_id TEXT PRIMARY KEY,
-            model TEXT NOT NULL,
-            version TEXT NOT NULL,
-            actual_days REAL NOT NULL,
-            delivery_date TEXT,
-            reported_at REAL NOT NULL,
-            error REAL NOT NULL,
-            covered INTEGER NOT NULL,
-            on_time INTEGER
-        ) WITHOUT ROWID""",
-        "CREATE INDEX outcomes_model_reported_at ON outcomes (model, reported_at)",
-        # AUTOINCREMENT: event ids are clients' cursors (after_id) and must never be reused.
-        """CREATE TABLE events (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            at TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            model TEXT NOT NULL,
-            version TEXT NOT NULL,
-            rule TEXT NOT NULL,
-            state TEXT NOT NULL,
-            value REAL,
-            reason TEXT NOT NULL,
-            actor TEXT NOT NULL,
-            detail TEXT NOT NULL
-        )""",
-        "CREATE INDEX events_model ON events (model, id)",
-        """CREATE TABLE overrides (
-            model TEXT PRIMARY KEY,
-            override TEXT NOT NULL,
-            saved_at TEXT NOT NULL
-        ) WITHOUT ROWID""",
-    ),
-    (
-        # Model kinds: intervals are optional, classifiers log their class probabilities
-        # (float64, packed) and their outcomes add log loss, accuracy and Brier terms.
-        # SQLite cannot relax NOT NULL in place, so both tables are rebuilt.
-        """CREATE TABLE predictions_v2 (
-            prediction_id TEXT PRIMARY KEY,
-            model TEXT NOT NULL,
-            version TEXT NOT NULL,
-            logged_at REAL NOT NULL,
-            order_date TEXT,
-            value REAL NOT NULL,
-            lower REAL,
-            upper REAL,
-            promised_days INTEGER,
-            probabilities BLOB
-        )""",
-        """INSERT INTO predictions_v2 (rowid, prediction_id, model, version, logged_at,
-            order_date, value, lower, upper, promised_days)
-            SELECT rowid, prediction_id, model, version, logged_at, order_date, median, lower,
-            upper, promised_days FROM predictions ORDER BY rowid""",
-        "DROP TABLE predictions",
-        "ALTER TABLE predictions_v2 RENAME TO predictions",
-        "CREATE INDEX predictions_logged_at ON predictions (logged_at)",
-        """CREATE TABLE outcomes_v2 (
-            prediction_id TEXT PRIMARY KEY,
-            model TEXT NOT NULL,
-            version TEXT NOT NULL,
-            actual REAL NOT NULL,
-            label TEXT,
-            delivery_date TEXT,
-            reported_at REAL NOT NULL,
-            error REAL,
-            covered INTEGER,
-            on_time INTEGER,
-            log_loss REAL,
-            correct INTEGER,
-            brier REAL
-        ) WITHOUT ROWID""",
-        """INSERT INTO outcomes_v2 (prediction_id, model, version, actual, delivery_date,
-            reported_at, error, covered, on_time)
-            SELECT prediction_id, model, version, actual_days, delivery_date, reported_at,
-            error, covered, on_time FROM outcomes""",
-        "DROP TABLE outcomes",
-        "ALTER TABLE outcomes_v2 RENAME TO outcomes",
-        "CREATE INDEX outcomes_model_reported_at ON outcomes (model, reported_at)",
-    ),
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-_INSERT_PREDICTION = (
-    "INSERT OR IGNORE INTO predictions (prediction_id, model, version, logged_at, order_date,"
-    " value, lower, upper, promised_days, probabilities) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+PREDICTION_COLUMNS = ("prediction_id", "model", "version", "logged_at", "order_date", "value",
+                      "lower", "upper", "promised_days", "probabilities")
 _INSERT_OUTCOME = (
     "INSERT INTO outcomes (prediction_id, model, version, actual, label, delivery_date,"
     " reported_at, error, covered, on_time, log_loss, correct, brier)"
@@ -171,105 +78,18 @@ _INSERT_OUTCOME = (
 _EVENT_COLUMNS = "id, at, kind, model, version, rule, state, value, reason, actor, detail"
 
 
-@dataclass(frozen=True, slots=True)
-class LoggedPrediction:
-    """One answered row, as the hot path hands it over."""
+class SqlStore(abc.ABC):
+    """The shared implementation of :class:`~server.storage.base.Store`."""
 
-    prediction_id: str
-    model: str
-    version: str
-    order_date: str | None  # YYYY-MM-DD, or None when the request had no date
-    value: float  # the prediction, or a classifier's most probable class index
-    lower: float | None  # the interval, for versions with one
-    upper: float | None
-    promised_days: int | None  # order_date to the predicted delivery date; None without a date
-    probabilities: bytes | None = None  # a classifier's, float64 in class order
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What actually happened to one prediction."""
-
-    prediction_id: str
-    actual: Actual
-
-
-# (index in the batch, the actual, model, version, the logged prediction) -> its terms;
-# raises OutcomeRefused for an actual the version cannot be scored against.
-Score = Callable[[int, Actual, str, str, Logged], Terms]
-
-
-@dataclass(frozen=True, slots=True)
-class OutcomeResult:
-    prediction_id: str
-    model: str
-    version: str
-    duplicate: bool  # the same actual was already recorded; counted once
-
-
-@dataclass(frozen=True, slots=True)
-class Accuracy:
-    model: str
-    version: str
-    outcomes: int
-    mae: float | None  # regression kinds: mean |prediction - actual|
-    bias: float | None  # mean of prediction - actual: positive means predictions run high
-    coverage: float | None  # share with lower <= actual <= upper, over outcomes with one
-    on_time: float | None  # share with actual <= promised_days, over outcomes with a promise
-    log_loss: float | None = None  # classifiers: mean -ln p(actual class)
-    accuracy: float | None = None  # classifiers: share whose most probable class was right
-    brier: float | None = None  # classifiers: mean sum over classes of (p - indicator)^2
-
-
-@dataclass(frozen=True, slots=True)
-class LossSums:
-    """One version's losses in one period of prediction time, as sums (the canary judge's
-    input): ``count`` outcomes, ``total`` = sum of losses, ``total_sq`` = sum of squares."""
-
-    period: int  # floor(predictions.logged_at / period_s)
-    version: str
-    count: int
-    total: float
-    total_sq: float
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    id: int
-    at: str  # RFC 3339 UTC with milliseconds, "...Z"
-    kind: str  # "rollback", "override_cleared", "config_applied", "alert"
-    model: str
-    version: str
-    rule: str
-    state: str
-    value: float | None
-    reason: str
-    actor: str
-    detail: dict[str, Any]
-
-
-class UnknownPredictions(Exception):
-    """Some ids were never logged here, or were purged; nothing of the batch was recorded."""
-
-    def __init__(self, ids: Sequence[str]) -> None:
-        self.ids = tuple(ids)
-        super().__init__(f"unknown prediction ids: {_preview(self.ids)}")
-
-
-class ConflictingOutcomes(Exception):
-    """Some ids already have a different actual; nothing of the batch was recorded."""
-
-    def __init__(self, ids: Sequence[str]) -> None:
-        self.ids = tuple(ids)
-        super().__init__(f"outcomes already reported with a different actual: {_preview(self.ids)}")
-
-
-class Store:
-    """The server's SQLite state. Start it before blocking calls; close it at exit."""
+    backend: ClassVar[str]
+    shared: bool = False
+    # The column that grows in logging order: retention deletes the oldest rows with one
+    # range on it instead of sorting by time.
+    ORDER_COLUMN: ClassVar[str]
 
     def __init__(
         self,
-        path: Path,
+        describe: str,
         *,
         retention_s: float = 7 * 86400,
         max_predictions: int = 5_000_000,
@@ -287,7 +107,7 @@ class Store:
                             ("max_events", max_events)):
             if count < 1:
                 raise ValueError(f"Store {name} has value {count!r}; it must be >= 1")
-        self.path = Path(path)
+        self.describe = describe
         self._retention_s = retention_s
         self._max_predictions = max_predictions
         self._queue_max = queue_max
@@ -298,18 +118,15 @@ class Store:
         self._purge_interval_s = purge_interval_s
         self._max_events = max_events
         self._clock = clock
+        # How long a blocking call waits for the writer before StoreUnavailable (None: for
+        # ever, as SQLite's writer always gets to it).
+        self._call_timeout_s: float | None = None
 
         self.dropped = 0  # predictions refused because the queue was full or the store closed
         self.written = 0  # predictions written
         self.failed = 0  # predictions lost to a failed write (logged)
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = _open_writer(self.path)
-        try:
-            _migrate(self._conn)
-        except BaseException:
-            self._conn.close()
-            raise
+        self._dropped_logged = 0
+        self._next_drop_log = 0.0
 
         self._lock = threading.Lock()  # guards the queues, _queued and _closing
         self._rows: deque[tuple[float, Sequence[LoggedPrediction]]] = deque()
@@ -320,6 +137,57 @@ class Store:
         self._thread: threading.Thread | None = None
         self._finished = threading.Event()
         self._hot_path_error_logged = False
+
+    # -- what a backend provides ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _writer(self) -> Conn | None:
+        """The writer thread's connection; None while the database cannot be reached."""
+
+    @abc.abstractmethod
+    def _lost_writer(self, error: BaseException) -> bool:
+        """After a failed write: True when the connection was lost (the rows are kept and
+        written once it is back), False when the write itself was at fault."""
+
+    @abc.abstractmethod
+    def _close_writer(self) -> None: ...
+
+    @abc.abstractmethod
+    def _transaction(self, conn: Conn, *, durable: bool = False) -> AbstractContextManager[None]:
+        """One write transaction; ``durable``: committed to stable storage before it ends."""
+
+    @abc.abstractmethod
+    def _reader(self) -> AbstractContextManager[Conn]:
+        """A connection for reads (no transaction needed)."""
+
+    @abc.abstractmethod
+    def _job(self, job: Callable[[Conn], T]) -> T:
+        """Run a write job (it opens its own transaction) and return its result."""
+
+    @abc.abstractmethod
+    def _insert_predictions(self, conn: Conn,
+                            batches: Sequence[tuple[float, Sequence[LoggedPrediction]]]) -> int:
+        """Insert the rows (ignoring ids already there) in the open transaction; returns
+        how many were new."""
+
+    def _sql(self, text: str) -> str:
+        """A statement with ``?`` placeholders as the driver wants it."""
+        return text
+
+    def _before_event(self, conn: Conn) -> None:
+        """In the event's transaction, before its insert (PostgreSQL: ids in commit order)."""
+        return None
+
+    def _may_purge(self, conn: Conn) -> bool:
+        """In the purge transaction: whether this process purges now (one at a time)."""
+        return True
+
+    @property
+    def up(self) -> bool:
+        return True
+
+    def lead(self) -> bool:
+        return True
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -338,15 +206,24 @@ class Store:
         if thread is None:
             # Never started: nobody else owns the connection, so finish here.
             if not self._finished.is_set():
-                self._flush()
-                self._conn.close()
-                self._finished.set()
+                try:
+                    conn = self._writer()
+                    if conn is None or not self._flush(conn):
+                        self._lose_queue("the database cannot be reached")
+                finally:
+                    self._close_writer()
+                    self._closed()
+                    self._finished.set()
             return
         self._wake.set()
         thread.join(timeout)
         if thread.is_alive():
             log.warning("store writer still busy at close", extra={"fields": {
-                "path": str(self.path), "pending": self.pending, "timeout_s": timeout}})
+                "store": self.describe, "pending": self.pending, "timeout_s": timeout}})
+
+    def _closed(self) -> None:
+        """After the writer stopped: release what else the backend holds."""
+        return None
 
     @property
     def pending(self) -> int:
@@ -357,10 +234,14 @@ class Store:
 
     def register_metrics(self, observer: Observer, models: Callable[[], Iterable[str]],
                          accuracy_window_s: float) -> None:
-        """The log's drops, and accuracy per version of ``models()`` over the window."""
+        """The log's state and drops, and accuracy per version of ``models()`` over the
+        window."""
 
         def accuracy() -> list[Accuracy]:
-            return [a for model in models() for a in self.accuracy(model, accuracy_window_s)]
+            try:
+                return [a for model in models() for a in self.accuracy(model, accuracy_window_s)]
+            except StoreUnavailable:
+                return []  # no figures while the database is away (waybill_store_up says why)
 
         def figures(read: str) -> list[tuple[float, dict[str, str]]]:
             return [(value, {"model": a.model, "version": a.version})
@@ -393,6 +274,20 @@ class Store:
             "waybill.prediction_log.dropped", "{prediction}",
             "Predictions not logged because the log's queue was full",
             lambda: [(self.dropped, {})])
+        observer.observe_counter(
+            "waybill.prediction_log.written", "{prediction}", "Predictions written to the log",
+            lambda: [(self.written, {})])
+        observer.observe_counter(
+            "waybill.prediction_log.failed", "{prediction}",
+            "Predictions lost to a failed write (not an outage: those stay queued)",
+            lambda: [(self.failed, {})])
+        observer.observe_gauge(
+            "waybill.prediction_log.pending", "{prediction}",
+            "Predictions queued for the log and not yet written",
+            lambda: [(self.pending, {})])
+        observer.observe_gauge(
+            "waybill.store.up", "", "1 while the store's database answers, 0 while it cannot "
+            "be reached", lambda: [(1 if self.up else 0, {"backend": self.backend})])
 
     def log_predictions(self, rows: Sequence[LoggedPrediction]) -> None:
         """Queue rows for the writer. Never blocks and never raises: the event loop calls it.
@@ -437,9 +332,18 @@ class Store:
         if not outcomes:
             return []
         reported_at = self._clock()
-        results: list[OutcomeResult] = self._call(
-            lambda conn: _record_outcomes(conn, outcomes, score, reported_at))
-        return results
+
+        def record(conn: Conn) -> list[OutcomeResult]:
+            return self._record_outcomes(conn, outcomes, score, reported_at)
+
+        try:
+            return self._job(record)
+        except UnknownPredictions:
+            if self._queued == 0:
+                raise
+            # Maybe still in this process's queue: write it, then look again.
+            self.flush()
+            return self._job(record)
 
     def accuracy(self, model: str, since_s: float) -> list[Accuracy]:
         """Per version of ``model``, over outcomes reported in the last ``since_s`` seconds."""
@@ -447,14 +351,15 @@ class Store:
             raise ValueError(f"since_s has value {since_s!r}; it must be >= 0")
         cutoff = self._clock() - since_s
         with self._reader() as conn:
-            rows = conn.execute(
-                "SELECT version, count(*), avg(abs(error)), avg(error), avg(covered), avg(on_time),"
-                " avg(log_loss), avg(correct), avg(brier)"
+            rows = conn.execute(self._sql(
+                "SELECT version, count(*), avg(abs(error)), avg(error), avg(covered),"
+                " avg(on_time), avg(log_loss), avg(correct), avg(brier)"
                 " FROM outcomes WHERE model = ? AND reported_at >= ?"
-                " GROUP BY version ORDER BY version",
+                " GROUP BY version ORDER BY version"),
                 (model, cutoff),
             ).fetchall()
-        return [Accuracy(model, *row) for row in rows]
+        return [Accuracy(model, row[0], int(row[1]), *(_float(v) for v in row[2:]))
+                for row in rows]
 
     def loss_sums(self, model: str, versions: Sequence[str], period_s: float, *,
                   reported_from: float = 0.0,
@@ -475,8 +380,12 @@ class Store:
         if not versions:
             return []
         until = "" if reported_to is None else " AND o.reported_at < ?"
-        # One plain GROUP BY: logged_at >= 0, so CAST truncates as floor() would.
-        sql = ("SELECT CAST(p.logged_at / ? AS INTEGER) AS period, o.version, count(*),"
+        # One plain GROUP BY on the period number, floor(logged_at / period_s). Portably:
+        # SQLite's CAST truncates toward zero and PostgreSQL's rounds, and SQLite may lack
+        # floor(); a CAST above the value is one too many on either.
+        whole = "CAST(p.logged_at / ? AS BIGINT)"
+        period = (f"CASE WHEN {whole} > p.logged_at / ? THEN {whole} - 1 ELSE {whole} END")
+        sql = (f"SELECT {period} AS period, o.version, count(*),"
                " sum(coalesce(abs(o.error), o.log_loss)),"
                " sum(coalesce(o.error * o.error, o.log_loss * o.log_loss))"
                " FROM outcomes o JOIN predictions p ON p.prediction_id = o.prediction_id"
@@ -484,10 +393,10 @@ class Store:
                f" AND o.version IN ({', '.join('?' * len(versions))})"
                " AND coalesce(o.error, o.log_loss) IS NOT NULL"
                " GROUP BY period, o.version ORDER BY period, o.version")
-        params = [period_s, model, reported_from,
+        params = [period_s, period_s, period_s, period_s, model, reported_from,
                   *(() if reported_to is None else (reported_to,)), *versions]
         with self._reader() as conn:
-            rows = conn.execute(sql, params).fetchall()
+            rows = conn.execute(self._sql(sql), params).fetchall()
         return [LossSums(int(period), version, int(count), float(total), float(total_sq))
                 for period, version, count, total, total_sq in rows]
 
@@ -510,25 +419,23 @@ class Store:
         if not kind:
             raise ValueError("an event needs a kind")
         # Serialized here so a value JSON cannot hold fails in the caller, not the writer.
-        detail_json = _to_json(detail or {})
+        detail_json = to_json(detail or {})
         number = None if value is None else float(value)
 
-        def insert(conn: sqlite3.Connection) -> Event:
-            # Stamped by the writer so times never run backwards against ids.
-            at = utc_text(self._clock())
-            with _transaction(conn, durable=True):
-                cursor = conn.execute(
-                    f"INSERT INTO events ({_EVENT_COLUMNS})"
-                    " VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (at, kind, model, version, rule, state, number, reason, actor, detail_json))
-            event_id = cursor.lastrowid
-            if event_id is None:  # cannot happen after an INSERT into a rowid table
-                raise RuntimeError("SQLite returned no id for the new event")
-            return Event(event_id, at, kind, model, version, rule, state, number,
+        def insert(conn: Conn) -> Event:
+            with self._transaction(conn, durable=True):
+                self._before_event(conn)
+                # Stamped in the transaction so times never run backwards against ids.
+                at = utc_text(self._clock())
+                row = conn.execute(self._sql(
+                    "INSERT INTO events (at, kind, model, version, rule, state, value, reason,"
+                    " actor, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"),
+                    (at, kind, model, version, rule, state, number, reason, actor,
+                     detail_json)).fetchone()
+            return Event(int(row[0]), at, kind, model, version, rule, state, number,
                          reason, actor, json.loads(detail_json))
 
-        event: Event = self._call(insert)
-        return event
+        return self._job(insert)
 
     def events(
         self,
@@ -555,33 +462,58 @@ class Store:
         sql += " ORDER BY id LIMIT ?"
         params.append(limit)
         with self._reader() as conn:
-            rows = conn.execute(sql, params).fetchall()
+            rows = conn.execute(self._sql(sql), params).fetchall()
         return [_event(row) for row in rows]
 
     def save_override(self, model: str, override: dict[str, Any]) -> None:
-        text = _to_json(override)
+        text = to_json(override)
         saved_at = utc_text(self._clock())
 
-        def save(conn: sqlite3.Connection) -> None:
-            with _transaction(conn, durable=True):
-                conn.execute(
+        def save(conn: Conn) -> None:
+            with self._transaction(conn, durable=True):
+                conn.execute(self._sql(
                     "INSERT INTO overrides (model, override, saved_at) VALUES (?, ?, ?)"
                     " ON CONFLICT (model) DO UPDATE SET override = excluded.override,"
-                    " saved_at = excluded.saved_at",
+                    " saved_at = excluded.saved_at"),
                     (model, text, saved_at))
 
-        self._call(save)
+        self._job(save)
+
+    def claim_override(self, model: str, override: dict[str, Any],
+                       expected: dict[str, Any] | None) -> Claim:
+        text = to_json(override)
+        saved_at = utc_text(self._clock())
+
+        def claim(conn: Conn) -> Claim:
+            with self._transaction(conn, durable=True):
+                if expected is None:
+                    changed = conn.execute(self._sql(
+                        "INSERT INTO overrides (model, override, saved_at) VALUES (?, ?, ?)"
+                        " ON CONFLICT (model) DO NOTHING"), (model, text, saved_at)).rowcount
+                else:
+                    changed = conn.execute(self._sql(
+                        "UPDATE overrides SET override = ?, saved_at = ?"
+                        " WHERE model = ? AND override = ?"),
+                        (text, saved_at, model, to_json(expected))).rowcount
+                if changed == 1:
+                    return Claim(True, json.loads(text))
+                row = conn.execute(self._sql("SELECT override FROM overrides WHERE model = ?"),
+                                   (model,)).fetchone()
+            return Claim(False, None if row is None else json.loads(row[0]))
+
+        return self._job(claim)
 
     def drop_override(self, model: str) -> None:
-        def drop(conn: sqlite3.Connection) -> None:
-            with _transaction(conn, durable=True):
-                conn.execute("DELETE FROM overrides WHERE model = ?", (model,))
+        def drop(conn: Conn) -> None:
+            with self._transaction(conn, durable=True):
+                conn.execute(self._sql("DELETE FROM overrides WHERE model = ?"), (model,))
 
-        self._call(drop)
+        self._job(drop)
 
     def overrides(self) -> dict[str, dict[str, Any]]:
         with self._reader() as conn:
-            rows = conn.execute("SELECT model, override FROM overrides ORDER BY model").fetchall()
+            rows = conn.execute(
+                "SELECT model, override FROM overrides ORDER BY model").fetchall()
         return {model: json.loads(text) for model, text in rows}
 
     # -- retention ---------------------------------------------------------------------
@@ -589,48 +521,56 @@ class Store:
     def purge(self) -> int:
         """Apply retention now; returns the predictions deleted (their outcomes go too)."""
 
-        def run(conn: sqlite3.Connection) -> int:
+        def run(conn: Conn) -> int:
             total = 0
             while deleted := self._purge_chunk(conn):
                 total += deleted
             return total
 
-        deleted: int = self._call(run)
+        deleted: int = self._call(run, forever=True)
         return deleted
 
-    def _purge_chunk(self, conn: sqlite3.Connection) -> int:
+    def _purge_chunk(self, conn: Conn) -> int:
         cutoff = self._clock() - self._retention_s
+        order = self.ORDER_COLUMN
         deleted = 0
-        with _transaction(conn):
+        with self._transaction(conn):
+            if not self._may_purge(conn):
+                return 0
             # Two subqueries: SQLite answers a lone min() or max() from the b-tree's ends,
             # but both in one SELECT would scan the table.
-            lo, hi = conn.execute("SELECT (SELECT min(rowid) FROM predictions),"
-                                  " (SELECT max(rowid) FROM predictions)").fetchone()
+            lo, hi = conn.execute(f"SELECT (SELECT min({order}) FROM predictions),"
+                                  f" (SELECT max({order}) FROM predictions)").fetchone()
             if lo is not None:
                 # Rows are written in logging order, so everything up to the newest
-                # expired row is expired too (up to clock steps, which retention tolerates),
-                # and the newest max_predictions rows are the last rowids.
+                # expired row is expired too (up to clock steps, and rows another replica
+                # wrote late, which retention tolerates), and the newest max_predictions
+                # rows are the last ones in that order (at most: ids may have gaps).
                 bound = hi - self._max_predictions
-                newest_expired = conn.execute(
-                    "SELECT rowid FROM predictions WHERE logged_at < ?"
-                    " ORDER BY logged_at DESC LIMIT 1", (cutoff,)).fetchone()
+                newest_expired = conn.execute(self._sql(
+                    f"SELECT {order} FROM predictions WHERE logged_at < ?"
+                    " ORDER BY logged_at DESC LIMIT 1"), (cutoff,)).fetchone()
                 if newest_expired is not None:
                     bound = max(bound, newest_expired[0])
                 bound = min(bound, lo + PURGE_CHUNK - 1)
                 if bound >= lo:
-                    conn.execute("DELETE FROM outcomes WHERE prediction_id IN"
-                                 " (SELECT prediction_id FROM predictions WHERE rowid <= ?)",
-                                 (bound,))
-                    deleted = conn.execute("DELETE FROM predictions WHERE rowid <= ?",
-                                           (bound,)).rowcount
-            conn.execute("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?",
-                         (self._max_events,))
-        return deleted
+                    conn.execute(self._sql(
+                        "DELETE FROM outcomes WHERE prediction_id IN"
+                        f" (SELECT prediction_id FROM predictions WHERE {order} <= ?)"),
+                        (bound,))
+                    deleted = conn.execute(self._sql(
+                        f"DELETE FROM predictions WHERE {order} <= ?"), (bound,)).rowcount
+            conn.execute(self._sql(
+                "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?"),
+                (self._max_events,))
+        return int(deleted)
 
     # -- the writer ----------------------------------------------------------------------
 
-    def _call(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``job`` on the writer after the predictions queued so far; wait for it."""
+    def _call(self, job: Callable[[Conn], T], *, forever: bool = False) -> T:
+        """Run ``job`` on the writer after the predictions queued so far; wait for it (at
+        most the backend's call timeout, unless ``forever``)."""
+        wait = None if forever else self._call_timeout_s
         future: Future[T] = Future()
         with self._lock:
             if self._closing:
@@ -639,7 +579,11 @@ class Store:
                 raise RuntimeError("the store is not started (call Store.start())")
             self._jobs.append((job, future))
         self._wake.set()
-        return future.result()
+        try:
+            return future.result(wait)
+        except FutureTimeout:
+            future.cancel()
+            raise StoreUnavailable(f"the store did not answer in {wait} s") from None
 
     def _run(self) -> None:
         purging = True  # retention runs at start, then every purge_interval_s
@@ -651,113 +595,163 @@ class Store:
                 self._wake.wait(0 if purging else self._flush_interval_s)
                 self._wake.clear()
                 closing = self._closing  # once set, nothing new is queued
+                self._say_drops()
                 try:
-                    self._flush()
-                    while (job := self._next_job()) is not None:
-                        self._flush()
-                        _run_job(self._conn, *job)
+                    conn = self._writer()
+                    ok = conn is not None and self._flush(conn)
+                    while ok and (job := self._next_job()) is not None:
+                        ok = self._flush(conn)
+                        if ok:
+                            _run_job(conn, *job)
+                        else:
+                            self._fail(*job)
+                    if not ok:
+                        self._fail_jobs()
+                        if closing:
+                            self._lose_queue("the database cannot be reached")
+                            return
+                        continue
                     if closing:
                         return
                     if not purging and time.monotonic() >= next_purge:
                         purging, next_purge = True, time.monotonic() + self._purge_interval_s
                     if purging:
-                        deleted = self._purge_chunk(self._conn)
+                        deleted = self._purge_chunk(conn)
                         purged += deleted
                         purging = deleted >= PURGE_CHUNK
                         if not purging and purged:
                             log.info("store purged", extra={"fields": {"predictions": purged}})
                             purged = 0
-                except Exception:
+                except Exception as err:
                     # Keep the thread alive: a job's own errors already went to its caller.
                     purging = False
-                    log.exception("store writer error", extra={"fields": {"path": str(self.path)}})
+                    if not self._lost_writer(err):
+                        log.exception("store writer error", extra={"fields": {
+                            "store": self.describe}})
         finally:
-            self._conn.close()
+            self._close_writer()
+            self._closed()
             self._finished.set()
 
     def _next_job(self) -> tuple[Job, Future[Any]] | None:
         with self._lock:
             return self._jobs.popleft() if self._jobs else None
 
-    def _flush(self) -> None:
+    def _fail(self, job: Job, future: Future[Any]) -> None:
+        if future.set_running_or_notify_cancel():
+            future.set_exception(StoreUnavailable(
+                f"the database of the store ({self.describe}) cannot be reached"))
+
+    def _fail_jobs(self) -> None:
+        while (job := self._next_job()) is not None:
+            self._fail(*job)
+
+    def _say_drops(self) -> None:
+        """The one log line for rows the hot path dropped (it cannot log per call)."""
+        dropped = self.dropped
+        if dropped == self._dropped_logged or time.monotonic() < self._next_drop_log:
+            return
+        log.warning("prediction log dropped rows: its queue is full", extra={"fields": {
+            "store": self.describe, "dropped": dropped - self._dropped_logged,
+            "dropped_total": dropped, "pending": self.pending, "queue_max": self._queue_max,
+            "database_up": self.up}})
+        self._dropped_logged = dropped
+        self._next_drop_log = time.monotonic() + DROP_LOG_S
+
+    def _lose_queue(self, why: str) -> None:
+        """At close, with no way to write them: count the queued rows as lost, and say so."""
         with self._lock:
-            if not self._rows:
-                return
-            batches, self._rows = self._rows, deque()
-        n = sum(len(rows) for _, rows in batches)
-        try:
-            with _transaction(self._conn):
-                cursor = self._conn.executemany(_INSERT_PREDICTION, _prediction_params(batches))
-            self.written += max(cursor.rowcount, 0)
-        except Exception:
-            # Never raised into the hot path; the rows are lost, and say so.
+            n = self._queued
+            self._rows.clear()
+            self._queued = 0
+        if n:
             self.failed += n
-            log.exception("prediction log write failed", extra={"fields": {
-                "path": str(self.path), "rows": n}})
-        finally:
+            log.error("prediction log rows lost at close", extra={"fields": {
+                "store": self.describe, "rows": n, "reason": why}})
+
+    def _take(self) -> tuple[list[tuple[float, Sequence[LoggedPrediction]]], int]:
+        """Batches from the queue's front, about FLUSH_ROWS rows (at least one batch)."""
+        with self._lock:
+            taken: list[tuple[float, Sequence[LoggedPrediction]]] = []
+            n = 0
+            while self._rows and (not taken or n + len(self._rows[0][1]) <= FLUSH_ROWS):
+                batch = self._rows.popleft()
+                taken.append(batch)
+                n += len(batch[1])
+            return taken, n
+
+    def _flush(self, conn: Conn) -> bool:
+        """Write everything queued; False when the connection was lost (rows kept)."""
+        while True:
+            batches, n = self._take()
+            if not batches:
+                return True
+            try:
+                with self._transaction(conn):
+                    written = self._insert_predictions(conn, batches)
+                self.written += written
+            except Exception as err:
+                if self._lost_writer(err):
+                    with self._lock:  # back to the front, still counted against the bound
+                        self._rows.extendleft(reversed(batches))
+                    return False
+                # Never raised into the hot path; the rows are lost, and say so.
+                self.failed += n
+                log.exception("prediction log write failed", extra={"fields": {
+                    "store": self.describe, "rows": n}})
             with self._lock:
                 self._queued -= n
 
-    @contextmanager
-    def _reader(self) -> Iterator[sqlite3.Connection]:
-        uri = self.path.resolve().as_uri() + "?mode=ro"
-        with closing(sqlite3.connect(uri, uri=True, timeout=5.0, isolation_level=None)) as conn:
-            yield conn
+    def _record_outcomes(self, conn: Conn, outcomes: Sequence[Outcome], score: Score,
+                         reported_at: float) -> list[OutcomeResult]:
+        ids = list(dict.fromkeys(item.prediction_id for item in outcomes))
+        with self._transaction(conn):
+            logged = self._by_id(conn, "SELECT prediction_id, model, version, order_date, value,"
+                                       " lower, upper, promised_days, probabilities"
+                                       " FROM predictions", ids)
+            unknown = [pid for pid in ids if pid not in logged]
+            if unknown:
+                raise UnknownPredictions(unknown)
+            known = {pid: row[1] for pid, row in self._by_id(
+                conn, "SELECT prediction_id, actual FROM outcomes", ids).items()}
+            results: list[OutcomeResult] = []
+            new: list[tuple[Any, ...]] = []
+            conflicts: list[str] = []
+            for index, item in enumerate(outcomes):
+                pid = item.prediction_id
+                _, model, version, order_date, value, lower, upper, promised, blob = logged[pid]
+                proba = (None if blob is None
+                         else tuple(np.frombuffer(bytes(blob), dtype=np.float64)))
+                terms = score(index, item.actual, model, version,
+                              Logged(value, lower, upper, proba, order_date, promised))
+                previous = known.get(pid)
+                if previous is not None:
+                    if abs(previous - terms.actual) > SAME_ACTUAL:
+                        conflicts.append(pid)
+                    results.append(OutcomeResult(pid, model, version, duplicate=True))
+                    continue
+                known[pid] = terms.actual  # a repeat later in this batch is a duplicate of it
+                new.append((pid, model, version, float(terms.actual), terms.label,
+                            terms.delivery_date, reported_at, _float(terms.error),
+                            _int(terms.covered), _int(terms.on_time), _float(terms.log_loss),
+                            _int(terms.correct), _float(terms.brier)))
+                results.append(OutcomeResult(pid, model, version, duplicate=False))
+            if conflicts:
+                raise ConflictingOutcomes(list(dict.fromkeys(conflicts)))
+            conn.cursor().executemany(self._sql(_INSERT_OUTCOME), new)
+        return results
+
+    def _by_id(self, conn: Conn, select: str,
+               ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        found: dict[str, tuple[Any, ...]] = {}
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            chunk = ids[start:start + IDS_PER_QUERY]
+            sql = f"{select} WHERE prediction_id IN ({', '.join('?' * len(chunk))})"
+            found.update((row[0], tuple(row)) for row in conn.execute(self._sql(sql), chunk))
+        return found
 
 
-def _open_writer(path: Path) -> sqlite3.Connection:
-    # isolation_level=None: transactions are explicit, so a flush is exactly one.
-    conn = sqlite3.connect(path, timeout=5.0, check_same_thread=False, isolation_level=None)
-    try:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal":
-            log.warning("store is not in WAL mode; readers will block the writer",
-                        extra={"fields": {"path": str(path), "journal_mode": mode}})
-        # NORMAL in WAL mode survives a process crash; events and overrides ask for FULL.
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA busy_timeout = 5000")
-        # The prediction id index takes random inserts; a larger cache keeps its pages hot.
-        conn.execute("PRAGMA cache_size = -32768")
-        conn.execute("PRAGMA journal_size_limit = 67108864")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    # IMMEDIATE, then read the version: two processes starting at once migrate once.
-    with _transaction(conn):
-        current = conn.execute("PRAGMA user_version").fetchone()[0]
-        if current > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"store schema version {current} is newer than this server's {SCHEMA_VERSION}")
-        for statements in _MIGRATIONS[current:]:
-            for statement in statements:
-                conn.execute(statement)
-        if current != SCHEMA_VERSION:
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection, *, durable: bool = False) -> Iterator[None]:
-    if durable:  # fsync this commit: events and overrides should survive power loss too
-        conn.execute("PRAGMA synchronous = FULL")
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    finally:
-        if durable:
-            conn.execute("PRAGMA synchronous = NORMAL")
-
-
-def _run_job(conn: sqlite3.Connection, job: Job, future: Future[Any]) -> None:
+def _run_job(conn: Conn, job: Job, future: Future[Any]) -> None:
     if not future.set_running_or_notify_cancel():
         return
     try:
@@ -768,72 +762,29 @@ def _run_job(conn: sqlite3.Connection, job: Job, future: Future[Any]) -> None:
         future.set_result(result)
 
 
-def _prediction_params(
+def prediction_rows(
     batches: Iterable[tuple[float, Sequence[LoggedPrediction]]],
 ) -> Iterator[tuple[Any, ...]]:
+    """The predictions as rows in PREDICTION_COLUMNS order."""
     for at, rows in batches:
         for p in rows:
             yield (p.prediction_id, p.model, p.version, at, p.order_date,
                    p.value, p.lower, p.upper, p.promised_days, p.probabilities)
 
 
-def _record_outcomes(
-    conn: sqlite3.Connection, outcomes: Sequence[Outcome], score: Score, reported_at: float,
-) -> list[OutcomeResult]:
-    ids = list(dict.fromkeys(item.prediction_id for item in outcomes))
-    with _transaction(conn):
-        logged = _by_id(conn, "SELECT prediction_id, model, version, order_date, value, lower,"
-                              " upper, promised_days, probabilities FROM predictions", ids)
-        unknown = [pid for pid in ids if pid not in logged]
-        if unknown:
-            raise UnknownPredictions(unknown)
-        known = {pid: row[1] for pid, row in _by_id(
-            conn, "SELECT prediction_id, actual FROM outcomes", ids).items()}
-        results: list[OutcomeResult] = []
-        new: list[tuple[Any, ...]] = []
-        conflicts: list[str] = []
-        for index, item in enumerate(outcomes):
-            pid = item.prediction_id
-            _, model, version, order_date, value, lower, upper, promised, blob = logged[pid]
-            proba = None if blob is None else tuple(np.frombuffer(blob, dtype=np.float64))
-            terms = score(index, item.actual, model, version,
-                          Logged(value, lower, upper, proba, order_date, promised))
-            previous = known.get(pid)
-            if previous is not None:
-                if abs(previous - terms.actual) > SAME_ACTUAL:
-                    conflicts.append(pid)
-                results.append(OutcomeResult(pid, model, version, duplicate=True))
-                continue
-            known[pid] = terms.actual  # a repeat later in this batch is a duplicate of this one
-            new.append((pid, model, version, terms.actual, terms.label, terms.delivery_date,
-                        reported_at, terms.error, terms.covered, terms.on_time, terms.log_loss,
-                        terms.correct, terms.brier))
-            results.append(OutcomeResult(pid, model, version, duplicate=False))
-        if conflicts:
-            raise ConflictingOutcomes(list(dict.fromkeys(conflicts)))
-        conn.executemany(_INSERT_OUTCOME, new)
-    return results
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
-def _by_id(conn: sqlite3.Connection, select: str, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
-    found: dict[str, tuple[Any, ...]] = {}
-    for start in range(0, len(ids), _IDS_PER_QUERY):
-        chunk = ids[start:start + _IDS_PER_QUERY]
-        sql = f"{select} WHERE prediction_id IN ({', '.join('?' * len(chunk))})"
-        found.update((row[0], row) for row in conn.execute(sql, chunk))
-    return found
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
-def _event(row: tuple[Any, ...]) -> Event:
+def _event(row: Sequence[Any]) -> Event:
     event_id, at, kind, model, version, rule, state, value, reason, actor, detail = row
-    return Event(event_id, at, kind, model, version, rule, state, value, reason, actor,
-                 json.loads(detail))
+    return Event(int(event_id), at, kind, model, version, rule, state, _float(value), reason,
+                 actor, json.loads(detail))
 
 
-def _to_json(value: Any) -> str:
+def to_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def _preview(ids: Sequence[str], shown: int = 5) -> str:
-    text = ", ".join(ids[:shown])
-    return f"{text} and {len(ids) - shown} more" if len(ids) > shown else text

@@ -22,7 +22,7 @@ from server.serving.journal import EVENT_KINDS, Journal
 from server.serving.overrides import clear_override, rollback
 from server.serving.reloads import RoutingReloader
 from server.serving.state import ServingState
-from server.storage.store import Accuracy, Event, Store
+from server.storage.base import Accuracy, Event, Store
 from server.telemetry.observe import Observer
 from server.transport.rpc import Edge, annotate, handler
 

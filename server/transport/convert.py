@@ -18,7 +18,7 @@ from models.validation import Columns, Values, pairs_to_columns
 from router.table import ModelRoutes, RouteReason
 from server.serving.errors import BadRequest
 from server.serving.predictor import VERSION_HEADER, PredictOutcome, PredictQuery
-from server.storage.store import Outcome
+from server.storage.base import Outcome
 from server.transport.status import WireStatus
 
 ROUTE_REASON_HEADER = "x-route-reason"

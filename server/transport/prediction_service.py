@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 from opentelemetry import trace
@@ -17,7 +17,7 @@ from server.serving.errors import BadRequest, Unavailable
 from server.serving.outcomes import OutcomeScorer
 from server.serving.predictor import Predictor
 from server.serving.state import ServingState
-from server.storage.store import Store, UnknownPredictions
+from server.storage.base import OutcomeResult, Store, UnknownPredictions
 from server.telemetry.observe import Call, Observer, current_call
 from server.transport import convert
 from server.transport.rpc import CallRecord, Edge, annotate, handler
@@ -29,8 +29,9 @@ STREAM_IN_FLIGHT = 64
 # Streams open at once, and rows read and unanswered across all of them (Settings).
 DEFAULT_STREAMS = 64
 DEFAULT_STREAM_ROWS = 4_096
-# Longer than a sibling worker's prediction-log flush interval (0.2 s).
-SIBLING_FLUSH_S = 0.5
+# ReportOutcome looks again for predictions another process answered and has not
+# written yet after these pauses (doubling), up to its outcome_wait_s in all.
+FIRST_LOOK_AGAIN_S = 0.1
 
 
 class PredictionService(pb_grpc.PredictionServiceServicer):
@@ -40,14 +41,15 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         self, predictor: Predictor, state: ServingState, default_deadline_s: float,
         observer: Observer | None = None, store: Store | None = None, *,
         siblings: bool = False, streams: StreamBudget | None = None,
-        outcome_scorer: OutcomeScorer | None = None,
+        outcome_scorer: OutcomeScorer | None = None, outcome_wait_s: float = 1.0,
     ) -> None:
         self._predictor = predictor
         self._store = store
         self._score = outcome_scorer
-        # Worker processes share the log, each writing its own queue: a prediction
-        # another worker answered a moment ago may not be written yet.
+        # Worker processes and replicas share the log, each writing its own queue: a
+        # prediction another one answered a moment ago may not be written yet.
         self._siblings = siblings
+        self._outcome_wait_s = outcome_wait_s
         self._state = state
         self._streams = streams or StreamBudget(DEFAULT_STREAMS, DEFAULT_STREAM_ROWS)
         self.edge = Edge(pb.DESCRIPTOR.services_by_name[self.NAME], default_deadline_s,
@@ -148,13 +150,7 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         annotate(rows=len(outcomes))
         report = functools.partial(self._store.report_outcomes, outcomes, self._score)
         try:
-            try:
-                results = await asyncio.to_thread(report)
-            except UnknownPredictions:
-                if not self._siblings:
-                    raise
-                await asyncio.sleep(SIBLING_FLUSH_S)
-                results = await asyncio.to_thread(report)
+            results = await self._report(report)
         except OutcomeRefused as err:
             raise BadRequest(err.field, err.rule, err.description) from None
         recorded = [r for r in results if not r.duplicate]
@@ -162,3 +158,19 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         annotate(recorded=len(recorded))
         return pb.ReportOutcomeResponse(recorded=len(recorded),
                                         duplicates=len(results) - len(recorded))
+
+    async def _report(self, report: Callable[[], list[OutcomeResult]]) -> list[OutcomeResult]:
+        """Record; while some predictions are unknown and siblings may still hold them in
+        their queues, look again after growing pauses, up to outcome_wait_s in all (the
+        caller's deadline stops it sooner)."""
+        waited, pause = 0.0, FIRST_LOOK_AGAIN_S
+        while True:
+            try:
+                return await asyncio.to_thread(report)
+            except UnknownPredictions:
+                if not self._siblings or waited >= self._outcome_wait_s:
+                    raise
+            pause = min(pause, self._outcome_wait_s - waited)
+            await asyncio.sleep(pause)
+            waited += pause
+            pause *= 2

@@ -22,7 +22,7 @@ from models.validation import ValidationFailed, Violation
 from router.table import OverrideRefused, RoutingError
 from server.serving.errors import MalformedMessage, Overloaded, Unavailable
 from server.serving.reloads import ConfigRejected
-from server.storage.store import ConflictingOutcomes, UnknownPredictions
+from server.storage.base import ConflictingOutcomes, StoreUnavailable, UnknownPredictions
 
 Code = grpc.StatusCode  # short for the table
 
@@ -60,6 +60,10 @@ STATUS_TABLE: Sequence[tuple[type[BaseException],
     (ConflictingOutcomes, Code.ALREADY_EXISTS, _said),  # lists the ids
     (OverrideRefused, Code.FAILED_PRECONDITION, _said),
     (Unavailable, Code.UNAVAILABLE, lambda e: str(e) or "server is not ready"),
+    # The database is away for now: nothing was recorded, and a retry will do.
+    (StoreUnavailable, Code.UNAVAILABLE,
+     lambda e: "the store's database cannot be reached now; nothing was recorded, retry "
+               "later"),
     (Overloaded, Code.RESOURCE_EXHAUSTED, lambda e: str(e) or "server is overloaded"),
     # A message that is not what the method reads.
     (MalformedMessage, Code.INVALID_ARGUMENT, _said),
