@@ -128,7 +128,12 @@ def test_an_identical_canary_is_not_rolled_back_after_2000_outcomes(
     started = time.monotonic()
     with judge_server(judge_registry, tmp_path, "1.1.1") as server:
         traffic = Traffic(server, stream(2400, seed=61))
+        first_period = int(time.time())  # period = "1s": periods are whole wall-clock seconds
         while traffic.sent < 2000:
+            if traffic.sent >= 1000:
+                # On a fast machine every outcome could fall in one period; the judge
+                # pairs within periods, so half of them go into a later one.
+                wait_for(lambda: int(time.time()) > first_period, "the next period")
             traffic.slice()
         # Wait for an evaluation that has read (nearly) all of them: a period where one
         # side has fewer than 2 outcomes does not count yet.
