@@ -172,7 +172,7 @@ def test_state_and_process_metrics(served: ServerProcess,
     deadline = time.monotonic() + 15
     while True:  # shadow scoring happens after the answer: wait for it to be counted
         series = scrape(served)
-        if value(series, "waybill_shadow_divergence_days_count", model="delivery_eta",
+        if value(series, "waybill_shadow_divergence_count", model="delivery_eta",
                  version="1.1.0") >= 3:
             break
         assert time.monotonic() < deadline, "shadow comparisons never showed up"

@@ -62,9 +62,9 @@ EXPORTED = {
     "waybill_shadow_failed_total",
     "waybill_shadow_compared_rows_total",
     "waybill_shadow_outside_interval_total",
-    "waybill_shadow_divergence_days_sum",
-    "waybill_shadow_divergence_days_count",
-    "waybill_shadow_difference_days",
+    "waybill_shadow_divergence_sum",
+    "waybill_shadow_divergence_count",
+    "waybill_shadow_difference",
     # drift (gauges of the newest completed window with enough rows)
     "waybill_drift_psi",
     "waybill_drift_prediction_psi",

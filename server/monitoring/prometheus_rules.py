@@ -118,10 +118,6 @@ def spoken(seconds: float) -> str:
     raise AssertionError(seconds)  # every whole number is whole seconds
 
 
-def days(value: float) -> str:
-    return f"{number(value)} day{'' if value == 1 else 's'}"
-
-
 def percent(value: float) -> str:
     return f"{value * 100:g}%"
 
@@ -232,7 +228,7 @@ def _judge(t: Target) -> str:
 
 
 def _shadow(t: Target) -> str:
-    total, count = "waybill_shadow_divergence_days_sum", "waybill_shadow_divergence_days_count"
+    total, count = "waybill_shadow_divergence_sum", "waybill_shadow_divergence_count"
     value = (f"sum by ({BY}) (rate({total}{t.match()}[{t.window}]))\n"
              f"  / sum by ({BY}) (rate({count}{t.match()}[{t.window}]))")
     return _guarded(value, t, f"sum by ({BY}) (increase({count}{t.match()}[{t.window}]))")
@@ -303,20 +299,20 @@ def _feature_description(t: Target) -> str:
 
 
 def _prediction_description(t: Target) -> str:
-    return (f"The distribution of predicted transit days of {WHERE} has moved away from "
+    return (f"The distribution of the predictions of {WHERE} has moved away from "
             "its training reference: PSI {{ $value | printf \"%.2f\" }} "
             f"{_threshold(t, number(t.rule.threshold), 'rows in the window')}.")
 
 
 def _mae_summary(t: Target) -> str:
     return ("{{ $labels.model }} {{ $labels.version }}: "
-            "MAE {{ $value | printf \"%.2f\" }} days")
+            "MAE {{ $value | printf \"%.2f\" }}")
 
 
 def _mae_description(t: Target) -> str:
     return (f"On reported outcomes, the mean absolute error of {WHERE} is "
-            "{{ $value | printf \"%.2f\" }} days "
-            f"{_threshold(t, days(t.rule.threshold), 'outcomes')}.")
+            "{{ $value | printf \"%.2f\" }} in the model's unit "
+            f"{_threshold(t, number(t.rule.threshold), 'outcomes')}.")
 
 
 def _ratio_summary(t: Target) -> str:
@@ -391,13 +387,13 @@ _PERCENT = "{{ $value | humanizePercentage }}"
 
 def _shadow_summary(t: Target) -> str:
     return ("{{ $labels.model }} shadow {{ $labels.version }}: "
-            "{{ $value | printf \"%.2f\" }} days from the served answer")
+            "{{ $value | printf \"%.2f\" }} from the served answer")
 
 
 def _shadow_description(t: Target) -> str:
     return (f"Over {spoken(t.rule.window)} the shadow {WHERE} predicted on average "
-            "{{ $value | printf \"%.2f\" }} days away from the served version "
-            f"{_threshold(t, days(t.rule.threshold), 'compared rows')}.")
+            "{{ $value | printf \"%.2f\" }} (in the model's unit) away from the served "
+            f"version {_threshold(t, number(t.rule.threshold), 'compared rows')}.")
 
 
 TRAFFIC, QUALITY = "waybill-traffic", "waybill-model-quality"

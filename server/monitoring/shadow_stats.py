@@ -18,7 +18,8 @@ import numpy as np
 from models.kinds import Scored
 from server.telemetry.observe import HistogramFunction, HistogramPoint, Observer
 
-# Upper bounds (days) of the |shadow - served| histogram; the last bucket is open.
+# Upper bounds of the |shadow - served| histogram, in the model's unit (a classifier's:
+# total variation distance); the last bucket is open.
 DIFF_BOUNDS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
@@ -126,9 +127,12 @@ class ShadowStats:
         ):
             observer.observe_counter(name, unit, what, functools.partial(tallies, attribute))
         observer.observe_gauge(
-            "waybill.shadow.difference", "d",
-            "Sum of (shadow - served) medians over compared rows; divide by compared rows "
-            "for the mean bias", lambda: tallies("sum_diff"), up_down=True)
+            # No unit in the name: each model's is its own (GetModel's output.unit).
+            "waybill.shadow.difference", "",
+            "Sum of (shadow - served) values over compared rows, in the model's unit; divide "
+            "by compared rows for the mean bias", lambda: tallies("sum_diff"), up_down=True)
         observer.add_histogram(HistogramFunction(
-            "waybill.shadow.divergence", "d", "|shadow - served| median per compared row",
+            "waybill.shadow.divergence", "",
+            "|shadow - served| per compared row, in the model's unit (a classifier's: total "
+            "variation distance of the probabilities)",
             DIFF_BOUNDS, self.divergence))
