@@ -13,7 +13,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -281,23 +281,22 @@ class Predictor:
                                    columns, also_known, scored, parent=call.span)
         order_days: list[int | None] = ([None] * n_rows if validated.dates is None
                                         else validated.dates)
+        values = scored.value.tolist()  # once: the answer, the log and the histogram share it
         outcome = answer(query.model, version, decision.reason, query.columnar,
-                         new_prediction_ids(n_rows), scored, order_days)
+                         new_prediction_ids(n_rows), scored, values, order_days)
         if self._store is not None:
-            self._log(version, order_days, outcome, scored)
-        values = outcome.values if outcome.values is not None else scored.value.tolist()
+            self._log(version, order_days, outcome, scored, values)
         observer.predicted(call, n_rows, values, version.value_bounds, outcome.delivery)
         return outcome
 
     def _log(self, version: LoadedVersion, order_days: list[int | None],
-             outcome: PredictOutcome, scored: Scored) -> None:
+             outcome: PredictOutcome, scored: Scored, values: list[float]) -> None:
         """Hand the predictions to the log's writer (a deque append; never blocks)."""
         assert self._store is not None
         name, number = version.name, version.version
-        values = scored.value.tolist()
         n_rows = len(values)
-        lower: list[float | None] = [None] * n_rows if outcome.lower is None else [*outcome.lower]
-        upper: list[float | None] = [None] * n_rows if outcome.upper is None else [*outcome.upper]
+        lower: Sequence[float | None] = [None] * n_rows if outcome.lower is None else outcome.lower
+        upper: Sequence[float | None] = [None] * n_rows if outcome.upper is None else outcome.upper
         probabilities = ([None] * n_rows if scored.probabilities is None
                          else [row.tobytes() for row in scored.probabilities])
         self._store.log_predictions([
@@ -329,15 +328,15 @@ class Predictor:
 
 
 def answer(model: str, version: LoadedVersion, reason: RouteReason, columnar: bool,
-           prediction_ids: list[str], scored: Scored,
+           prediction_ids: list[str], scored: Scored, values: list[float],
            order_days: list[int | None]) -> PredictOutcome:
-    """Shape a scored batch into the answer its version's kind gives."""
+    """Shape a scored batch into the answer its version's kind gives; ``values`` is
+    ``scored.value`` as a list."""
     output = version.output
     if output.kind is ModelKind.CLASSIFICATION:
         return PredictOutcome(model, version.version, reason, output, columnar, prediction_ids,
-                              labels=class_labels(output, scored.value.tolist()),
+                              labels=class_labels(output, values),
                               probabilities=scored.probabilities)
-    values = scored.value.tolist()
     lower = None if scored.lower is None else scored.lower.tolist()
     upper = None if scored.upper is None else scored.upper.tolist()
     expected = latest = None
