@@ -210,10 +210,12 @@ def describe(model: CatBoost, sample: pd.DataFrame, options: ImportOptions,
     """Schema, output, drift references and metrics of a model, from a sample."""
     kind = kind_of_loss(loss)
     names = list(model.feature_names_ or [])
-    if not names or any(FEATURE_NAME.fullmatch(n) is None for n in names):
+    unusable = [n for n in names if FEATURE_NAME.fullmatch(n) is None]
+    if not names or unusable:
         raise ArtifactError(
-            f"the model's feature names {names[:5]} are not usable as request fields; train it "
-            "on a DataFrame whose columns are named like identifiers (letters, digits, _)")
+            f"the model's feature names {unusable[:5] or names} are not usable as request "
+            "fields; train it on a DataFrame whose columns are named like identifiers "
+            "(letters, digits, _)")
     lacking = [n for n in names if n not in sample.columns]
     if lacking:
         raise ArtifactError(f"the sample lacks the model's features {lacking}")

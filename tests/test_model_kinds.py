@@ -367,6 +367,13 @@ def test_import_refuses_what_it_cannot_serve_faithfully(
     for source, data, extra, reason in cases:
         done = import_model(tmp_path / "reg", source, "m", data, *extra)
         assert done.returncode == 1 and reason in done.stderr, done.stderr
+    slashed = notebook.train.rename(columns={"hour": "hour/local"})
+    named = catboost.CatBoostRegressor(iterations=5, thread_count=1, verbose=False)
+    named.fit(slashed[["distance_km", "hour/local"]], slashed["delay_min"])
+    named.save_model(str(tmp_path / "slashed.cbm"))
+    done = import_model(tmp_path / "reg", tmp_path / "slashed.cbm", "m", sample)
+    assert done.returncode == 1, done.stderr
+    assert "feature names ['hour/local'] are not usable as request fields" in done.stderr
     narrow = tmp_path / "narrow.csv"
     notebook.sample[["distance_km", "carrier", "hour"]].to_csv(narrow, index=False)
     done = import_model(tmp_path / "reg", notebook.files / "delay.cbm", "m", narrow)
