@@ -1,7 +1,8 @@
 """Interleaved A/B of Waybill configurations: what one feature costs, despite a noisy VM.
 
 Every configuration is started at once (all on the server core) and the load (closed loop,
-32 callers, single-row requests) alternates between them, round after round; the medians
+32 callers, single-row requests; ``--workload 64cols``: 8 callers, 64 rows each as columns)
+alternates between them, round after round; the medians
 are printed, as req/s relative to the first configuration and server CPU per request.
 Consecutive runs of one server here differ by 15-25 %, so a feature's cost is only
 believable from alternation like this (the resident servers' idle threads cost everyone
@@ -61,13 +62,20 @@ def main() -> int:
     parser.add_argument("configs", nargs="+", help="NAME or NAME=BASE+FLAGS, each maybe @REF")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--workload", choices=("1row", "64cols"), default="1row",
+                        help="1row: 32 callers, one row each (default); 64cols: 8 callers, "
+                             "64 rows each as columns")
     args = parser.parse_args()
+    rows_each, callers = (1, 32) if args.workload == "1row" else (64, 8)
     sources = dict(derive(spec) for spec in args.configs)
     names = list(sources)
     work = bl.RUN_DIR / "ab"
     payloads = work / "payloads.bin"
     work.mkdir(parents=True, exist_ok=True)
-    bl.write_payloads(payloads, [bl.waybill_request_bytes([row]) for row in bl.load_rows()])
+    rows = bl.load_rows()
+    bl.write_payloads(payloads, [bl.waybill_request_bytes([row]) for row in rows]
+                      if rows_each == 1 else
+                      [bl.waybill_columns_request_bytes(c) for c in bl.chunks(rows, rows_each)])
     servers: dict[str, tuple[bl.Proc, int]] = {}
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     try:
@@ -77,8 +85,10 @@ def main() -> int:
             for name in names:
                 proc, port = servers[name]
                 spec = {"target": f"{bl.HOST}:{port}", "method": bl.PREDICT_METHOD,
-                        "payloads": str(payloads), "mode": "closed", "concurrency": 32,
-                        "warmup": 0.5, "duration": args.seconds, "server_pid": proc.pid}
+                        "payloads": str(payloads), "mode": "closed", "concurrency": callers,
+                        "warmup": 0.5, "duration": args.seconds, "server_pid": proc.pid,
+                        "rows_per_request": rows_each,
+                        "metadata": [list(m) for m in bl.PIN_METADATA]}
                 spec_file, out = work / "spec.json", work / "result.json"
                 spec_file.write_text(json.dumps(spec))
                 subprocess.run(["taskset", "-c", bl.CLIENT_CPU, bl.VENV_PY,

@@ -13,16 +13,15 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from models.artifact import ModelKind, OutputSpec
-from models.calendar import text_of_day
 from models.kinds import Scored, class_labels
-from models.loaded import LoadedVersion, delivery_dates, promised_days
+from models.loaded import LoadedVersion, delivery_dates
 from models.validation import Columns, ValidatedRows, ValidationFailed
 from router.table import Decision, RouteReason, choose, shadow_for
 from server.monitoring.trackers import DriftBook
@@ -32,7 +31,7 @@ from server.serving.errors import BadRequest
 from server.serving.ids import new_prediction_ids
 from server.serving.shadow import ShadowScorer
 from server.serving.state import ServingState, Snapshot
-from server.storage.base import LoggedPrediction, Store
+from server.storage.base import AnsweredBatch, Store
 from server.telemetry.observe import UNKNOWN, Call, Observer, current_call, fail
 
 TrackFn = Callable[[np.ndarray, np.ndarray], None]
@@ -279,34 +278,23 @@ class Predictor:
             if shadow is not None:
                 self._shadow.offer(query.model, snapshot.version(query.model, shadow),
                                    columns, also_known, scored, parent=call.span)
-        order_days: list[int | None] = ([None] * n_rows if validated.dates is None
-                                        else validated.dates)
+        order_days = validated.dates
         values = scored.value.tolist()  # once: the answer, the log and the histogram share it
         outcome = answer(query.model, version, decision.reason, query.columnar,
-                         new_prediction_ids(n_rows), scored, values, order_days)
+                         new_prediction_ids(n_rows), scored, values,
+                         [None] * n_rows if order_days is None else order_days)
         if self._store is not None:
             self._log(version, order_days, outcome, scored, values)
         observer.predicted(call, n_rows, values, version.value_bounds, outcome.delivery)
         return outcome
 
-    def _log(self, version: LoadedVersion, order_days: list[int | None],
+    def _log(self, version: LoadedVersion, order_days: list[int | None] | None,
              outcome: PredictOutcome, scored: Scored, values: list[float]) -> None:
-        """Hand the predictions to the log's writer (a deque append; never blocks)."""
+        """Hand the answer to the log's writer as it is (a deque append; never blocks)."""
         assert self._store is not None
-        name, number = version.name, version.version
-        n_rows = len(values)
-        lower: Sequence[float | None] = [None] * n_rows if outcome.lower is None else outcome.lower
-        upper: Sequence[float | None] = [None] * n_rows if outcome.upper is None else outcome.upper
-        probabilities = ([None] * n_rows if scored.probabilities is None
-                         else [row.tobytes() for row in scored.probabilities])
-        self._store.log_predictions([
-            LoggedPrediction(pid, name, number, None, value, low, high, None, proba)
-            if day is None else
-            LoggedPrediction(pid, name, number, text_of_day(day), value, low, high,
-                             promised_days(value), proba)
-            for pid, day, value, low, high, proba in zip(
-                outcome.prediction_ids, order_days, values, lower, upper, probabilities,
-                strict=True)])
+        self._store.log_predictions(AnsweredBatch(
+            version.name, version.version, outcome.prediction_ids, values, outcome.lower,
+            outcome.upper, order_days, scored.probabilities))
 
     def _trace_offloop(self, call: Call, marks: list[int]) -> None:
         """Spans for the validate and predict steps a big request ran on the executor."""

@@ -48,7 +48,7 @@ import psycopg
 import psycopg_pool
 from psycopg.types.numeric import FloatLoader
 
-from server.storage.base import LoggedPrediction, StoreUnavailable
+from server.storage.base import LogRows, StoreUnavailable
 from server.storage.store import PREDICTION_COLUMNS, Conn, SqlStore, prediction_rows
 
 log = logging.getLogger("waybill.store")
@@ -306,7 +306,7 @@ class PostgresStore(SqlStore):
     # -- statements -------------------------------------------------------------------------
 
     def _insert_predictions(self, conn: Conn,
-                            batches: Sequence[tuple[float, Sequence[LoggedPrediction]]]) -> int:
+                            batches: Sequence[tuple[float, LogRows]]) -> int:
         cursor = conn.cursor()
         with cursor.copy(f"COPY {_STAGING} ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(_COPY_TYPES)

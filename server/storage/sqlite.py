@@ -22,7 +22,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from server.storage.base import LoggedPrediction
+from server.storage.base import LogRows
 from server.storage.store import Conn, SqlStore, prediction_rows
 
 log = logging.getLogger("waybill.store")
@@ -177,7 +177,7 @@ class SqliteStore(SqlStore):
         return self._call(job)  # the one writer, after the rows queued before
 
     def _insert_predictions(self, conn: Conn,
-                            batches: Sequence[tuple[float, Sequence[LoggedPrediction]]]) -> int:
+                            batches: Sequence[tuple[float, LogRows]]) -> int:
         cursor = conn.executemany(_INSERT_PREDICTION, prediction_rows(batches))
         return max(int(cursor.rowcount), 0)
 

@@ -41,10 +41,11 @@ from models.calendar import utc_text
 from models.kinds import Logged, OutcomeRefused
 from server.storage.base import (
     Accuracy,
+    AnsweredBatch,
     Claim,
     ConflictingOutcomes,
     Event,
-    LoggedPrediction,
+    LogRows,
     LossSums,
     Outcome,
     OutcomeResult,
@@ -129,7 +130,7 @@ class SqlStore(abc.ABC):
         self._next_drop_log = 0.0
 
         self._lock = threading.Lock()  # guards the queues, _queued and _closing
-        self._rows: deque[tuple[float, Sequence[LoggedPrediction]]] = deque()
+        self._rows: deque[tuple[float, LogRows]] = deque()
         self._queued = 0  # rows queued or being written: the bound counts both
         self._jobs: deque[tuple[Job, Future[Any]]] = deque()
         self._wake = threading.Event()
@@ -166,7 +167,7 @@ class SqlStore(abc.ABC):
 
     @abc.abstractmethod
     def _insert_predictions(self, conn: Conn,
-                            batches: Sequence[tuple[float, Sequence[LoggedPrediction]]]) -> int:
+                            batches: Sequence[tuple[float, LogRows]]) -> int:
         """Insert the rows (ignoring ids already there) in the open transaction; returns
         how many were new."""
 
@@ -289,7 +290,7 @@ class SqlStore(abc.ABC):
             "waybill.store.up", "", "1 while the store's database answers, 0 while it cannot "
             "be reached", lambda: [(1 if self.up else 0, {"backend": self.backend})])
 
-    def log_predictions(self, rows: Sequence[LoggedPrediction]) -> None:
+    def log_predictions(self, rows: LogRows) -> None:
         """Queue rows for the writer. Never blocks and never raises: the event loop calls it.
 
         Rows beyond the queue bound are dropped and counted in ``dropped``; losing some
@@ -306,10 +307,12 @@ class SqlStore(abc.ABC):
                     self.dropped += n - max(space, 0)
                     if space <= 0:
                         return
-                    rows, n = rows[:space], space
+                    rows = rows.head(space) if isinstance(rows, AnsweredBatch) else rows[:space]
+                    n = space
                 before = self._queued
-                # A tuple so a caller reusing its list cannot change what gets written.
-                self._rows.append((at, tuple(rows)))
+                # A batch is frozen; a list becomes a tuple, so a caller reusing it cannot
+                # change what gets written.
+                self._rows.append((at, rows if isinstance(rows, AnsweredBatch) else tuple(rows)))
                 self._queued = before + n
             if before < self._wake_rows <= before + n:
                 self._wake.set()
@@ -669,10 +672,10 @@ class SqlStore(abc.ABC):
             log.error("prediction log rows lost at close", extra={"fields": {
                 "store": self.describe, "rows": n, "reason": why}})
 
-    def _take(self) -> tuple[list[tuple[float, Sequence[LoggedPrediction]]], int]:
+    def _take(self) -> tuple[list[tuple[float, LogRows]], int]:
         """Batches from the queue's front, about FLUSH_ROWS rows (at least one batch)."""
         with self._lock:
-            taken: list[tuple[float, Sequence[LoggedPrediction]]] = []
+            taken: list[tuple[float, LogRows]] = []
             n = 0
             while self._rows and (not taken or n + len(self._rows[0][1]) <= FLUSH_ROWS):
                 batch = self._rows.popleft()
@@ -762,11 +765,12 @@ def _run_job(conn: Conn, job: Job, future: Future[Any]) -> None:
         future.set_result(result)
 
 
-def prediction_rows(
-    batches: Iterable[tuple[float, Sequence[LoggedPrediction]]],
-) -> Iterator[tuple[Any, ...]]:
+def prediction_rows(batches: Iterable[tuple[float, LogRows]]) -> Iterator[tuple[Any, ...]]:
     """The predictions as rows in PREDICTION_COLUMNS order."""
     for at, rows in batches:
+        if isinstance(rows, AnsweredBatch):
+            yield from rows.rows(at)
+            continue
         for p in rows:
             yield (p.prediction_id, p.model, p.version, at, p.order_date,
                    p.value, p.lower, p.upper, p.promised_days, p.probabilities)
