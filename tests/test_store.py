@@ -30,6 +30,7 @@ from server.serving.ids import new_prediction_ids
 from server.storage import backends
 from server.storage.base import (
     Accuracy,
+    AnsweredBatch,
     Claim,
     ConflictingOutcomes,
     LoggedPrediction,
@@ -284,6 +285,42 @@ def test_close_writes_what_is_queued(open_store: Callable[..., Store],
 
 
 # -- the hot-path queue --------------------------------------------------------------------
+
+
+def test_an_answered_batch_is_logged_row_by_row_as_the_answer_had_it(
+        open_store: Callable[..., Store]) -> None:
+    """The predictor hands over one request's columns; each row is written as if it had
+    been made alone: its order date as text, the promised days rounded half up, the
+    interval, a classifier's probabilities, and nothing for a row without a date."""
+    import numpy as np
+
+    store = open_store()
+    ids = new_prediction_ids(3)
+    proba = np.array([[0.2, 0.8], [0.5, 0.5], [1.0, 0.0]])
+    store.log_predictions(AnsweredBatch(
+        "m", "1.0.0", ids, [2.5, 3.49, 1.0], [1.0, 2.0, 0.5], [4.0, 5.0, 1.5],
+        [20_000, None, 20_001], proba))
+    store.flush()
+    seen: dict[str, Logged] = {}
+
+    def keep(index: int, actual: Actual, model: str, version: str, logged: Logged) -> Terms:
+        seen[ids[index]] = logged
+        return score(index, actual, model, version, logged)
+
+    store.report_outcomes([days(i, 2.0) for i in ids], keep)
+    assert seen[ids[0]] == Logged(2.5, 1.0, 4.0, (0.2, 0.8), "2024-10-04", 3)
+    assert seen[ids[1]] == Logged(3.49, 2.0, 5.0, (0.5, 0.5), None, None)
+    assert seen[ids[2]] == Logged(1.0, 0.5, 1.5, (1.0, 0.0), "2024-10-05", 1)
+
+
+def test_a_batch_is_cut_to_what_fits_in_the_queue(open_store: Callable[..., Store]) -> None:
+    store = open_store(start=False, queue_max=3)
+    store.log_predictions(AnsweredBatch("m", "1.0.0", new_prediction_ids(2), [1.0, 2.0],
+                                        None, None))
+    store.log_predictions(AnsweredBatch("m", "1.0.0", new_prediction_ids(4),
+                                        [1.0, 2.0, 3.0, 4.0], None, None, [1, 2, 3, 4]))
+    assert (store.pending, store.dropped) == (3, 3)
+    store.close()
 
 
 def test_queue_bound_drops_and_counts_without_raising(open_store: Callable[..., Store],
