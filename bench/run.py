@@ -460,6 +460,7 @@ def target_checks(res: dict[tuple[str, str], dict[str, Any]], args: argparse.Nam
                     f"throughput; CPU/req {cpu:+.0%}", verdict(cost <= 0.15)])
     else:
         out.append(["on vs off cost", "not measured", "n/a"])
+    out += issue19_checks(get, args, verdict)
     two = [n for n in WAYBILL_CONFIGS if n.startswith("waybill-on-2")]
     if two and on and (r2 := get(two[0], c32)):
         ratio = r2["req_s"] / on["req_s"]
@@ -469,6 +470,36 @@ def target_checks(res: dict[tuple[str, str], dict[str, Any]], args: argparse.Nam
     else:
         out.append(["2 workers >= 1.7x one", "no 2-worker configuration in "
                     "bench/waybill_configs.py yet", "n/a"])
+    return out
+
+
+def issue19_checks(get: Callable[[str, str], dict[str, Any] | None],
+                   args: argparse.Namespace, verdict: Callable[[bool | None], str],
+                   ) -> list[list[str]]:
+    """Issue 19's ratios, each against the Python gRPC floor or waybill-off of this run
+    (its past-capacity target: bench/overload.py --open 1.5)."""
+    c32 = "closed c=32 1-row"
+    big = f"closed c={args.rows_concurrency} {ROWS_PER_BIG_REQUEST}-row"
+    on, bare = get("waybill-on", c32), get("bare-aio-batch", c32)
+    streamed = get("waybill-on", "stream c=32 1-row")
+    cols_on, cols_off = get("waybill-on", f"{big} columns"), get("waybill-off", f"{big} columns")
+    bare_big = get("bare-aio-batch", big)
+    checks = [("c=32 1-row: waybill-on >= 0.75x bare-aio-batch req/s (issue 19)", on, bare,
+               "req_s", 0.75),
+              ("c=32 PredictStream: waybill-on >= 1.2x bare-aio-batch unary req/s (issue 19)",
+               streamed, bare, "req_s", 1.2),
+              ("c=8 64-row columns: waybill-on >= 0.85x waybill-off rows/s (issue 19)",
+               cols_on, cols_off, "rows_s", 0.85),
+              ("c=8 64-row columns: waybill-on >= 1.1x bare-aio-batch 64-row rows/s (issue 19)",
+               cols_on, bare_big, "rows_s", 1.1)]
+    out = []
+    for name, a, b, key, floor in checks:
+        if a and b:
+            ratio = a[key] / b[key]
+            out.append([name, f"{a[key]:,.0f} vs {b[key]:,.0f} = {ratio:.2f}x",
+                        verdict(ratio >= floor)])
+        else:
+            out.append([name, "not measured", "n/a"])
     return out
 
 
