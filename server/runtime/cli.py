@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "streams wait (default 4096)")
     serve.add_argument("--max-calls-per-connection", type=int,
                        help="concurrent calls on one HTTP/2 connection; gRPC refuses more "
-                            "(default 32)")
+                            "(default 100)")
     serve.add_argument("--shadow-queue", type=int,
                        help="shadow requests waiting at most; more are dropped (default 64)")
     serve.add_argument("--admin-host", help="admin address (default 127.0.0.1)")

@@ -77,11 +77,7 @@ class Settings(BaseModel):
     # concurrent calls per HTTP/2 connection (more are refused by gRPC, UNAVAILABLE).
     max_streams: Annotated[int, Field(ge=1, le=100_000)] = 64
     stream_rows: Annotated[int, Field(ge=1, le=10_000_000)] = 4_096
-    # 32: enough in flight for full batches (32 callers reach closed-loop capacity); more
-    # only queue inside gRPC, where the handler cannot refuse them (grpc.aio takes one new
-    # call per event-loop turn). Past capacity, 4 connections x 100 answered at p50 177 ms,
-    # x 32 at 55 ms, with goodput 0.93x and 0.95x (bench/overload.py --open 1.5).
-    max_calls_per_connection: Annotated[int, Field(ge=1, le=100_000)] = 32
+    max_calls_per_connection: Annotated[int, Field(ge=1, le=100_000)] = 100
     log_level: Annotated[str, Field(pattern=r"^(debug|info|warning|error)$")] = "info"
     # The per-call "rpc" line: "all" calls, or "sampled": failed and slow calls and those
     # whose trace is recorded (the prediction log, metrics and traces cover the rest).
