@@ -62,20 +62,27 @@ def main() -> int:
     parser.add_argument("configs", nargs="+", help="NAME or NAME=BASE+FLAGS, each maybe @REF")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--workload", choices=("1row", "64cols"), default="1row",
+    parser.add_argument("--workload", choices=("1row", "64cols", "stream"), default="1row",
                         help="1row: 32 callers, one row each (default); 64cols: 8 callers, "
-                             "64 rows each as columns")
+                             "64 rows each as columns; stream: PredictStream, 32 one-row "
+                             "messages in flight")
     args = parser.parse_args()
-    rows_each, callers = (1, 32) if args.workload == "1row" else (64, 8)
+    rows_each, callers = (64, 8) if args.workload == "64cols" else (1, 32)
+    mode, method = (("stream", bl.PREDICT_METHOD + "Stream") if args.workload == "stream"
+                    else ("closed", bl.PREDICT_METHOD))
     sources = dict(derive(spec) for spec in args.configs)
     names = list(sources)
     work = bl.RUN_DIR / "ab"
     payloads = work / "payloads.bin"
     work.mkdir(parents=True, exist_ok=True)
     rows = bl.load_rows()
-    bl.write_payloads(payloads, [bl.waybill_request_bytes([row]) for row in rows]
-                      if rows_each == 1 else
-                      [bl.waybill_columns_request_bytes(c) for c in bl.chunks(rows, rows_each)])
+    if args.workload == "stream":  # PredictStreamRequest: field 1 holds the PredictRequest
+        requests = [bl.stream_message(bl.waybill_request_bytes([row])) for row in rows]
+    elif rows_each == 1:
+        requests = [bl.waybill_request_bytes([row]) for row in rows]
+    else:
+        requests = [bl.waybill_columns_request_bytes(c) for c in bl.chunks(rows, rows_each)]
+    bl.write_payloads(payloads, requests)
     servers: dict[str, tuple[bl.Proc, int]] = {}
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     try:
@@ -84,8 +91,8 @@ def main() -> int:
         for _ in range(args.rounds):
             for name in names:
                 proc, port = servers[name]
-                spec = {"target": f"{bl.HOST}:{port}", "method": bl.PREDICT_METHOD,
-                        "payloads": str(payloads), "mode": "closed", "concurrency": callers,
+                spec = {"target": f"{bl.HOST}:{port}", "method": method,
+                        "payloads": str(payloads), "mode": mode, "concurrency": callers,
                         "warmup": 0.5, "duration": args.seconds, "server_pid": proc.pid,
                         "rows_per_request": rows_each,
                         "metadata": [list(m) for m in bl.PIN_METADATA]}

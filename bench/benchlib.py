@@ -179,6 +179,16 @@ def v2_raw_request_bytes(rows: Sequence[dict[str, Any]], version: str = MODEL_VE
     return request.SerializeToString()
 
 
+def stream_message(request: bytes) -> bytes:
+    """A PredictStreamRequest holding ``request`` (field 1, length-delimited)."""
+    size, varint = len(request), bytearray()
+    while True:
+        byte, size = size & 0x7F, size >> 7
+        varint.append(byte | (0x80 if size else 0))
+        if not size:
+            return b"\x0a" + bytes(varint) + request
+
+
 def write_payloads(path: Path, payloads: Iterable[bytes]) -> None:
     """Length-prefixed byte strings: the load generator sends them as they are."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -190,7 +190,7 @@ def prepare_payloads(rows: list[dict[str, Any]], need_mlserver: bool) -> None:
                       [bl.waybill_columns_request_bytes(c)
                        for c in bl.chunks(rows, ROWS_PER_BIG_REQUEST)])
     bl.write_payloads(payload_file("waybill-stream", 1),
-                      [_field_1(bl.waybill_request_bytes([row])) for row in rows])
+                      [bl.stream_message(bl.waybill_request_bytes([row])) for row in rows])
     if need_mlserver:
         d = bl.RUN_DIR / "payloads"
         (d / "rows.json").write_text(json.dumps(rows))
@@ -199,15 +199,6 @@ def prepare_payloads(rows: list[dict[str, Any]], need_mlserver: bool) -> None:
                                                  for s in sizes}))
         subprocess.run([MLSERVER_PY, MLSERVER_TOOL, "payloads", d / "rows.json",
                         d / "features.json", d / "spec.json"], check=True, timeout=300)
-
-
-def _field_1(message: bytes) -> bytes:
-    size, varint = len(message), bytearray()
-    while True:
-        byte, size = size & 0x7F, size >> 7
-        varint.append(byte | (0x80 if size else 0))
-        if not size:
-            return b"\x0a" + bytes(varint) + message
 
 
 # ------------------------------------------------------------------------------ MLServer venv
