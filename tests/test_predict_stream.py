@@ -17,6 +17,8 @@ from waybill.v1 import prediction_pb2 as pb
 from waybill.v1 import prediction_pb2_grpc as pb_grpc
 from waybill_client import AsyncWaybillClient, InvalidArgument, PredictResult, WaybillClient
 
+from server.transport.prediction_service import PredictionService
+from server.transport.streams import Expiry
 from tests.harness import ServerProcess
 from tests.test_server_predict import struct_rows
 
@@ -229,3 +231,54 @@ def test_the_asyncio_client_streams_an_async_iterable(
         assert isinstance(got, PredictResult)
         assert [p.transit_days for p in got.predictions] == pytest.approx(
             [p.transit_days for p in expected.predictions])
+
+
+# -- each message's deadline (server.transport.streams.Expiry) -----------------------------
+
+
+def test_messages_expire_in_order_with_one_timer_and_answered_ones_never_do() -> None:
+    """Three messages with a 50 ms budget: the quick one answers, the two slow ones are
+    cancelled with ``expired`` set, and the stream's own end cancels nothing it did not."""
+    async def run() -> list[tuple[bool, bool, bool]]:
+        expiry = Expiry(0.05)
+        gate = asyncio.Event()
+
+        async def slow() -> None:
+            await gate.wait()
+
+        async def quick() -> None:
+            return None
+
+        tasks = [asyncio.ensure_future(f()) for f in (quick, slow, slow)]
+        watched = [expiry.watch(t) for t in tasks]
+        assert watched[0].deadline <= watched[1].deadline <= watched[2].deadline
+        await asyncio.wait(tasks, timeout=5)
+        expiry.close()
+        return [(w.expired, t.cancelled(), t.done()) for w, t in zip(watched, tasks,
+                                                                      strict=True)]
+
+    assert asyncio.run(run()) == [(False, False, True), (True, True, True), (True, True, True)]
+
+
+def test_a_stream_message_past_its_deadline_is_answered_deadline_exceeded() -> None:
+    """The message's answer says DEADLINE_EXCEEDED; the stream itself goes on (a predictor
+    that never answers stands in for a stuck prediction, which a real model cannot be
+    made to do on demand)."""
+    class Stuck:
+        async def predict(self, query: object) -> object:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+    async def run() -> pb.PredictStreamResponse:
+        service = PredictionService(Stuck(), None, 0.05)  # type: ignore[arg-type]
+        expiry = Expiry(0.05)
+        try:
+            return await asyncio.ensure_future(service._answer(
+                pb.PredictRequest(model="delivery_eta"), metadata=(), stream=None,
+                expiry=expiry))
+        finally:
+            expiry.close()
+
+    answer = asyncio.run(run())
+    assert answer.WhichOneof("result") == "error"
+    assert answer.error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]

@@ -21,7 +21,7 @@ from server.storage.base import OutcomeResult, Store, UnknownPredictions
 from server.telemetry.observe import Call, Observer, current_call
 from server.transport import convert
 from server.transport.rpc import CallRecord, Edge, annotate, handler
-from server.transport.streams import StreamBudget, serve_stream
+from server.transport.streams import Expiry, StreamBudget, serve_stream
 
 MAX_OUTCOMES = 1000
 # Requests of one PredictStream read and not yet answered; beyond, it stops reading.
@@ -73,13 +73,18 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
     ) -> None:
         metadata = tuple(context.invocation_metadata() or ())
         stream = current_call()
-        read = await serve_stream(
-            requests, context, functools.partial(self._answer, metadata=metadata, stream=stream),
-            STREAM_IN_FLIGHT, self._streams)
+        expiry = Expiry(self.edge.default_deadline_s)  # each message's own deadline
+        try:
+            read = await serve_stream(
+                requests, context, functools.partial(self._answer, metadata=metadata,
+                                                     stream=stream, expiry=expiry),
+                STREAM_IN_FLIGHT, self._streams)
+        finally:
+            expiry.close()
         annotate(messages=read)
 
     async def _answer(self, request: pb.PredictRequest, *, metadata: Sequence[tuple[str, str]],
-                      stream: Call | None) -> pb.PredictStreamResponse:
+                      stream: Call | None, expiry: Expiry) -> pb.PredictStreamResponse:
         """One stream request, observed like a Predict: metrics, access line, spans."""
         observer = self.edge.observer
         record = CallRecord(observer, "PredictStream")  # this task's own call scope
@@ -88,17 +93,20 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         if span is not None:
             call.span, call.context = span, trace.set_span_in_context(span)
             record.span = (None, span)
-        budget = self.edge.default_deadline_s
-        call.deadline = asyncio.get_running_loop().time() + budget
+        task = asyncio.current_task()
+        assert task is not None
+        watched = expiry.watch(task)
+        call.deadline = watched.deadline
         try:
-            async with asyncio.timeout(budget):
-                query = convert.predict_query(request, metadata)
-                call.fields.update(model=query.model, rows=query.n_rows)
-                outcome = await self._predictor.predict(query)
+            query = convert.predict_query(request, metadata)
+            call.fields.update(model=query.model, rows=query.n_rows)
+            outcome = await self._predictor.predict(query)
             return pb.PredictStreamResponse(response=convert.predict_response(outcome))
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            if watched.expired and task.uncancel() == 0:  # its deadline, not the stream's end
+                expired = TimeoutError("the message's deadline passed before its answer")
+                return pb.PredictStreamResponse(error=convert.predict_error(record.fail(expired)))
+            if task.cancelling():
                 record.code = grpc.StatusCode.CANCELLED  # the stream ended under it
                 raise
             # Cancelled from below (the executor is stopping): answer, as for any failure.
