@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -379,6 +380,12 @@ class WaybillServer:
             await self._report_store()
             self._store_health = asyncio.get_running_loop().create_task(
                 self._watch_store(), name="store-health")
+        # Everything loaded so far (models, schemas, libraries) lives as long as the process
+        # or is freed by reference counting (a version and its batcher, tracker and
+        # validator hold no cycles): the cyclic collector need not scan it on every full
+        # pass while serving. 6 % more 1-row req/s (bench/ab.py).
+        gc.collect()
+        gc.freeze()
         if s.port_file is not None:
             ports = {"port": self.port, "admin_port": self.admin_port,
                      "metrics_port": self.metrics_port}
