@@ -313,6 +313,20 @@ def test_an_answered_batch_is_logged_row_by_row_as_the_answer_had_it(
     assert seen[ids[2]] == Logged(1.0, 0.5, 1.5, (1.0, 0.0), "2024-10-05", 1)
 
 
+def test_a_flush_of_hundreds_of_rows_writes_each_once(open_store: Callable[..., Store],
+                                                      database: Database) -> None:
+    """More rows than one multi-row statement holds, with a duplicate id across two of
+    them: every row lands once, and the duplicate is not counted as written."""
+    store = open_store()
+    ids = new_prediction_ids(250)
+    store.log_predictions(AnsweredBatch("m", "1.0.0", ids, [1.0] * 250, None, None))
+    store.log_predictions(AnsweredBatch("m", "1.0.0", [ids[7], *new_prediction_ids(99)],
+                                        [1.0] * 100, None, None))
+    store.flush()
+    assert database.count("predictions") == 349
+    assert store.written == 349
+
+
 def test_a_batch_is_cut_to_what_fits_in_the_queue(open_store: Callable[..., Store]) -> None:
     store = open_store(start=False, queue_max=3)
     store.log_predictions(AnsweredBatch("m", "1.0.0", new_prediction_ids(2), [1.0, 2.0],
