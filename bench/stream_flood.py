@@ -35,17 +35,6 @@ def rss_mb(pid: int) -> float:
     return total / 1e6
 
 
-def stream_message(request: bytes) -> bytes:
-    """A PredictStreamRequest holding ``request`` (field 1), written by hand."""
-    size, length = len(request), bytearray()
-    while True:
-        byte, size = size & 0x7F, size >> 7
-        length.append(byte | (0x80 if size else 0))
-        if not size:
-            break
-    return b"\x0a" + bytes(length) + request
-
-
 async def flood(target: str, streams: int, seconds: float, message: bytes) -> None:
     """The flood alone (run in a process of its own, so the probe is not starved by it)."""
     channels = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool",
@@ -103,7 +92,7 @@ def main() -> int:
     parser.add_argument("--flood-only", metavar="TARGET", help=argparse.SUPPRESS)
     args = parser.parse_args()
     rows = bl.load_rows()
-    message = stream_message(bl.waybill_request_bytes(rows[:64]))
+    message = bl.stream_message(bl.waybill_request_bytes(rows[:64]))
     if args.flood_only:
         asyncio.run(flood(args.flood_only, args.streams, args.seconds, message))
         return 0
