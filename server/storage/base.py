@@ -28,7 +28,6 @@ Errors, with the gRPC status each maps to in ``server/transport/status.py``::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -37,6 +36,7 @@ import numpy as np
 
 from models.calendar import text_of_day
 from models.kinds import Actual, Logged, Terms
+from models.loaded import promised_days
 from server.telemetry.observe import Observer
 
 
@@ -101,9 +101,9 @@ class AnsweredBatch:
                 self.upper or nothing, days, proba, strict=True):
             if day is None:
                 yield (pid, model, version, at, None, value, low, high, None, p)
-            else:  # the promised delivery: round half up, as the answer's date
+            else:
                 yield (pid, model, version, at, text_of_day(day), value, low, high,
-                       math.floor(value + 0.5), p)
+                       promised_days(value), p)
 
 
 # What the log takes: one request's batch, or rows made one by one (tests, tools).
